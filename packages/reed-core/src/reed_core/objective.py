@@ -1,0 +1,249 @@
+r"""The REED objective: one model call, the process loss, every alignment term, the curriculum weights.
+
+From the paper's bound to the terms computed here
+-------------------------------------------------
+REED models (x_{0:T}, z_1..z_L) where latent z_l enters the reverse chain at a step drawn from a weight
+alpha_{l,t}. Its variational bound splits into
+
+* **denoising terms** ``E_t[ KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t, z if t <= tau else none)) ]``. For the
+  standard Gaussian / masking processes this is the process loss (``process.loss``: e.g. velocity MSE for
+  SiT, masked cross-entropy for discrete diffusion) of a denoiser that sees z with probability
+  A_{l,t} = sum_{s >= t} alpha_{l,s}. The usual REPA-style training drops the conditioning (A = 0): the
+  denoiser is unconditional, and this is what ``REEDObjective`` does by default. With
+  ``AlignmentSpec.condition=True`` it trains the *hybrid* conditional exactly as the bound asks: each sample
+  is conditioned on its z_l with probability ``time_weight.cumulative(t)`` (= A_t) and unconditioned otherwise,
+  which is what lets a sampler run unconditionally, with a given z, or with a self-predicted z
+  (``latent_conditions``).
+* **representation-prediction terms** ``alpha_{l,t} * E[-log p(z_l | x_t)]``. With a von Mises-Fisher /
+  cosine likelihood on L2-normalised features, ``-log p(z|x_t) = -kappa cos(z_hat(x_t), z) + const`` where
+  ``z_hat`` is a projector head on a hidden state of the denoiser at the depth chosen for z_l. This is the
+  alignment loss (``reed_core.alignment``) weighted **per sample** by ``w_l(t)`` (= alpha_{l,t} up to a
+  constant; REPA: constant over t; RCG: all weight at t = T, ``TerminalTime``) and by a coefficient c_l.
+* **curriculum**: the paper's training recipe reweights the two families over training with step schedules:
+  ``total = mu(s) * L_denoise + sum_l lambda_l(s) * c_l * mean_b[w_l(t_b) * L_align_l(b)]``.
+
+``LossTerms`` keeps every term apart: ``denoise`` is the unweighted process loss, ``align[name]`` the
+unweighted mean alignment loss, ``weights`` the factor each got at this step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from .alignment import alignment_loss, masked_pool
+from .curriculum import Constant, ConstantTime, Schedule, TimeWeight
+from .projector import ProjectorBank
+from .teacher import Teacher
+from .types import GRANULARITIES, Batch, Corruption, DenoiserOutput, Granularity, LossTerms, Representation
+
+
+class Process(Protocol):
+    """A corruption process. t = 0 is clean data, t = 1 pure noise / fully masked. Never calls the model."""
+
+    def sample_time(
+        self, batch_size: int, *, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+    def corrupt(self, x0: Any, t: torch.Tensor, *, generator: torch.Generator | None = None) -> Corruption: ...
+
+    def loss(self, prediction: Any, corruption: Corruption) -> torch.Tensor:
+        """Per-sample process loss, shape (B,)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class AlignmentSpec:
+    """One latent of the multi-latent objective.
+
+    ``layer``: name of the captured hidden state; ``teacher``: a ``Teacher`` called on the clean batch, or
+    None to read ``batch.representations[name]`` (cached features). ``coefficient`` c_l, ``schedule``
+    lambda_l(step), ``time_weight`` w_l(t) per sample. ``pool``: how token hiddens are pooled for a pooled
+    latent. ``condition``: train the variational hybrid (condition the denoiser on z with probability A_t).
+    """
+
+    name: str
+    layer: str
+    granularity: Granularity
+    teacher: Teacher | None = None
+    coefficient: float = 1.0
+    schedule: Schedule = Constant(1.0)
+    time_weight: TimeWeight = ConstantTime()
+    standardize: bool = False
+    pool: Literal["mean", "sum"] = "mean"
+    condition: bool = False
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {self.pool!r}")
+        if self.teacher is not None and self.teacher.granularity != self.granularity:
+            raise ValueError(
+                f"latent {self.name!r}: teacher granularity {self.teacher.granularity} != spec {self.granularity}"
+            )
+
+
+@dataclass(frozen=True)
+class LatentCondition:
+    """A representation handed to a hybrid denoiser: features ``z`` (pooled (B,D) or token (B,L,D)),
+    their ``mask`` and ``keep`` (B,) bool: which samples see z (the others run unconditionally)."""
+
+    z: torch.Tensor
+    keep: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
+    """The teacher representation of latent ``spec`` for ``batch`` (cached features win over the teacher)."""
+    if spec.name in batch.representations:
+        rep = batch.representations[spec.name]
+    elif spec.teacher is not None:
+        rep = spec.teacher(batch)
+    else:
+        raise KeyError(f"latent {spec.name!r} has no teacher and the batch carries no cached representation")
+    if rep.granularity != spec.granularity:
+        raise ValueError(f"latent {spec.name!r}: representation is {rep.granularity}, spec wants {spec.granularity}")
+    return Representation(rep.features.detach(), rep.mask, rep.granularity)
+
+
+def project_hidden(
+    spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """z_hat for latent ``spec`` from a captured hidden state (pooled first when the latent is pooled)."""
+    if spec.layer not in out.hiddens:
+        raise KeyError(f"denoiser did not return hidden {spec.layer!r}; got {sorted(out.hiddens)}")
+    h = out.hiddens[spec.layer]
+    h_mask = out.masks.get(spec.layer)
+    if spec.granularity == "pooled" and h.dim() == 3:
+        h = masked_pool(h, h_mask, spec.pool)
+        h_mask = None
+    return projectors.project(spec.name, h), h_mask
+
+
+class REEDObjective(nn.Module):
+    """The multi-latent REED loss. Holds the projector bank (trained) and the teachers (frozen)."""
+
+    def __init__(
+        self,
+        process: Process,
+        specs: Sequence[AlignmentSpec] = (),
+        projectors: ProjectorBank | None = None,
+        denoise_schedule: Schedule = Constant(1.0),
+    ) -> None:
+        super().__init__()
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"latent names must be unique, got {names}")
+        missing = [n for n in names if projectors is None or n not in projectors]
+        if missing:
+            raise ValueError(f"no projector for latents {missing}")
+        self.process = process
+        self.specs = tuple(specs)
+        self.projectors = projectors if projectors is not None else ProjectorBank({})
+        self.teachers = nn.ModuleDict({s.name: s.teacher.freeze() for s in specs if s.teacher is not None})
+        self.denoise_schedule = denoise_schedule
+        self.layers = tuple(dict.fromkeys(s.layer for s in specs))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.projectors.parameters() if p.requires_grad]
+
+    def forward(
+        self, model: nn.Module, batch: Batch, step: int, generator: torch.Generator | None = None
+    ) -> LossTerms:
+        device = _device_of(batch.x0)
+        t = self.process.sample_time(batch.batch_size, device=device, generator=generator)  # (B,)
+        corruption = self.process.corrupt(batch.x0, t, generator=generator)
+        targets = {s.name: target_for(s, batch) for s in self.specs}
+
+        kwargs: dict[str, Any] = {"capture": self.layers}
+        hybrid = [s for s in self.specs if s.condition]
+        if hybrid:
+            kwargs["latents"] = {
+                s.name: LatentCondition(
+                    z=targets[s.name].features,
+                    keep=_bernoulli(s.time_weight.cumulative(t), generator),
+                    mask=targets[s.name].mask,
+                )
+                for s in hybrid
+            }
+        out: DenoiserOutput = model(corruption.x_t, t, batch.cond, **kwargs)
+
+        denoise = self.process.loss(out.prediction, corruption).mean()
+        mu = float(self.denoise_schedule(step))
+        total = mu * denoise
+        align: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {"denoise": mu}
+        for spec in self.specs:
+            z = targets[spec.name]
+            z_hat, h_mask = project_hidden(spec, self.projectors, out)
+            mask = z.mask if z.mask is not None else h_mask
+            per_sample = alignment_loss(
+                spec.granularity, z_hat, z.features, mask, standardize_target=spec.standardize
+            )  # (B,)
+            w_t = spec.time_weight(t).to(per_sample.dtype)  # (B,) per-sample time weight
+            weight = float(spec.coefficient * spec.schedule(step))
+            total = total + weight * (w_t * per_sample).mean()
+            align[spec.name] = per_sample.mean()
+            weights[spec.name] = weight
+        return LossTerms(total=total, denoise=denoise, align=align, weights=weights)
+
+
+def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(p.shape, generator=generator, device=p.device) < p
+
+
+def _device_of(x: Any) -> torch.device:
+    if isinstance(x, torch.Tensor):
+        return x.device
+    device = getattr(x, "device", None)
+    if device is None:
+        raise TypeError("Batch.x0 must be a tensor or expose a `device` attribute")
+    return torch.device(device)
+
+
+def latent_conditions(
+    mode: Literal["none", "given", "self"],
+    specs: Sequence[AlignmentSpec],
+    *,
+    model: nn.Module | None = None,
+    projectors: ProjectorBank | None = None,
+    x_t: Any = None,
+    t: torch.Tensor | None = None,
+    cond: Any = None,
+    given: Mapping[str, Representation] | None = None,
+) -> dict[str, LatentCondition] | None:
+    """Latents for sampling a hybrid denoiser.
+
+    ``"none"``: unconditional (returns None). ``"given"``: condition every sample on ``given[name]``.
+    ``"self"``: run the denoiser unconditionally at (x_t, t), project the captured hidden state with the
+    trained projector and condition on that self-predicted z_hat.
+    """
+    hybrid = [s for s in specs if s.condition]
+    if mode == "none" or not hybrid:
+        return None
+    if mode == "given":
+        if given is None:
+            raise ValueError("mode 'given' needs `given` representations")
+        out = {}
+        for s in hybrid:
+            rep = given[s.name]
+            keep = torch.ones(rep.features.shape[0], dtype=torch.bool, device=rep.features.device)
+            out[s.name] = LatentCondition(rep.features, keep, rep.mask)
+        return out
+    if mode == "self":
+        if model is None or projectors is None or t is None:
+            raise ValueError("mode 'self' needs model, projectors, x_t and t")
+        with torch.no_grad():
+            pred = model(x_t, t, cond, capture=tuple(dict.fromkeys(s.layer for s in hybrid)))
+            out = {}
+            for s in hybrid:
+                z_hat, h_mask = project_hidden(s, projectors, pred)
+                keep = torch.ones(z_hat.shape[0], dtype=torch.bool, device=z_hat.device)
+                out[s.name] = LatentCondition(z_hat, keep, h_mask)
+        return out
+    raise ValueError(f"mode must be 'none', 'given' or 'self', got {mode!r}")

@@ -1,0 +1,336 @@
+"""A domain-agnostic REED training loop.
+
+AdamW, gradient clipping, EMA, optional bf16 autocast, JSONL metrics, tqdm progress, atomic checkpoints,
+exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``.
+
+Randomness of step s (diffusion times, noise, hybrid dropout) comes from a generator seeded by
+(seed, s, shard), where shard = rank * grad_accum + micro-batch. A 2-process run therefore draws exactly what
+a 1-process run with ``grad_accum=2`` draws, and resuming needs nothing but the step (global RNG states are
+saved too, for dropout and anything else that uses them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import (
+    latest_checkpoint,
+    load_train_state,
+    load_weights,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    step_dir,
+)
+from .curriculum import WarmUp
+from .ema import EMA
+from .objective import REEDObjective
+from .types import Batch, LossTerms
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss; the last good checkpoint is left untouched."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``max_steps`` counts optimizer steps; ``grad_accum`` micro-batches per step."""
+
+    max_steps: int
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    grad_accum: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    seed: int = 0
+    precision: Precision = "fp32"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {self.precision!r}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+class _TrainModule(nn.Module):
+    """Denoiser + objective in one module, so DDP sees every trainable parameter in one forward."""
+
+    def __init__(self, model: nn.Module, objective: REEDObjective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch: Batch, step: int, generator: torch.Generator) -> LossTerms:
+        return self.objective(self.model, batch, step, generator)
+
+
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def shard_generator(seed: int, step: int, shard: int, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step) * 65_537 + shard)
+    return g
+
+
+class Trainer:
+    """Train ``model`` with ``objective`` on ``data(step, shard, num_shards) -> Batch``.
+
+    Checkpoints go to ``out_dir/checkpoints/step_XXXXXXXX``; metrics to ``out_dir/metrics.jsonl``.
+    ``model_config`` (a JSON-able dict) is stored in ``config.json`` so the model can be rebuilt.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: REEDObjective,
+        data: Callable[[int, int, int], Batch],
+        config: TrainConfig,
+        out_dir: str | os.PathLike | None = None,
+        *,
+        model_config: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        batch_to_device: Callable[[Batch, torch.device], Batch] | None = None,
+    ) -> None:
+        self.rank, self.world, local_rank = distributed_context()
+        if device is None:
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.config = config
+        self.data = data
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.model_config = dict(model_config or {})
+        self.batch_to_device = batch_to_device or _default_to_device
+        self.model = model.to(self.device)
+        self.objective = objective.to(self.device)
+        self.module: nn.Module = _TrainModule(self.model, self.objective)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+        params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.trainable_parameters()
+        self.params = params
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+        )
+        self.lr_schedule = WarmUp(config.lr_warmup_steps, value=1.0)
+        self.ema = EMA(self.model, config.ema_decay)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # ---------------------------------------------------------------------------------------------- paths
+    @property
+    def checkpoint_root(self) -> Path | None:
+        return self.out_dir / "checkpoints" if self.out_dir is not None else None
+
+    @property
+    def metrics_path(self) -> Path | None:
+        return self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+
+    # ---------------------------------------------------------------------------------------- checkpoints
+    def save(self) -> Path | None:
+        if self.checkpoint_root is None:
+            return None
+        path = None
+        if self.rank == 0:
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+                     "world_size": self.world}
+            config = {"model": self.model_config, "train": asdict(self.config), "step": self.step,
+                      "latents": [s.name for s in self.objective.specs]}
+            path = save_checkpoint(
+                step_dir(self.checkpoint_root, self.step), model=self.model.state_dict(), ema=self.ema.state_dict(),
+                projectors=self.objective.projectors.state_dict(), config=config, train_state=state,
+            )
+            prune_checkpoints(self.checkpoint_root, self.config.keep_checkpoints)
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    def resume(self, path: str | os.PathLike | None = None) -> bool:
+        """Load the given (or the latest) checkpoint; False when there is none."""
+        if path is None:
+            path = latest_checkpoint(self.checkpoint_root) if self.checkpoint_root is not None else None
+        if path is None:
+            return False
+        state = load_train_state(path)
+        load_weights(path, self.model, "model")
+        if len(self.objective.projectors):
+            load_weights(path, self.objective.projectors, "projectors")
+        ema_model = _EMAView(self.ema)
+        load_weights(path, ema_model, "ema")
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self._truncate_metrics()
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    def _truncate_metrics(self) -> None:
+        mp = self.metrics_path
+        if self.rank != 0 or mp is None or not mp.is_file():
+            return
+        keep = [ln for ln in mp.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        tmp = mp.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+        os.replace(tmp, mp)
+
+    # ------------------------------------------------------------------------------------------- training
+    def _micro_step(self, step: int, shard: int, num_shards: int) -> LossTerms:
+        batch = self.batch_to_device(self.data(step, shard, num_shards), self.device)
+        generator = shard_generator(self.config.seed, step, shard, self.device)
+        dtype = _PRECISIONS[self.config.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self.module(batch, step, generator)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (all micro-batches); returns the logged scalars."""
+        cfg, step = self.config, self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * (self.lr_schedule(step) if cfg.lr_warmup_steps > 0 else 1.0)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        num_shards = self.world * cfg.grad_accum
+        sums: dict[str, float] = {}
+        for k in range(cfg.grad_accum):
+            shard = self.rank * cfg.grad_accum + k
+            sync = k == cfg.grad_accum - 1 or self.world == 1
+            ctx = contextlib.nullcontext() if sync else self.module.no_sync()
+            with ctx:
+                terms = self._micro_step(step, shard, num_shards)
+                self._check_finite(terms, step)
+                (terms.total / cfg.grad_accum).backward()
+            for key, value in terms.scalars().items():
+                sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        if self.world > 1:
+            keys = sorted(sums)
+            vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(vec)
+            sums = {k: float(v) / self.world for k, v in zip(keys, vec.tolist(), strict=True)}
+        sums["grad_norm"] = float(grad_norm)
+        sums["lr"] = self.optimizer.param_groups[0]["lr"]
+        sums["step"] = self.step
+        return sums
+
+    def _check_finite(self, terms: LossTerms, step: int) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(terms.total.detach()).all() else 1.0, device=self.device)
+        if self.world > 1:
+            dist.all_reduce(bad)
+        if bad.item() > 0:
+            last = latest_checkpoint(self.checkpoint_root) if self.checkpoint_root is not None else None
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.scalars().items())
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step} ({detail}); training stopped, "
+                f"last good checkpoint: {last if last is not None else 'none saved'}"
+            )
+
+    def fit(self, resume: bool = True) -> list[dict[str, float]]:
+        """Train until ``max_steps``; returns the scalars of every step run in this call."""
+        cfg = self.config
+        if resume:
+            self.resume()
+        if self.out_dir is not None and self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        progress = None
+        if cfg.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        window_start, window_steps = time.perf_counter(), 0
+        run: list[dict[str, float]] = []
+        try:
+            while self.step < cfg.max_steps:
+                scalars = self.train_step()
+                run.append(scalars)
+                window_steps += 1
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{scalars['loss']:.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    scalars["steps_per_s"] = window_steps / max(elapsed, 1e-9)
+                    self._log(scalars)
+                    window_start, window_steps = time.perf_counter(), 0
+                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps):
+                    self.save()
+        finally:
+            if progress is not None:
+                progress.close()
+        self.history.extend(run)
+        return run
+
+    def _log(self, scalars: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        if self.metrics_path is not None:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps({k: (v if math.isfinite(v) else None) for k, v in scalars.items()}) + "\n")
+        log.info("step %d loss %.5f", scalars["step"], scalars["loss"])
+
+
+def _default_to_device(batch: Batch, device: torch.device) -> Batch:
+    def move(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to(device, non_blocking=True)
+        if hasattr(x, "to") and not isinstance(x, nn.Module):
+            return x.to(device)
+        if isinstance(x, dict):
+            return {k: move(v) for k, v in x.items()}
+        return x
+
+    reps = {k: type(v)(move(v.features), move(v.mask), v.granularity) for k, v in batch.representations.items()}
+    return type(batch)(x0=move(batch.x0), cond=move(batch.cond), representations=reps)
+
+
+class _EMAView(nn.Module):
+    """Wrap an EMA shadow dict so ``load_weights`` can fill it in place."""
+
+    def __init__(self, ema: EMA) -> None:
+        super().__init__()
+        self._ema = ema
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):  # type: ignore[override]
+        self._ema.load_state_dict(state)
