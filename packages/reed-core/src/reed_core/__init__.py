@@ -4,7 +4,14 @@ Multi-latent variational objective, projector heads, alignment losses, curriculu
 domain-agnostic trainer. Depends on torch, numpy, safetensors and tqdm only.
 """
 
-from .alignment import alignment_loss, masked_mean, masked_pool, pair_alignment, pooled_alignment, token_alignment
+from .alignment import (
+    alignment_loss,
+    masked_mean,
+    masked_pool,
+    pair_alignment,
+    pooled_alignment,
+    token_alignment,
+)
 from .checkpoint import latest_checkpoint, load_config, load_weights, save_checkpoint
 from .curriculum import (
     Constant,

@@ -155,7 +155,7 @@ class REEDObjective(nn.Module):
     def forward(
         self, model: nn.Module, batch: Batch, step: int, generator: torch.Generator | None = None
     ) -> LossTerms:
-        device = _device_of(batch.x0)
+        device = batch.device
         t = self.process.sample_time(batch.batch_size, device=device, generator=generator)  # (B,)
         corruption = self.process.corrupt(batch.x0, t, generator=generator)
         targets = {s.name: target_for(s, batch) for s in self.specs}
@@ -195,15 +195,6 @@ class REEDObjective(nn.Module):
 
 def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(p.shape, generator=generator, device=p.device) < p
-
-
-def _device_of(x: Any) -> torch.device:
-    if isinstance(x, torch.Tensor):
-        return x.device
-    device = getattr(x, "device", None)
-    if device is None:
-        raise TypeError("Batch.x0 must be a tensor or expose a `device` attribute")
-    return torch.device(device)
 
 
 def latent_conditions(

@@ -73,13 +73,26 @@ class Batch:
 
     @property
     def batch_size(self) -> int:
-        x0 = self.x0
-        if isinstance(x0, torch.Tensor):
-            return int(x0.shape[0])
-        size = getattr(x0, "batch_size", None)
-        if size is None:
-            raise TypeError("Batch.x0 must be a tensor or expose a `batch_size` attribute")
-        return int(size)
+        size = getattr(self.x0, "batch_size", None)
+        return int(size) if size is not None else int(first_tensor(self.x0).shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        device = getattr(self.x0, "device", None)
+        return torch.device(device) if device is not None else first_tensor(self.x0).device
+
+
+def first_tensor(x: Any) -> torch.Tensor:
+    """The first tensor in a tensor / mapping / sequence structure (for its batch size and device)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    values = x.values() if isinstance(x, Mapping) else x if isinstance(x, (list, tuple)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise TypeError(
+        "Batch.x0 must be a tensor, a mapping/sequence holding tensors, or expose `batch_size` and `device`"
+    )
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,12 @@ class TinyDenoiser(nn.Module):
     Accepts ``latents`` (the variational hybrid): pooled latents are embedded and added where ``keep``.
     """
 
-    def __init__(self, dim: int = 8, hidden: int = 32, depth: int = 3, latent_dims: Mapping[str, int] | None = None):
+    def __init__(
+        self, dim: int = 8, hidden: int = 32, depth: int = 3, latent_dims: Mapping[str, int] | None = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.inp = nn.Linear(dim + 1, hidden)
         self.blocks = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth))
         self.out = nn.Linear(hidden, dim)
@@ -60,7 +64,7 @@ class TinyDenoiser(nn.Module):
                 h = h + keep * e
         hiddens = {}
         for i, block in enumerate(self.blocks):
-            h = h + block(h)
+            h = h + self.drop(block(h))
             if f"block{i}" in capture:
                 hiddens[f"block{i}"] = h
         mask = cond.get("mask") if isinstance(cond, dict) else None
