@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import reed_core.checkpoint as ckpt
+from reed_core import NonFiniteLossError, TrainConfig, Trainer, latest_checkpoint
+from reed_core.testing import assert_loss_decreases
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_setup import build  # noqa: E402
+
+
+def _trainer(out, steps, **kw):
+    model, obj, data = build(**{k: kw.pop(k) for k in ("dropout", "nan_at", "seed", "init_seed") if k in kw})
+    cfg = TrainConfig(max_steps=steps, lr=3e-3, progress=False, log_every=1, **kw)
+    return Trainer(model, obj, data, cfg, out, model_config={"kind": "tiny"}, device="cpu")
+
+
+def test_loss_decreases(tmp_path):
+    losses = [h["loss"] for h in _trainer(tmp_path, 150, dropout=0.0).fit()]
+    assert_loss_decreases(losses, min_drop=0.08)
+
+
+def test_exact_resume_matches_straight_run(tmp_path):
+    straight = _trainer(tmp_path / "a", 12, checkpoint_every=6).fit()
+    first = _trainer(tmp_path / "b", 6, checkpoint_every=6).fit()
+    # a brand-new process: fresh model (different init), then resume from the checkpoint
+    second_trainer = _trainer(tmp_path / "b", 12, checkpoint_every=6, init_seed=7)
+    second = second_trainer.fit()
+    assert second_trainer.step == 12 and len(second) == 6
+    assert [h["loss"] for h in straight] == [h["loss"] for h in first + second]
+    sa = torch.load(latest_checkpoint(tmp_path / "a" / "checkpoints") / "train_state.pt", weights_only=True)
+    sb = torch.load(latest_checkpoint(tmp_path / "b" / "checkpoints") / "train_state.pt", weights_only=True)
+    assert sa["step"] == sb["step"] == 12
+    from safetensors.torch import load_file
+
+    ma = load_file(str(latest_checkpoint(tmp_path / "a" / "checkpoints") / "model.safetensors"))
+    mb = load_file(str(latest_checkpoint(tmp_path / "b" / "checkpoints") / "model.safetensors"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    # metrics were truncated at the resume point, not duplicated
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def test_checkpoint_layout_and_weights_only(tmp_path):
+    t = _trainer(tmp_path, 4, checkpoint_every=2, keep_checkpoints=1)
+    t.fit()
+    ckdir = tmp_path / "checkpoints"
+    assert [p.name for p in ckpt.list_checkpoints(ckdir)] == ["step_00000004"]
+    last = latest_checkpoint(ckdir)
+    assert {p.name for p in last.iterdir()} == {
+        "model.safetensors", "ema.safetensors", "projectors.safetensors", "config.json", "train_state.pt"}
+    state = torch.load(last / "train_state.pt", weights_only=True)
+    assert state["step"] == 4 and "optimizer" in state and "torch" in state["rng"]
+    cfg = json.loads((last / "config.json").read_text())
+    assert cfg["model"] == {"kind": "tiny"} and cfg["train"]["max_steps"] == 4
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("loss", "denoise", "align/fake", "weight/fake", "weight/denoise", "grad_norm", "steps_per_s", "lr"):
+        assert key in rec
+
+
+def test_checkpoint_never_half_written(tmp_path, monkeypatch):
+    t = _trainer(tmp_path, 2, checkpoint_every=2)
+    t.fit()
+    good = latest_checkpoint(tmp_path / "checkpoints")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed while writing")
+
+    t.step = 3
+    monkeypatch.setattr(ckpt.torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        t.save()
+    assert latest_checkpoint(tmp_path / "checkpoints") == good
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]
+    # a stale temp dir left by a killed process is ignored and then cleaned up
+    stale = tmp_path / "checkpoints" / ".tmp-step_00000009-x"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path / "checkpoints") == good
+    ckpt.prune_checkpoints(tmp_path / "checkpoints", keep=2)
+    assert not stale.exists()
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path):
+    t = _trainer(tmp_path, 10, checkpoint_every=2, nan_at=5)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 5.*step_00000004"):
+        t.fit()
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_00000004"
+    assert torch.load(latest_checkpoint(tmp_path / "checkpoints") / "train_state.pt", weights_only=True)["step"] == 4
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(max_steps=1, precision="fp8")
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    """2 gloo ranks x 4 samples == 1 process with grad_accum=2 x 4 samples (same global batch, same noise)."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from _train_setup import build
+        from reed_core import TrainConfig, Trainer
+        torch.set_num_threads(1)
+        model, obj, data = build(dropout=0.0)
+        cfg = TrainConfig(max_steps=5, lr=3e-3, progress=False, log_every=1)
+        t = Trainer(model, obj, data, cfg, None, device="cpu")
+        run = t.fit(resume=False)
+        if t.rank == 0:
+            out = {{"loss": [h["loss"] for h in run], "params": [p.detach().flatten().tolist() for p in model.parameters()]}}
+            open({str(tmp_path / "ddp.json")!r}, "w").write(json.dumps(out))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp.json").read_text())
+    model, obj, data = build(dropout=0.0)
+    cfg = TrainConfig(max_steps=5, lr=3e-3, progress=False, log_every=1, grad_accum=2)
+    single = Trainer(model, obj, data, cfg, None, device="cpu").fit(resume=False)
+    assert [h["loss"] for h in single] == pytest.approx(ddp["loss"], rel=1e-5, abs=1e-6)
+    for p, q in zip(model.parameters(), ddp["params"], strict=True):
+        assert torch.allclose(p.detach().flatten(), torch.tensor(q), atol=1e-5)
