@@ -1,0 +1,275 @@
+"""Molecule metrics: EDM's stability / validity / uniqueness / novelty, bond-aware stability and connected
+validity from predicted bonds and charges, and MMFF94 energy, strain and optimisation RMSD via RDKit.
+
+Inputs are padded arrays: ``positions`` (B,N,3) in Å, ``atom_types`` (B,N) element indices into
+``ELEMENTS`` (H, C, N, O, F), ``mask`` (B,N) True for real atoms. Distance-based bond orders and valences are
+computed for the whole batch at once; RDKit runs once per molecule (sanitisation has no batched form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import (
+    CHARGES,
+    ELEMENTS,
+    THRESHOLD_DOUBLE,
+    THRESHOLD_SINGLE,
+    THRESHOLD_TRIPLE,
+    VALENCE,
+)
+
+
+def pairwise_distances(positions: np.ndarray) -> np.ndarray:
+    """(B,N,3) -> (B,N,N) Euclidean distances in float32 (as EDM computes them)."""
+    p = np.asarray(positions, dtype=np.float32)
+    diff = p[:, :, None, :] - p[:, None, :, :]
+    return np.sqrt((diff * diff).sum(-1))
+
+
+def edm_bond_orders(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """EDM's distance-based bond orders (0-3) for every atom pair, (B,N,N) int, zero on the diagonal/padding."""
+    types = np.where(mask, atom_types, 0)
+    d = 100.0 * pairwise_distances(positions)  # pm
+    ti, tj = types[:, :, None], types[:, None, :]
+    single = d < THRESHOLD_SINGLE[ti, tj]
+    double = single & (d < THRESHOLD_DOUBLE[ti, tj])
+    triple = double & (d < THRESHOLD_TRIPLE[ti, tj])
+    order = single.astype(np.int64) + double + triple
+    pair = mask[:, :, None] & mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]
+    return np.where(pair, order, 0)
+
+
+def atom_stability(atom_types: np.ndarray, bond_orders: np.ndarray, mask: np.ndarray,
+                   charges: np.ndarray | None = None) -> np.ndarray:
+    """(B,N) bool: valence (sum of bond orders) equals the element's valence (+ formal charge for N/O/C
+    when ``charges`` is given: N+ 4, O+ 3, O- 1, C- 3, N- 2)."""
+    valence = bond_orders.sum(-1)
+    expected = VALENCE[np.where(mask, atom_types, 0)]
+    if charges is not None:
+        # a formal charge q changes the valence of N/O/C by +q (cations) or -|q| ... as in RDKit's defaults
+        expected = expected + np.where(np.isin(atom_types, (2, 3)), charges, -np.abs(charges))
+    return (valence == expected) & mask
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    atom_stable: float
+    mol_stable: float
+    per_molecule: np.ndarray  # (B,) bool
+
+
+def stability(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray) -> StabilityResult:
+    """EDM atom stability (fraction of real atoms with the right valence) and molecule stability."""
+    orders = edm_bond_orders(positions, atom_types, mask)
+    stable = atom_stability(atom_types, orders, mask)
+    per_mol = stable.sum(1) == mask.sum(1)
+    return StabilityResult(float(stable.sum() / max(mask.sum(), 1)), float(per_mol.mean()), per_mol)
+
+
+def _rdkit():
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem
+
+
+def build_mol(atom_types: np.ndarray, bond_orders: np.ndarray, charges: np.ndarray | None = None,
+              positions: np.ndarray | None = None):
+    """An RDKit RWMol from element indices (n,), a bond-order matrix (n,n) and optional charges/positions."""
+    Chem = _rdkit()
+    kinds = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+    mol = Chem.RWMol()
+    for k, a in enumerate(atom_types):
+        atom = Chem.Atom(ELEMENTS[int(a)])
+        if charges is not None and charges[k]:
+            atom.SetFormalCharge(int(charges[k]))
+        mol.AddAtom(atom)
+    ii, jj = np.nonzero(np.triu(bond_orders, 1))
+    for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+        mol.AddBond(i, j, kinds[int(bond_orders[i, j])])
+    if positions is not None:
+        conf = Chem.Conformer(len(atom_types))
+        for k, p in enumerate(np.asarray(positions, dtype=np.float64)):
+            conf.SetAtomPosition(k, p.tolist())
+        mol.AddConformer(conf, assignId=True)
+    return mol
+
+
+def mol_to_smiles(mol) -> str | None:
+    """EDM's ``mol2smiles``: sanitise, then canonical SMILES; None when RDKit rejects the molecule."""
+    Chem = _rdkit()
+    try:
+        Chem.SanitizeMol(mol)
+    except (ValueError, RuntimeError):
+        return None
+    return Chem.MolToSmiles(mol)
+
+
+def largest_fragment_smiles(mol) -> str | None:
+    """EDM validity: the whole molecule must sanitise; the SMILES of its largest fragment is returned."""
+    Chem = _rdkit()
+    if mol_to_smiles(mol) is None:
+        return None
+    frags = Chem.rdmolops.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    largest = max(frags, default=mol, key=lambda m: m.GetNumAtoms())
+    return mol_to_smiles(largest)
+
+
+@dataclass(frozen=True)
+class MetricReport:
+    """Every metric in percent (0-100) except counts; ``None`` where it is undefined."""
+
+    n: int
+    atom_stable: float
+    mol_stable: float
+    validity: float
+    uniqueness: float | None
+    valid_unique: float
+    novelty: float | None
+    bond_atom_stable: float | None = None
+    bond_mol_stable: float | None = None
+    connected_validity: float | None = None
+
+    def rows(self) -> list[tuple[str, str]]:
+        def fmt(v):
+            return "-" if v is None else f"{v:.2f}"
+
+        return [
+            ("molecules", str(self.n)),
+            ("atom stability %", fmt(self.atom_stable)),
+            ("molecule stability %", fmt(self.mol_stable)),
+            ("validity %", fmt(self.validity)),
+            ("uniqueness %", fmt(self.uniqueness)),
+            ("valid x unique %", fmt(self.valid_unique)),
+            ("novelty %", fmt(self.novelty)),
+            ("bond-aware atom stability %", fmt(self.bond_atom_stable)),
+            ("bond-aware molecule stability %", fmt(self.bond_mol_stable)),
+            ("connected validity %", fmt(self.connected_validity)),
+        ]
+
+    def table(self) -> str:
+        rows = self.rows()
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v:>8}" for k, v in rows)
+
+
+def edm_metrics(
+    positions: np.ndarray,
+    atom_types: np.ndarray,
+    mask: np.ndarray,
+    training_smiles: Iterable[str] | None = None,
+    bonds: np.ndarray | None = None,
+    charges: np.ndarray | None = None,
+) -> MetricReport:
+    """EDM's metrics on a padded batch, plus bond-aware ones when predicted ``bonds`` (B,N,N) orders and
+    ``charges`` (B,N) formal charges are given."""
+    positions, atom_types, mask = np.asarray(positions), np.asarray(atom_types), np.asarray(mask, dtype=bool)
+    n = positions.shape[0]
+    stab = stability(positions, atom_types, mask)
+    orders = edm_bond_orders(positions, atom_types, mask)
+    valid: list[str] = []
+    for b in range(n):
+        k = int(mask[b].sum())
+        mol = build_mol(atom_types[b, :k], orders[b, :k, :k])
+        smi = largest_fragment_smiles(mol)
+        if smi is not None:
+            valid.append(smi)
+    unique = set(valid)
+    uniqueness = 100.0 * len(unique) / len(valid) if valid else None
+    novelty = None
+    if training_smiles is not None and unique:
+        train = training_smiles if isinstance(training_smiles, (set, frozenset)) else set(training_smiles)
+        novelty = 100.0 * sum(s not in train for s in unique) / len(unique)
+    extra = {}
+    if bonds is not None:
+        extra = bond_aware_metrics(atom_types, bonds, mask, charges)
+    return MetricReport(
+        n=n,
+        atom_stable=100.0 * stab.atom_stable,
+        mol_stable=100.0 * stab.mol_stable,
+        validity=100.0 * len(valid) / max(n, 1),
+        uniqueness=uniqueness,
+        valid_unique=100.0 * len(unique) / max(n, 1),
+        novelty=novelty,
+        **extra,
+    )
+
+
+def bond_aware_metrics(atom_types: np.ndarray, bonds: np.ndarray, mask: np.ndarray,
+                       charges: np.ndarray | None = None) -> dict[str, float]:
+    """Stability from the model's own bonds and charges, and connected validity (the whole molecule
+    sanitises and is one fragment)."""
+    Chem = _rdkit()
+    bonds = np.where(mask[:, :, None] & mask[:, None, :], bonds, 0)
+    stable = atom_stability(atom_types, bonds, mask, charges)
+    per_mol = stable.sum(1) == mask.sum(1)
+    connected = 0
+    for b in range(len(atom_types)):
+        k = int(mask[b].sum())
+        mol = build_mol(atom_types[b, :k], bonds[b, :k, :k], None if charges is None else charges[b, :k])
+        if mol_to_smiles(mol) is not None and len(Chem.GetMolFrags(mol)) == 1:
+            connected += 1
+    return {
+        "bond_atom_stable": 100.0 * float(stable.sum() / max(mask.sum(), 1)),
+        "bond_mol_stable": 100.0 * float(per_mol.mean()),
+        "connected_validity": 100.0 * connected / max(len(atom_types), 1),
+    }
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    n_scored: int
+    energy_mean: float  # MMFF94 energy of the generated geometry (kcal/mol)
+    strain_mean: float  # energy minus the energy after MMFF94 optimisation (kcal/mol)
+    strain_median: float
+    rmsd_mean: float  # heavy-atom RMSD between generated and optimised geometry (Å)
+
+
+def mmff_energies(mols: Sequence, max_iters: int = 500) -> EnergyReport | None:
+    """MMFF94 energy, strain and optimisation RMSD for sanitisable molecules with a conformer."""
+    Chem = _rdkit()
+    from rdkit.Chem import AllChem, rdMolAlign
+
+    energies, strains, rmsds = [], [], []
+    for mol in mols:
+        if mol is None or mol.GetNumConformers() == 0:
+            continue
+        m = Chem.Mol(mol)
+        try:
+            Chem.SanitizeMol(m)
+        except (ValueError, RuntimeError):
+            continue
+        props = AllChem.MMFFGetMoleculeProperties(m)
+        if props is None:
+            continue
+        ff = AllChem.MMFFGetMoleculeForceField(m, props)
+        if ff is None:
+            continue
+        e0 = ff.CalcEnergy()
+        ref = Chem.Mol(m)
+        ff.Minimize(maxIts=max_iters)
+        e1 = ff.CalcEnergy()
+        heavy = Chem.RemoveHs(m, sanitize=False)
+        heavy_ref = Chem.RemoveHs(ref, sanitize=False)
+        try:
+            rmsd = rdMolAlign.AlignMol(heavy, heavy_ref) if heavy.GetNumAtoms() > 1 else 0.0
+        except RuntimeError:
+            rmsd = float("nan")
+        energies.append(e0)
+        strains.append(e0 - e1)
+        rmsds.append(rmsd)
+    if not energies:
+        return None
+    return EnergyReport(len(energies), float(np.mean(energies)), float(np.mean(strains)),
+                        float(np.median(strains)), float(np.nanmean(rmsds)))
+
+
+__all__ = [
+    "CHARGES", "EnergyReport", "MetricReport", "StabilityResult", "atom_stability", "bond_aware_metrics",
+    "build_mol", "edm_bond_orders", "edm_metrics", "largest_fragment_smiles", "mmff_energies", "mol_to_smiles",
+    "pairwise_distances", "stability",
+]
