@@ -1,0 +1,220 @@
+"""An EQGAT-diff-style E(3)-equivariant denoiser on the fully connected molecular graph (dense, padded).
+
+Every atom carries invariant scalars ``s`` (B,N,S) and equivariant vectors ``v`` (B,N,3,V); every atom pair an
+invariant edge feature ``e`` (B,N,N,E); coordinates ``pos`` (B,N,3) are updated in every layer. A layer:
+
+1. edge MLP on [s_i, s_j, e_ij, RBF(d_ij)] -> per-head attention logits, scalar messages, vector gates;
+2. attention over the real neighbours j != i (softmax per head, padded atoms excluded);
+3. s_i += sum_j a_ij m_ij;  v_i += sum_j a_ij (g_ij r_ij/|r_ij| + h_ij v_j);  pos_i += W v_i (zero CoM kept);
+4. a gated feed-forward on (s, |v|) and an edge update from [e_ij, s_i + s_j, RBF(d_ij)].
+
+Scalars, edges and every logit are invariant to rotations, reflections and translations; vectors and
+coordinates are equivariant; everything is permutation-equivariant in the atoms. Padded atoms are zeroed
+after every layer and never enter attention or pooling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from reed_core import DenoiserOutput
+from torch import nn
+
+from .constants import CHARGES, ELEMENTS
+from .data import MoleculeBatch, remove_com
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: int = 4
+    scalars: int = 64
+    vectors: int = 16
+    edges: int = 16
+    heads: int = 4
+    rbf: int = 32
+    rbf_max: float = 10.0
+    latent_dims: Mapping[str, int] = field(default_factory=dict)  # hybrid (variational) conditioning
+
+    def __post_init__(self) -> None:
+        if self.layers < 1 or self.scalars < 1 or self.vectors < 1 or self.edges < 1:
+            raise ValueError(f"layers/scalars/vectors/edges must be >= 1, got {self}")
+        if self.scalars % self.heads:
+            raise ValueError(f"scalars ({self.scalars}) must be divisible by heads ({self.heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["latent_dims"] = dict(self.latent_dims)
+        return d
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(layers=12, scalars=256, vectors=256, edges=128, heads=8),  # EQGAT-diff size
+    "small": ModelConfig(layers=6, scalars=128, vectors=32, edges=32, heads=4),
+    "tiny": ModelConfig(layers=4, scalars=64, vectors=16, edges=16, heads=4),
+}
+
+
+@dataclass(frozen=True)
+class MoleculePrediction:
+    """x0 prediction: coordinates (B,N,3) with zero CoM, and invariant logits for atoms (B,N,5), charges
+    (B,N,3) and bonds (B,N,N,4) (symmetric)."""
+
+    pos: torch.Tensor
+    atom_logits: torch.Tensor
+    charge_logits: torch.Tensor
+    bond_logits: torch.Tensor
+
+
+class GaussianRBF(nn.Module):
+    def __init__(self, num: int, maximum: float) -> None:
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, maximum, num), persistent=False)
+        self.gamma = (num / maximum) ** 2 / 2
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.gamma * (d[..., None] - self.centers.to(d.dtype)) ** 2)
+
+
+def _mlp(i: int, h: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, o))
+
+
+class PairMLP(nn.Module):
+    """MLP on [a_i, a_j, pair_ij] without materialising the (B,N,N,.) concatenation: the first linear layer is
+    split into per-atom parts (computed on N atoms, broadcast over pairs) and a per-pair part.
+    ``symmetric=True`` shares the i and j weights, so the output is symmetric when ``pair`` is."""
+
+    def __init__(self, atom: int, pairs: tuple[int, ...], hidden: int, out: int, symmetric: bool = False) -> None:
+        super().__init__()
+        self.li = nn.Linear(atom, hidden)
+        self.lj = None if symmetric else nn.Linear(atom, hidden, bias=False)
+        self.lp = nn.ModuleList(nn.Linear(p, hidden, bias=False) for p in pairs)
+        self.out = nn.Linear(hidden, out)
+
+    def forward(self, a: torch.Tensor, *pairs: torch.Tensor) -> torch.Tensor:
+        hi = self.li(a)
+        hj = hi - self.li.bias if self.lj is None else self.lj(a)
+        h = hi[:, :, None] + hj[:, None, :]
+        for lin, p in zip(self.lp, pairs, strict=True):
+            h = h + lin(p)
+        return self.out(F.silu(h))
+
+
+def _geometry(pos: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors r_ij / |r_ij| (B,N,N,3) with r_ij = x_i - x_j, and distances (B,N,N)."""
+    r = pos[:, :, None, :] - pos[:, None, :, :]
+    d = torch.sqrt((r * r).sum(-1) + eps * eps)
+    return r / (d[..., None] + eps), d
+
+
+class EQGATLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        S, V, E, H = cfg.scalars, cfg.vectors, cfg.edges, cfg.heads
+        self.H, self.V = H, V
+        self.norm_s = nn.LayerNorm(S)
+        self.norm_e = nn.LayerNorm(E)
+        self.edge_mlp = PairMLP(S, (E, cfg.rbf), S, H + S + 2 * V)
+        self.s_out = nn.Linear(S, S)
+        self.v_mix = nn.Linear(V, V, bias=False)
+        self.pos_out = nn.Linear(V, 1, bias=False)
+        self.ff = _mlp(S + V, S, S + V)
+        self.edge_update = PairMLP(S, (E, cfg.rbf), E, E, symmetric=True)
+        nn.init.zeros_(self.pos_out.weight)
+
+    def forward(self, s, v, e, pos, geom, mask, pair_mask, rbf: GaussianRBF):
+        """``geom`` = (unit vectors, RBF of distances) of ``pos``; returns the new geometry too."""
+        B, N, S = s.shape
+        unit, rbf_d = geom
+        sn = self.norm_s(s)
+        out = self.edge_mlp(sn, self.norm_e(e), rbf_d)
+        logits, msg, g_r, g_v = out.split([self.H, S, self.V, self.V], dim=-1)
+        logits = logits.masked_fill(~pair_mask[..., None], float("-inf"))
+        att = torch.softmax(logits, dim=2).nan_to_num(0.0)  # (B,N,N,H); rows without neighbours -> 0
+        agg = (att[..., None] * msg.view(B, N, N, self.H, S // self.H)).sum(2).reshape(B, N, S)
+        s = s + self.s_out(agg)
+        a = att.mean(-1)[..., None]  # (B,N,N,1)
+        dv = torch.einsum("bijv,bijc->bicv", a * g_r, unit) + torch.einsum("bijv,bjcv->bicv", a * g_v, v)
+        v = v + self.v_mix(dv)
+        pos = remove_com(pos + self.pos_out(v).squeeze(-1), mask)
+        vnorm = torch.sqrt((v * v).sum(2) + 1e-8)  # (B,N,V)
+        ds, gate = self.ff(torch.cat([self.norm_s(s), vnorm], -1)).split([S, self.V], -1)
+        s = s + ds
+        v = v * torch.sigmoid(gate)[:, :, None, :]
+        v = v / torch.sqrt((v * v).sum(2, keepdim=True).mean(-1, keepdim=True) + 1.0)
+        unit, d_new = _geometry(pos)
+        rbf_d = rbf(d_new)
+        e = e + self.edge_update(s, self.norm_e(e), rbf_d)
+        m = mask.to(s.dtype)
+        pm = pair_mask.to(s.dtype)[..., None]
+        return s * m[..., None], v * m[..., None, None], e * pm, pos, (unit, rbf_d)
+
+
+def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    ang = 1000.0 * t[:, None] * freqs[None]
+    return torch.cat([ang.sin(), ang.cos()], -1)
+
+
+class EQGATDenoiser(nn.Module):
+    """``forward(x_t, t, cond=None, *, capture=(), latents=None) -> DenoiserOutput(MoleculePrediction, ...)``.
+
+    ``capture`` takes ``"layer{k}"`` (1-based): the scalar atom features after layer k, (B,N,S), with the atom
+    mask in ``DenoiserOutput.masks``. ``latents`` (the variational hybrid) adds an embedding of pooled z to
+    every atom's scalars for the samples whose ``keep`` is True.
+    """
+
+    def __init__(self, cfg: ModelConfig = MODEL_PRESETS["tiny"]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        S, E = cfg.scalars, cfg.edges
+        self.atom_embed = nn.Embedding(len(ELEMENTS), S)
+        self.charge_embed = nn.Embedding(len(CHARGES), S)
+        self.time_mlp = _mlp(64, S, S)
+        self.bond_embed = nn.Embedding(4, E)
+        self.rbf = GaussianRBF(cfg.rbf, cfg.rbf_max)
+        self.layers = nn.ModuleList(EQGATLayer(cfg) for _ in range(cfg.layers))
+        self.latent_embed = nn.ModuleDict({k: nn.Linear(d, S) for k, d in cfg.latent_dims.items()})
+        self.atom_head = _mlp(S, S, len(ELEMENTS))
+        self.charge_head = _mlp(S, S, len(CHARGES))
+        self.bond_head = PairMLP(S, (E, cfg.rbf), E, 4, symmetric=True)
+        self.norm_out = nn.LayerNorm(S)
+
+    def forward(self, x_t: MoleculeBatch, t: torch.Tensor, cond: Any = None, *, capture=(), latents=None) -> DenoiserOutput:
+        mask, pair_mask = x_t.mask, x_t.pair_mask
+        B, N = mask.shape
+        dtype = x_t.pos.dtype
+        s = self.atom_embed(x_t.atoms) + self.charge_embed(x_t.charges) + self.time_mlp(time_embedding(t.to(dtype), 64))[:, None]
+        if latents:
+            for name, lat in latents.items():
+                z = self.latent_embed[name](lat.z.to(dtype))
+                if z.dim() == 3:
+                    z = z.mean(1)
+                s = s + lat.keep.to(dtype)[:, None, None] * z[:, None, :]
+        s = s * mask[..., None].to(dtype)
+        v = torch.zeros(B, N, 3, self.cfg.vectors, dtype=dtype, device=s.device)
+        e = self.bond_embed(x_t.bonds) * pair_mask[..., None].to(dtype)
+        pos = remove_com(x_t.pos, mask)
+        hiddens, masks = {}, {}
+        unit, d = _geometry(pos)
+        geom = (unit, self.rbf(d))
+        for k, layer in enumerate(self.layers, start=1):
+            s, v, e, pos, geom = layer(s, v, e, pos, geom, mask, pair_mask, self.rbf)
+            name = f"layer{k}"
+            if name in capture:
+                hiddens[name], masks[name] = s, mask
+        sn = self.norm_out(s)
+        bond_logits = self.bond_head(sn, e, geom[1])
+        bond_logits = 0.5 * (bond_logits + bond_logits.transpose(1, 2))  # exact symmetry despite rounding
+        pred = MoleculePrediction(pos=pos, atom_logits=self.atom_head(sn), charge_logits=self.charge_head(sn),
+                                  bond_logits=bond_logits)
+        unknown = set(capture) - set(hiddens)
+        if unknown:
+            raise KeyError(f"unknown capture layers {sorted(unknown)}; have layer1..layer{len(self.layers)}")
+        return DenoiserOutput(pred, hiddens, masks)
