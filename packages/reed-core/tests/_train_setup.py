@@ -2,7 +2,15 @@
 
 import torch
 
-from reed_core import AlignmentSpec, Batch, LinearInterpolant, ProjectorBank, REEDObjective, StepData, StepSampler
+from reed_core import (
+    AlignmentSpec,
+    Batch,
+    LinearInterpolant,
+    ProjectorBank,
+    REEDObjective,
+    StepData,
+    StepSampler,
+)
 from reed_core.testing import RandomProjectionTeacher, TinyDenoiser
 
 

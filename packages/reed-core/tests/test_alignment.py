@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from reed_core.alignment import alignment_loss, masked_pool, pair_alignment, pooled_alignment, token_alignment
 from reed_core.projector import Projector, ProjectorBank
 from reed_core.testing import tiny_pair_batch, tiny_token_batch

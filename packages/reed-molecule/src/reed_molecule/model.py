@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from reed_core import DenoiserOutput
 from torch import nn
+
+from reed_core import DenoiserOutput
 
 from .constants import CHARGES, ELEMENTS
 from .data import MoleculeBatch, remove_com

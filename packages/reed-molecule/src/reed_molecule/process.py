@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from reed_core import Corruption
 
 from .data import MoleculeBatch, remove_com
@@ -63,8 +64,10 @@ class MolecularDiffusion:
     # ------------------------------------------------------------------------------------------ schedule
     def abar(self, t: torch.Tensor) -> torch.Tensor:
         s = self.offset
-        f = torch.cos(0.5 * math.pi * (t + s) / (1 + s)) ** 2 / math.cos(0.5 * math.pi * s / (1 + s)) ** 2
-        return f.clamp(0.0, 1.0)
+        t64 = t.double()
+        f = torch.cos(0.5 * math.pi * (t64 + s) / (1 + s)) ** 2
+        f0 = torch.cos(0.5 * math.pi * (torch.zeros_like(t64) + s) / (1 + s)) ** 2  # same ops: abar(0) == 1 exactly
+        return (f / f0).clamp(0.0, 1.0).to(t.dtype if t.is_floating_point() else torch.float32)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         a = self.abar(t)

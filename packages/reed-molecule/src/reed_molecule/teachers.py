@@ -174,7 +174,7 @@ def pretrain_encoder3d(dataset: QM9Dataset, steps: int, batch_size: int = 64, lr
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
         opt.step()
-        history.append({"step": step + 1, "coord_mse": float(coord), "property_mse": float(prop)})
+        history.append({"step": step + 1, "coord_mse": coord.item(), "property_mse": prop.item()})
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "sigma": PRETRAIN_SIGMA,
             "seconds": time.perf_counter() - start, "final": history[-1], "first": history[0],
             "config": ENCODER3D_CONFIG.to_dict()}

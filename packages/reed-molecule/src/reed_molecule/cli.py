@@ -1,0 +1,159 @@
+"""``reed-molecule``: train, sample and evaluate 3-D molecule diffusion models on QM9."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (or the platform cache dir)."
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .pipeline import MoleculeRunConfig
+
+    cfg = MoleculeRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, seed=args.seed, align_coefficient=args.align_coefficient,
+                            train_limit=args.train_limit)
+    if args.dry_run:
+        print(json.dumps({**asdict(cfg), "model": cfg.model.to_dict(), "out": str(args.out),
+                          "graph2d_layer": cfg.layer("graph2d"), "encoder3d_layer": cfg.layer("encoder3d")}, indent=2))
+        return 0
+    import torch
+
+    from .data import QM9Dataset
+    from .pipeline import build_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ds = QM9Dataset("train", args.cache, limit=cfg.train_limit)
+    trainer = build_run(cfg, ds, args.out, args.cache, device=args.device)
+    trainer.fit()
+    print(f"trained {cfg.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    return 0
+
+
+def _checkpoint_path(arg: str | None) -> Path:
+    from reed_core import latest_checkpoint
+
+    from .pipeline import default_checkpoint
+
+    if arg is None:
+        return default_checkpoint()
+    p = Path(arg)
+    if (p / "checkpoints").is_dir():
+        latest = latest_checkpoint(p / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
+        return latest
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such checkpoint directory")
+    return p
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .io import MoleculeFormatError, write_molecules
+    from .pipeline import load_model, sample_molecules
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".sdf", ".xyz"):
+        raise MoleculeFormatError(f"{out}: output must end in .sdf or .xyz")
+    if args.n < 1:
+        raise ValueError(f"-n must be >= 1, got {args.n}")
+    loaded = load_model(_checkpoint_path(args.checkpoint), device=args.device)
+    arrays = sample_molecules(loaded, args.n, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
+                              progress=True, device=args.device)
+    write_molecules(arrays, out)
+    print(f"wrote {args.n} molecules to {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .io import read_molecules, to_mols
+    from .metrics import edm_metrics, mmff_energies
+
+    arrays = read_molecules(args.file)
+    train = None
+    if not args.no_novelty:
+        from .qm9 import training_smiles
+
+        train = training_smiles(args.cache)
+    report = edm_metrics(arrays["pos"], arrays["atoms"], arrays["mask"], train, arrays.get("bonds"), arrays.get("charges"))
+    print(report.table())
+    result = asdict(report)
+    if args.energy and "bonds" in arrays:
+        energy = mmff_energies(to_mols(arrays))
+        if energy is not None:
+            print(f"{'MMFF94 energy (kcal/mol, mean)':<31}  {energy.energy_mean:>8.2f}")
+            print(f"{'MMFF94 strain (kcal/mol, mean)':<31}  {energy.strain_mean:>8.2f}")
+            print(f"{'MMFF94 opt. RMSD (Å, mean)':<31}  {energy.rmsd_mean:>8.3f}")
+            result["energy"] = asdict(energy)
+    if args.json:
+        from .pipeline import save_json
+
+        save_json(result, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="reed-molecule", description=__doc__, epilog=EPILOG, formatter_class=fmt)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a denoiser (vanilla, REPA-style or REED)", formatter_class=fmt)
+    t.add_argument("--method", choices=("vanilla", "repa", "reed"), default="reed", help="training method")
+    t.add_argument("--preset", choices=("tiny", "small", "paper"), default="tiny", help="model size")
+    t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
+    t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    t.add_argument("--seed", type=int, default=0, help="seed (init, data order, noise)")
+    t.add_argument("--align-coefficient", type=float, default=0.2, help="alignment coefficient per latent")
+    t.add_argument("--train-limit", type=int, default=None, help="use only the first N training molecules")
+    t.add_argument("--out", default="runs/molecule", help="run directory (checkpoints, metrics.jsonl); resumes if present")
+    t.add_argument("--cache", default=None, help="data/feature cache directory")
+    t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    t.set_defaults(func=_train)
+
+    s = sub.add_parser("sample", help="sample molecules into an SDF or XYZ file", formatter_class=fmt)
+    s.add_argument("-n", type=int, default=100, help="number of molecules")
+    s.add_argument("--out", required=True, help="output file (.sdf or .xyz)")
+    s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
+    s.add_argument("--steps", type=int, default=100, help="sampling steps")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
+    s.add_argument("--batch-size", type=int, default=100, help="molecules per sampling batch")
+    s.add_argument("--device", default="cpu", help="cpu / cuda")
+    s.set_defaults(func=_sample)
+
+    e = sub.add_parser("eval", help="print the metric table of an SDF or XYZ file", formatter_class=fmt)
+    e.add_argument("file", help="molecules (.sdf or .xyz)")
+    e.add_argument("--no-novelty", action="store_true", help="skip novelty (needs the QM9 training SMILES)")
+    e.add_argument("--energy", action="store_true", help="also MMFF94 energy, strain and optimisation RMSD (SDF)")
+    e.add_argument("--json", default=None, help="also write the metrics as JSON")
+    e.add_argument("--cache", default=None, help="data cache directory")
+    e.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from reed_core.checkpoint import CheckpointError
+
+    from .io import MoleculeFormatError
+    from .qm9 import QM9Error
+
+    try:
+        return args.func(args)
+    except (MoleculeFormatError, QM9Error, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"reed-molecule: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
