@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from reed_molecule.cli import main
+from reed_molecule.io import MoleculeFormatError, read_molecules, write_molecules
+from reed_molecule.pipeline import default_checkpoint
+
+ETHANOL_XYZ = """9
+ethanol
+C -0.0007 0.5129 0.0000
+C -1.2450 -0.3544 0.0000
+O 1.1686 -0.3021 0.0000
+H 0.0335 1.1591 0.8815
+H 0.0335 1.1591 -0.8815
+H -2.1423 0.2699 0.0000
+H -1.2632 -0.9996 0.8827
+H -1.2632 -0.9996 -0.8827
+H 1.9383 0.2775 0.0000
+"""
+
+
+def _arrays():
+    # water and ethylene, with bonds and charges
+    pos = np.zeros((2, 6, 3), np.float32)
+    pos[0, :3] = [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]
+    pos[1, :6] = [[0, 0, 0], [1.33, 0, 0], [-0.55, 0.94, 0], [-0.55, -0.94, 0], [1.88, 0.94, 0], [1.88, -0.94, 0]]
+    atoms = np.array([[3, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6], bool)
+    bonds = np.zeros((2, 6, 6), np.int64)
+    for b, i, j, o in [(0, 0, 1, 1), (0, 0, 2, 1), (1, 0, 1, 2), (1, 0, 2, 1), (1, 0, 3, 1), (1, 1, 4, 1), (1, 1, 5, 1)]:
+        bonds[b, i, j] = bonds[b, j, i] = o
+    return {"pos": pos, "atoms": atoms, "mask": mask, "bonds": bonds, "charges": np.zeros((2, 6), np.int64)}
+
+
+@pytest.mark.parametrize("suffix", [".sdf", ".xyz"])
+def test_write_read_round_trip(tmp_path, suffix):
+    arr = _arrays()
+    path = write_molecules(arr, tmp_path / f"m{suffix}")
+    back = read_molecules(path)
+    assert back["mask"].sum(1).tolist() == [3, 6]
+    np.testing.assert_allclose(back["pos"][back["mask"]], arr["pos"][arr["mask"]], atol=1e-4)
+    assert (back["atoms"][back["mask"]] == arr["atoms"][arr["mask"]]).all()
+    if suffix == ".sdf":
+        assert (back["bonds"] == arr["bonds"]).all()
+
+
+def test_eval_prints_table_for_xyz(tmp_path, capsys):
+    f = tmp_path / "ethanol.xyz"
+    f.write_text(ETHANOL_XYZ)
+    assert main(["eval", str(f), "--no-novelty", "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "molecule stability %" in out and "100.00" in out
+    assert (tmp_path / "m.json").is_file()
+
+
+BAD = {
+    "empty.sdf": ("", "file is empty"),
+    "trunc.xyz": ("5\ncomment\nC 0 0 0\nH 1 0 0\n", "truncated"),
+    "elem.xyz": ("2\n\nC 0 0 0\nCl 1.7 0 0\n", "unknown element"),
+    "nan.xyz": ("2\n\nC 0 0 0\nO nan 0 0\n", "non-finite"),
+    "one.xyz": ("1\n\nC 0 0 0\n", "at least 2 atoms"),
+    "garbage.xyz": ("hello\nworld\n", "expected an atom count"),
+    "bad.sdf": ("not a mol block\n\n\n  x  y\nM  END\n$$$$\n", "could not parse"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_input_one_clear_error(tmp_path, capsys, name):
+    text, expected = BAD[name]
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(MoleculeFormatError, match=expected):
+        read_molecules(f)
+    assert main(["eval", str(f), "--no-novelty"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reed-molecule: error:") and name in err[0]
+
+
+def test_bad_output_and_checkpoint_leave_no_file(tmp_path, capsys):
+    assert main(["sample", "-n", "2", "--out", str(tmp_path / "x.pdb")]) == 2
+    assert main(["sample", "-n", "2", "--out", str(tmp_path / "x.sdf"), "--checkpoint", str(tmp_path / "nope")]) == 2
+    assert not list(tmp_path.iterdir())
+    assert "error" in capsys.readouterr().err
+
+
+def test_train_dry_run_prints_config(capsys):
+    assert main(["train", "--dry-run", "--preset", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert '"layers": 12' in out and '"graph2d_layer": 5' in out and '"encoder3d_layer": 8' in out
+
+
+@pytest.mark.skipif(not (default_checkpoint() / "ema.safetensors").is_file(), reason="no shipped checkpoint")
+def test_sample_sdf_eval_round_trip_with_shipped_checkpoint(tmp_path, capsys):
+    out = tmp_path / "mols.sdf"
+    assert main(["sample", "-n", "6", "--out", str(out), "--steps", "20", "--seed", "3"]) == 0
+    arr = read_molecules(out)
+    assert arr["pos"].shape[0] == 6 and np.isfinite(arr["pos"]).all()
+    assert main(["eval", str(out), "--no-novelty", "--energy"]) == 0
+    assert "atom stability %" in capsys.readouterr().out

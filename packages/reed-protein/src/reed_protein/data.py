@@ -1,0 +1,135 @@
+"""The packed chain set (``data/chains.npz``, built from the project's real chains by
+``scripts/pack_chains.py``) and padded protein batches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .constants import AA_TO_INDEX, X_INDEX
+
+SPLITS = {"train": 0, "valid": 1, "test": 2}
+MISSING = -32768
+
+
+def default_data_path() -> Path:
+    env = os.environ.get("REED_PROTEIN_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "data" / "chains.npz"
+
+
+@dataclass(frozen=True)
+class ProteinBatch:
+    """``X`` (B,L,4,3) backbone N/CA/C/O in Å (0 where missing), ``S`` (B,L) residue indices, ``mask`` (B,L)
+    True for residues with a complete N-CA-C backbone, ``residue_idx`` (B,L) numbering (gaps allowed; +100
+    between chains), ``chain_idx`` (B,L) chain number (0 = padding), ``design_mask`` (B,L) True where the
+    sequence is designed (the rest is fixed), ``index`` (B,) dataset index (-1 when unknown)."""
+
+    X: torch.Tensor
+    S: torch.Tensor
+    mask: torch.Tensor
+    residue_idx: torch.Tensor
+    chain_idx: torch.Tensor
+    design_mask: torch.Tensor
+    index: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.X.device
+
+    def to(self, device) -> ProteinBatch:
+        return ProteinBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def with_(self, **kw) -> ProteinBatch:
+        return replace(self, **kw)
+
+
+def pad_batch(items: list[dict]) -> ProteinBatch:
+    """Pad a list of dicts with X (L,4,3) float (NaN = missing), S (L,), residue_idx (L,), chain_idx (L,),
+    optional design_mask (L,) and index."""
+    L = max(len(it["S"]) for it in items)
+    B = len(items)
+    X = np.zeros((B, L, 4, 3), np.float32)
+    S = np.full((B, L), X_INDEX, np.int64)
+    mask = np.zeros((B, L), bool)
+    ridx = np.zeros((B, L), np.int64)
+    cidx = np.zeros((B, L), np.int64)
+    design = np.zeros((B, L), bool)
+    for b, it in enumerate(items):
+        n = len(it["S"])
+        x = np.asarray(it["X"], np.float32)
+        ok = np.isfinite(x[:, :3]).all(axis=(1, 2))
+        X[b, :n] = np.nan_to_num(x, nan=0.0)
+        # a missing O (but complete N-CA-C) is placed at C so geometry stays finite
+        no_o = ok & ~np.isfinite(x[:, 3]).all(-1)
+        X[b, :n][no_o, 3] = X[b, :n][no_o, 2]
+        S[b, :n] = it["S"]
+        mask[b, :n] = ok
+        ridx[b, :n] = it["residue_idx"]
+        cidx[b, :n] = it["chain_idx"]
+        design[b, :n] = it.get("design_mask", np.ones(n, bool)) & ok
+    index = torch.tensor([it.get("index", -1) for it in items], dtype=torch.long)
+    return ProteinBatch(torch.from_numpy(X), torch.from_numpy(S), torch.from_numpy(mask), torch.from_numpy(ridx),
+                        torch.from_numpy(cidx), torch.from_numpy(design), index)
+
+
+class ChainSet:
+    """All packed chains; ``split(name)`` gives the indices of a split, ``item(i)`` one chain as a dict."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        path = Path(path) if path is not None else default_data_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: packed chain set not found (see scripts/pack_chains.py)")
+        with np.load(path, allow_pickle=False) as z:
+            self.names = z["names"]
+            self.seq = str(z["seq"])
+            self.offsets = z["offsets"]
+            self.coords = z["coords"]
+            self.centroids = z["centroids"]
+            self.split_code = z["split"]
+            self.cluster = z["cluster"]
+            self.source = z["source"]
+            self.source_names = z["source_names"]
+            self.ts50 = z["ts50"]
+        self.codes = np.array([AA_TO_INDEX.get(a, X_INDEX) for a in self.seq], np.int8)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def split(self, name: str) -> np.ndarray:
+        if name == "ts50":
+            return np.nonzero(self.ts50)[0]
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS) + ['ts50']}, got {name!r}")
+        return np.nonzero(self.split_code == SPLITS[name])[0]
+
+    def cluster_weights(self, ids: np.ndarray) -> np.ndarray:
+        """1 / (cluster size within ``ids``): sampling by these draws clusters uniformly."""
+        _, inverse, counts = np.unique(self.cluster[ids], return_inverse=True, return_counts=True)
+        return 1.0 / counts[inverse]
+
+    def item(self, i: int, max_length: int | None = None, crop_seed: int = 0) -> dict:
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        q = self.coords[lo:hi].astype(np.float64)
+        X = np.where(q == MISSING, np.nan, q / 100.0) + self.centroids[i]
+        S = self.codes[lo:hi].astype(np.int64)
+        n = hi - lo
+        start = 0
+        if max_length is not None and n > max_length:
+            start = int(np.random.default_rng([crop_seed, int(i)]).integers(0, n - max_length + 1))
+            n = max_length
+        sl = slice(start, start + n)
+        return {"X": X[sl], "S": S[sl], "residue_idx": np.arange(start, start + n), "chain_idx": np.ones(n, np.int64),
+                "index": int(i), "name": str(self.names[i])}
+
+    def batch(self, ids, max_length: int | None = None, crop_seed: int = 0) -> ProteinBatch:
+        return pad_batch([self.item(int(i), max_length, crop_seed) for i in ids])

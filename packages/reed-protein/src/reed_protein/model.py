@@ -1,0 +1,159 @@
+"""A ProteinMPNN-style denoiser for masked discrete diffusion over sequences given a backbone.
+
+Encoder (structure only): message passing over the kNN graph with node and edge updates. Decoder: message
+passing over [h_V_i, h_E_ij, h_S_j, h_V_j] where h_S is the embedding of the current, partially masked
+sequence (no autoregressive order: every neighbour's current token is visible). Output: logits over the 20
+amino acids and X. The encoder depends only on the structure, so a sampler encodes once and decodes many
+times (``encode`` / ``decode``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reed_core import DenoiserOutput
+
+from .constants import ALPHABET, VOCAB
+from .data import ProteinBatch
+from .features import ATOM_PAIRS, MAX_REL, NUM_RBF, featurize, gather_nodes, one_hot_rel
+
+
+@dataclass(frozen=True)
+class ProteinModelConfig:
+    hidden: int = 128
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    k: int = 30
+    dropout: float = 0.1
+    latent_dims: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if min(self.hidden, self.encoder_layers, self.decoder_layers, self.k) < 1:
+            raise ValueError(f"hidden, layers and k must be >= 1, got {self}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["latent_dims"] = dict(self.latent_dims)
+        return d
+
+
+PROTEIN_PRESETS: dict[str, ProteinModelConfig] = {
+    "paper": ProteinModelConfig(hidden=128, encoder_layers=3, decoder_layers=3, k=30),  # ProteinMPNN size
+    "small": ProteinModelConfig(hidden=96, encoder_layers=3, decoder_layers=3, k=24),
+    "tiny": ProteinModelConfig(hidden=64, encoder_layers=2, decoder_layers=2, k=16, dropout=0.0),
+}
+
+
+class MessageLayer(nn.Module):
+    """Node update from neighbour messages (sum / scale), then a feed-forward block; optional edge update."""
+
+    def __init__(self, hidden: int, msg_in: int, dropout: float, edge_update: bool, scale: float = 30.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.msg = nn.Sequential(nn.Linear(msg_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, hidden))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.drop = nn.Dropout(dropout)
+        self.edge = None
+        if edge_update:
+            self.edge = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                      nn.GELU(), nn.Linear(hidden, hidden))
+            self.norm3 = nn.LayerNorm(hidden)
+
+    def forward(self, h_V, msg_in, node_mask, edge_mask, h_E=None, E_idx=None):
+        m = self.msg(msg_in) * edge_mask[..., None]
+        h_V = self.norm1(h_V + self.drop(m.sum(2) / self.scale))
+        h_V = self.norm2(h_V + self.drop(self.ff(h_V))) * node_mask[..., None]
+        if self.edge is not None:
+            B, L, K, H = h_E.shape
+            e_in = torch.cat([h_V[:, :, None].expand(B, L, K, H), h_E, gather_nodes(h_V, E_idx)], -1)
+            h_E = self.norm3(h_E + self.drop(self.edge(e_in))) * edge_mask[..., None]
+        return h_V, h_E
+
+
+@dataclass(frozen=True)
+class Encoding:
+    h_V: torch.Tensor  # (B,L,H)
+    h_E: torch.Tensor  # (B,L,K,H)
+    E_idx: torch.Tensor  # (B,L,K)
+    edge_mask: torch.Tensor  # (B,L,K)
+    node_mask: torch.Tensor  # (B,L)
+    hiddens: Mapping[str, torch.Tensor]
+    masks: Mapping[str, torch.Tensor]
+
+
+class ProteinDenoiser(nn.Module):
+    """``forward(x_t, t, cond=None, *, capture=(), latents=None) -> DenoiserOutput(logits (B,L,21), ...)``.
+
+    ``x_t`` is a ``ProteinBatch`` whose ``S`` holds the current tokens (``MASK_INDEX`` where masked).
+    Capturable hiddens: ``enc{k}`` / ``dec{k}`` node features (B,L,H) and ``edge{k}`` encoder edge features
+    (B,L,K,H) at the kNN edges (same neighbours as ``features.knn_graph`` with this model's k).
+    """
+
+    def __init__(self, cfg: ProteinModelConfig = PROTEIN_PRESETS["tiny"]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H = cfg.hidden
+        self.pos_embed = nn.Linear(2 * MAX_REL + 2, 16)
+        self.edge_embed = nn.Linear(16 + len(ATOM_PAIRS) * NUM_RBF, H)
+        self.edge_norm = nn.LayerNorm(H)
+        self.encoder = nn.ModuleList(MessageLayer(H, 3 * H, cfg.dropout, True) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(MessageLayer(H, 4 * H, cfg.dropout, False) for _ in range(cfg.decoder_layers))
+        self.seq_embed = nn.Embedding(VOCAB, H)
+        self.latent_embed = nn.ModuleDict({k: nn.Linear(d, H) for k, d in cfg.latent_dims.items()})
+        self.out = nn.Linear(H, len(ALPHABET))
+
+    def encode(self, x: ProteinBatch, capture=()) -> Encoding:
+        feats, rel, E_idx, edge_mask = featurize(x.X, x.mask, x.residue_idx, x.chain_idx, self.cfg.k)
+        h_E = self.edge_norm(self.edge_embed(torch.cat([self.pos_embed(one_hot_rel(rel)), feats], -1)))
+        h_E = h_E * edge_mask[..., None]
+        B, L, K, H = h_E.shape
+        h_V = torch.zeros(B, L, H, device=h_E.device, dtype=h_E.dtype)
+        hiddens, masks = {}, {}
+        for k, layer in enumerate(self.encoder, start=1):
+            msg_in = torch.cat([h_V[:, :, None].expand(B, L, K, H), h_E, gather_nodes(h_V, E_idx)], -1)
+            h_V, h_E = layer(h_V, msg_in, x.mask, edge_mask, h_E, E_idx)
+            if f"enc{k}" in capture:
+                hiddens[f"enc{k}"], masks[f"enc{k}"] = h_V, x.mask
+            if f"edge{k}" in capture:
+                hiddens[f"edge{k}"], masks[f"edge{k}"] = h_E, edge_mask
+        return Encoding(h_V, h_E, E_idx, edge_mask, x.mask, hiddens, masks)
+
+    def decode(self, enc: Encoding, S: torch.Tensor, capture=(), latents=None) -> DenoiserOutput:
+        h_V, h_E, E_idx = enc.h_V, enc.h_E, enc.E_idx
+        B, L, K, H = h_E.shape
+        h_S = self.seq_embed(S)
+        h = h_V + h_S
+        if latents:
+            for name, lat in latents.items():
+                z = self.latent_embed[name](lat.z.to(h.dtype))
+                z = z[:, None, :] if z.dim() == 2 else z
+                h = h + lat.keep.to(h.dtype)[:, None, None] * z
+        hiddens, masks = dict(enc.hiddens), dict(enc.masks)
+        h_ES = torch.cat([h_E, gather_nodes(h_S, E_idx)], -1)
+        for k, layer in enumerate(self.decoder, start=1):
+            msg_in = torch.cat([h[:, :, None].expand(B, L, K, H), h_ES, gather_nodes(h, E_idx)], -1)
+            h, _ = layer(h, msg_in, enc.node_mask, enc.edge_mask)
+            if f"dec{k}" in capture:
+                hiddens[f"dec{k}"], masks[f"dec{k}"] = h, enc.node_mask
+        unknown = set(capture) - set(hiddens)
+        if unknown:
+            raise KeyError(f"unknown capture names {sorted(unknown)}; use enc1.., edge1.., dec1..")
+        return DenoiserOutput(self.out(h), hiddens, masks)
+
+    def forward(self, x_t: ProteinBatch, t: torch.Tensor | None = None, cond: Any = None, *, capture=(),
+                latents=None) -> DenoiserOutput:
+        return self.decode(self.encode(x_t, capture), x_t.S, capture, latents)
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits.float(), dim=-1)
