@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     p.add_argument("--out", default="benchmarks/results/protein_inverse_folding", help="output prefix (.json, .png)")
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
+    p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
     args = p.parse_args(argv)
     steps = args.steps or (20_000 if args.full else 600)
     batch = args.batch_size or (32 if args.full else 8)
@@ -114,6 +115,19 @@ def main(argv: list[str] | None = None) -> dict:
         results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
                                       "train_seconds": train_seconds, "design_latency_s": latency,
                                       "params": sum(q.numel() for q in trainer.model.parameters())}
+    for other in args.merge:
+        import json
+
+        prev = json.loads(Path(other).read_text())
+        same = {k: v for k, v in prev["config"].items() if k != "device"} == {
+            k: v for k, v in results["config"].items() if k != "device"}
+        if not same:
+            raise SystemExit(f"{other}: run with different settings; cannot merge")
+        for m, r in prev["methods"].items():
+            results["methods"].setdefault(m, r)
+    order = [m for m in METHODS if m in results["methods"]]
+    results["methods"] = {m: results["methods"][m] for m in order}
+    methods = order
     header = ["method", "step", "test recov %", "test ppl", "TS50 recov %", "TS50 ppl", "loss"]
     rows = [[m, c["step"], c["test_recovery"], c["test_perplexity"], c["ts50_recovery"], c["ts50_perplexity"],
              c["denoise_loss"]] for m, r in results["methods"].items() for c in r["curve"]]

@@ -42,7 +42,7 @@ def backbone_features(x: ProteinBatch) -> torch.Tensor:
     ca = X[:, :, 1]
     d = torch.cdist(ca, ca)
     pair = x.mask[:, :, None] & x.mask[:, None, :]
-    counts = torch.stack([((d < r) & pair).sum(-1) for r in (8.0, 12.0)], -1).float() / torch.tensor([10.0, 25.0])
+    counts = torch.stack([((d < r) & pair).sum(-1) for r in (8.0, 12.0)], -1).float() / torch.tensor([10.0, 25.0], device=X.device)
     return torch.cat([ss, trig, hb, counts.to(X)], -1) * x.mask[..., None]
 
 
