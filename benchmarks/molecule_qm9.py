@@ -48,10 +48,10 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 800; --full 100000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per step (default 32; --full 64)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")
-    p.add_argument("--evals", type=int, default=4, help="number of evaluation checkpoints per method")
+    p.add_argument("--evals", type=int, default=3, help="number of evaluation checkpoints per method")
     p.add_argument("--eval-samples", type=int, default=None, help="molecules sampled per evaluation (default 200; --full 1000)")
     p.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default 50; --full 500)")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
     args = p.parse_args(argv)
     full = args.full
-    steps = args.steps or (100_000 if full else 800)
+    steps = args.steps or (100_000 if full else 600)
     batch = args.batch_size or (64 if full else 32)
     preset = args.preset or ("paper" if full else "tiny")
     n_eval = args.eval_samples or (1000 if full else 200)

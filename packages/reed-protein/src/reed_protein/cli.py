@@ -1,0 +1,203 @@
+"""``reed-protein``: design sequences for protein backbones (inverse folding), train and evaluate models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
+
+
+def _inputs(arg: str) -> list[Path]:
+    p = Path(arg)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(STRUCTURE_SUFFIXES))
+        if not files:
+            raise FileNotFoundError(f"{p}: no structure files (.pdb/.cif, optionally .gz) in directory")
+        return files
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file or directory")
+    return [p]
+
+
+def _checkpoint(arg: str | None) -> Path:
+    from reed_core import latest_checkpoint
+
+    from .pipeline import default_checkpoint
+
+    if arg is None:
+        return default_checkpoint()
+    p = Path(arg)
+    if (p / "checkpoints").is_dir():
+        latest = latest_checkpoint(p / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"{p}: no complete checkpoint")
+        return latest
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such checkpoint directory")
+    return p
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _design(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from .design import design, parse_bias, parse_omit, to_fasta
+    from .pipeline import load_model
+    from .structure import read_structure
+
+    if args.temperature <= 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = _inputs(args.input)
+    omit, bias = parse_omit(args.omit_aa), parse_bias(args.bias_aa)
+    ckpt = _checkpoint(args.checkpoint)
+    model = load_model(ckpt, device=args.device)
+    chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
+    fasta, probs = [], {}
+    for f in tqdm(files, desc="designing", disable=len(files) < 2 or args.quiet):
+        structure = read_structure(f)
+        result = design(model, structure, chains=chains, fixed_positions=args.fixed_positions,
+                        num_seqs=args.num_seqs, temperature=args.temperature, num_steps=args.steps, omit=omit,
+                        bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device)
+        fasta.append(to_fasta(result, temperature=args.temperature, seed=args.seed, model_name=ckpt.name))
+        probs[f"{result.name}__probs"] = result.probs
+        probs[f"{result.name}__labels"] = np.asarray(result.labels)
+    # everything succeeded: write outputs (never a partial FASTA)
+    _write_atomic(Path(args.out), "".join(fasta).encode())
+    if args.probs:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
+        _write_atomic(Path(args.probs), buf.getvalue())
+    if not args.quiet:
+        print(f"wrote {args.num_seqs} design(s) for {len(files)} structure(s) to {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .pipeline import ProteinRunConfig
+
+    cfg = ProteinRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+                           max_length=args.max_length, lr=args.lr, seed=args.seed, loss_type=args.loss)
+    if args.dry_run:
+        print(json.dumps({**asdict(cfg), "model": cfg.model.to_dict(), "layers": cfg.layers(), "out": args.out}, indent=2))
+        return 0
+    from .data import ChainSet
+    from .pipeline import build_run
+
+    trainer = build_run(cfg, ChainSet(args.data), args.out, device=args.device)
+    trainer.fit()
+    print(f"trained {cfg.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .data import ChainSet
+    from .pipeline import evaluate, load_model
+
+    chains = ChainSet(args.data)
+    model = load_model(_checkpoint(args.checkpoint), device=args.device)
+    out = {}
+    for split in args.splits.split(","):
+        ids = chains.split(split)
+        r = evaluate(model, chains, ids, num_steps=args.steps, temperature=args.temperature, seed=args.seed,
+                     device=args.device)
+        out[split] = r
+        print(f"{split:>6}: recovery {r['recovery']:.2f}%  perplexity {r['perplexity']:.2f}  ({r['chains']} chains)")
+    if args.json:
+        _write_atomic(Path(args.json), json.dumps(out, indent=2).encode())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="reed-protein", description=__doc__, formatter_class=fmt)
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("design", help="design sequences for PDB/mmCIF structures", formatter_class=fmt)
+    d.add_argument("input", help="a .pdb/.cif file (optionally .gz) or a directory of them")
+    d.add_argument("--out", required=True, help="output FASTA (ProteinMPNN header convention)")
+    d.add_argument("--chains", default=None, help="chains to design, e.g. A,B (default: all; others stay native)")
+    d.add_argument("--fixed-positions", default=None, help="residues kept native, author numbering: A1-10,A15,B7A")
+    d.add_argument("--num-seqs", type=int, default=8, help="designs per structure")
+    d.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
+    d.add_argument("--steps", type=int, default=20, help="diffusion sampling steps")
+    d.add_argument("--omit-aa", default="", help="residue types never designed, e.g. CM (X is always omitted)")
+    d.add_argument("--bias-aa", default="", help="logit biases, e.g. A:0.5,G:-1")
+    d.add_argument("--seed", type=int, default=0, help="sampling seed")
+    d.add_argument("--batch-size", type=int, default=8, help="designs sampled together")
+    d.add_argument("--probs", default=None, help="also write per-residue probabilities (.npz)")
+    d.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
+    d.add_argument("--device", default="cpu", help="cpu / cuda")
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    d.add_argument("--quiet", action="store_true", help="no progress or summary output")
+    d.set_defaults(func=_design)
+
+    t = sub.add_parser("train", help="train vanilla / REPA-style / REED models on the packed chains", formatter_class=fmt)
+    t.add_argument("--method", choices=("vanilla", "repa", "reed"), default="reed", help="training method")
+    t.add_argument("--preset", choices=("tiny", "small", "paper"), default="paper", help="model size")
+    t.add_argument("--steps", type=int, default=20000, help="optimizer steps")
+    t.add_argument("--batch-size", type=int, default=32, help="chains per step")
+    t.add_argument("--max-length", type=int, default=256, help="training crop length")
+    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
+    t.add_argument("--seed", type=int, default=0, help="seed")
+    t.add_argument("--data", default=None, help="packed chains (.npz; default: the repository's data/chains.npz)")
+    t.add_argument("--out", default="runs/protein", help="run directory; resumes if present")
+    t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="sequence recovery and perplexity on held-out chains", formatter_class=fmt)
+    e.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped model)")
+    e.add_argument("--splits", default="test,ts50", help="comma-separated: valid, test, ts50")
+    e.add_argument("--steps", type=int, default=20, help="sampling steps")
+    e.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
+    e.add_argument("--seed", type=int, default=0, help="seed")
+    e.add_argument("--data", default=None, help="packed chains (.npz)")
+    e.add_argument("--device", default="cpu", help="cpu / cuda")
+    e.add_argument("--json", default=None, help="also write the results as JSON")
+    e.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from reed_core.checkpoint import CheckpointError
+
+    from .design import DesignError
+    from .structure import StructureError
+
+    try:
+        return args.func(args)
+    except (StructureError, DesignError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"reed-protein: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

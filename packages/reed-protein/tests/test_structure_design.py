@@ -1,0 +1,135 @@
+import gzip
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import atom_line, real_chain, write_pdb  # noqa: E402
+
+from reed_protein.cli import main  # noqa: E402
+from reed_protein.design import DesignError, parse_fixed_positions  # noqa: E402
+from reed_protein.structure import StructureError, read_structure  # noqa: E402
+
+
+def _special_pdb(path):
+    """A 5-residue chain with an insertion code, an altloc, MSE, a residue missing its O and CA, a water."""
+    seq, X, _ = real_chain()
+    X = X[:5]
+    L = []
+    s = 1
+    names = ("N", "CA", "C", "O")
+    res = [("GLY", 10, " "), ("MSE", 11, " "), ("ALA", 11, "A"), ("SER", 12, " "), ("LYS", 13, " ")]
+    for k, (rn, ri, ic) in enumerate(res):
+        for a, p in zip(names, X[k], strict=True):
+            if k == 3 and a in ("CA", "O"):
+                continue  # missing backbone atoms: kept and masked
+            het = rn == "MSE"
+            if k == 0 and a == "CA":  # alternate locations: B has higher occupancy
+                L.append(atom_line(s, a, rn, "A", ri, *(p + 5.0), icode=ic, altloc="A", occ=0.3))
+                s += 1
+                L.append(atom_line(s, a, rn, "A", ri, *p, icode=ic, altloc="B", occ=0.7))
+            else:
+                L.append(atom_line(s, a, rn, "A", ri, *p, icode=ic, het=het))
+            s += 1
+    L.append(atom_line(s, "O", "HOH", "A", 100, 0, 0, 0, het=True))
+    path.write_text("\n".join(L + ["END"]) + "\n")
+    return X
+
+
+def test_parse_special_cases(tmp_path):
+    X = _special_pdb(tmp_path / "s.pdb")
+    st = read_structure(tmp_path / "s.pdb")
+    (c,) = st.chains
+    assert c.seq == "GMASK"  # MSE -> M, water ignored
+    assert c.res_ids.tolist() == [10, 11, 11, 12, 13] and c.ins_codes.tolist()[2] == "A"
+    assert c.mask.tolist() == [True, True, True, False, True]  # kept, masked, not renumbered
+    np.testing.assert_allclose(c.coords[0, 1], X[0, 1], atol=1e-3)  # highest-occupancy altloc
+    assert c.labels()[2] == "A11A"
+
+
+def test_gz_and_mmcif_match_pdb(tmp_path):
+    seq, X, name = real_chain()
+    write_pdb(tmp_path / "a.pdb", [("A", seq, X)])
+    (tmp_path / "a.pdb.gz").write_bytes(gzip.compress((tmp_path / "a.pdb").read_bytes()))
+    from biotite.structure.io import pdb, pdbx
+
+    arr = pdb.PDBFile.read(str(tmp_path / "a.pdb")).get_structure(model=1)
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, arr)
+    cif.write(str(tmp_path / "a.cif"))
+    a, b, c = (read_structure(tmp_path / f) for f in ("a.pdb", "a.pdb.gz", "a.cif"))
+    assert a.chains[0].seq == b.chains[0].seq == c.chains[0].seq == seq.replace("X", "X")
+    np.testing.assert_allclose(a.chains[0].coords, c.chains[0].coords, atol=1e-3)
+
+
+BAD = {
+    "empty.pdb": ("", "empty"),
+    "text.pdb": ("hello world\nthis is not a structure\n", "no atoms|not a readable|no protein"),
+    "ligand.pdb": (atom_line(1, "C1", "LIG", "A", 1, 0, 0, 0, het=True) + "\nEND\n", "no protein chain"),
+    "nan.pdb": (atom_line(1, "N", "GLY", "A", 1, 0, 0, 0) + "\n" + atom_line(2, "CA", "GLY", "A", 1, 1.4, 0, 0)
+                .replace("   1.400", "     nan") + "\n" + atom_line(3, "C", "GLY", "A", 1, 2, 1, 0) + "\nEND\n",
+                "non-finite"),
+    "x.xyz": ("1\n\nC 0 0 0\n", "unknown structure format"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_structures_one_error_line(tmp_path, capsys, name):
+    text, pattern = BAD[name]
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(StructureError, match=pattern):
+        read_structure(f)
+    out = tmp_path / "out.fasta"
+    assert main(["design", str(f), "--out", str(out), "--num-seqs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reed-protein: error:") and name in err[0]
+    assert not out.exists()
+
+
+def test_truncated_gzip_and_bad_options(tmp_path, capsys):
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "a.pdb", [("A", seq, X), ("B", seq[:30], X[:30] + 30.0)])
+    (tmp_path / "t.pdb.gz").write_bytes(gzip.compress((tmp_path / "a.pdb").read_bytes())[:50])
+    out = tmp_path / "o.fasta"
+    assert main(["design", str(tmp_path / "t.pdb.gz"), "--out", str(out)]) == 2
+    assert main(["design", str(tmp_path / "a.pdb"), "--out", str(out), "--chains", "Q"]) == 2
+    assert main(["design", str(tmp_path / "a.pdb"), "--out", str(out), "--fixed-positions", "A999"]) == 2
+    assert main(["design", str(tmp_path / "a.pdb"), "--out", str(out), "--omit-aa", "Z"]) == 2
+    assert not out.exists()
+    errs = capsys.readouterr().err.strip().splitlines()
+    assert len(errs) == 4 and "Q" in errs[1] and "999" in errs[2]
+    st = read_structure(tmp_path / "a.pdb")
+    assert parse_fixed_positions("A1-10,A15,B3", st) == {"A": set(range(10)) | {14}, "B": {2}}
+    with pytest.raises(DesignError, match="not like"):
+        parse_fixed_positions("A1:5", st)
+
+
+def test_design_cli_end_to_end(tmp_path):
+    seq, X, name = real_chain()
+    write_pdb(tmp_path / "p.pdb", [("A", seq, X), ("B", seq[:40], X[:40] + 40.0)])
+    out, probs = tmp_path / "d.fasta", tmp_path / "p.npz"
+    rc = main(["design", str(tmp_path / "p.pdb"), "--out", str(out), "--num-seqs", "3", "--chains", "A",
+               "--fixed-positions", "A1-10", "--omit-aa", "C", "--seed", "1", "--probs", str(probs), "--quiet"])
+    assert rc == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 8 and lines[0].startswith(">p, score=") and "designed_chains=['A']" in lines[0]
+    assert "fixed_chains=['B']" in lines[0]
+    native = lines[1]
+    assert native == f"{seq}/{seq[:40]}"
+    for k in range(3):
+        head, s = lines[2 + 2 * k], lines[3 + 2 * k]
+        assert head.startswith(f">T=0.1, sample={k + 1}, score=") and "seq_recovery=" in head
+        a, b = s.split("/")
+        assert len(a) == len(seq) and b == seq[:40]  # chain B is not designed
+        assert a[:10] == seq[:10]  # fixed positions
+        assert "C" not in a[10:] and "X" not in a
+    z = np.load(probs)
+    assert z["p__probs"].shape == (len(seq) + 40, 21)
+    # same seed -> same designs
+    out2 = tmp_path / "d2.fasta"
+    main(["design", str(tmp_path / "p.pdb"), "--out", str(out2), "--num-seqs", "3", "--chains", "A",
+          "--fixed-positions", "A1-10", "--omit-aa", "C", "--seed", "1", "--quiet"])
+    assert out2.read_text() == out.read_text()

@@ -1,0 +1,93 @@
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from reed_core import Batch
+from reed_core.testing import assert_loss_decreases
+from reed_protein.data import ChainSet
+from reed_protein.pipeline import ProteinRunConfig, build_run, default_checkpoint, evaluate, load_model
+from reed_protein.teachers import ESM2Teacher, StructureEncoderTeacher, load_esm2
+
+
+@pytest.fixture(scope="module")
+def chains():
+    return ChainSet()
+
+
+def test_esm2_teacher_real_format_round_trip(tmp_path, chains):
+    """A tiny random ESM-2 saved in fair-esm's checkpoint format loads through the safe loader."""
+    import esm
+
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    torch.manual_seed(0)
+    model = esm.ESM2(num_layers=2, embed_dim=32, attention_heads=2, alphabet=alphabet, token_dropout=True)
+    cfg = argparse.Namespace(encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=2, token_dropout=True)
+    state = {"encoder.sentence_encoder." + k: v for k, v in model.state_dict().items()}
+    path = tmp_path / "esm2_t2_tiny.pt"
+    torch.save({"cfg": {"model": cfg}, "model": state}, path)
+    loaded, alpha = load_esm2(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    teacher = ESM2Teacher(loaded, alpha)
+    x = chains.batch(chains.split("ts50")[:2], max_length=40)
+    rep = teacher(Batch(x0=x))
+    assert rep.features.shape == (2, 40, 32) and rep.granularity == "token"
+    assert all(not p.requires_grad for p in teacher.parameters())
+    # features equal fair-esm's own embedding of the sequence
+    seq = "".join("ACDEFGHIKLMNPQRSTVWYX"[i] for i in x.S[0].tolist())
+    _, _, toks = alpha.get_batch_converter()([("a", seq)])
+    ref = loaded(toks, repr_layers=[2])["representations"][2][0, 1:41]
+    assert torch.allclose(rep.features[0], ref, atol=1e-5)
+    with pytest.raises(FileNotFoundError):
+        load_esm2(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a loadable"):
+        load_esm2(tmp_path / "bad.pt")
+
+
+def test_structure_teacher_ships_and_is_frozen(chains):
+    t = StructureEncoderTeacher()
+    x = chains.batch(chains.split("ts50")[:2], max_length=50)
+    rep = t(Batch(x0=x))
+    assert rep.features.shape == (2, 50, 64) and torch.isfinite(rep.features).all()
+    assert all(not p.requires_grad for p in t.parameters()) and not t.training
+
+
+def test_tiny_preset_loss_falls_and_reed_terms_are_logged(tmp_path, chains):
+    cfg = ProteinRunConfig(method="vanilla", preset="tiny", steps=80, batch_size=4, max_length=64, lr=2e-3)
+    trainer = build_run(cfg, chains, tmp_path / "v", progress=False, device="cpu")
+    losses = [h["denoise"] for h in trainer.fit()]
+    assert_loss_decreases(losses, min_drop=0.08)
+    model = load_model(trainer.checkpoint_root / "step_00000080", which="model")
+    x = chains.batch(chains.split("ts50")[:2], max_length=30)
+    assert torch.equal(model(x).prediction, trainer.model.eval()(x).prediction)
+    reed = build_run(ProteinRunConfig(method="reed", preset="tiny", steps=4, batch_size=2, max_length=48), chains,
+                     None, progress=False, device="cpu")
+    hist = reed.fit(resume=False)
+    assert {"align/single", "align/pair", "align/structure"} <= set(hist[-1])
+    assert hist[0]["weight/denoise"] == 0.0
+    assert [s.layer for s in reed.objective.specs] == ["dec1", "edge2", "enc2"]
+
+
+def test_shipped_checkpoint_recovers_sequences(chains):
+    model = load_model(default_checkpoint())
+    r = evaluate(model, chains, chains.split("ts50")[:8], num_steps=10)
+    assert r["recovery"] > 20.0 and r["perplexity"] < 12.0
+
+
+def test_design_latency_8x100_on_cpu(chains):
+    import time
+
+    from reed_protein.pipeline import design_batch
+
+    torch.set_num_threads(2)
+    model = load_model(default_checkpoint())
+    ts = chains.split("test")
+    i = int(ts[np.argmin(np.abs(np.diff(chains.offsets)[ts] - 100))])
+    x = chains.batch([i] * 8, max_length=100)
+    design_batch(model, x, num_steps=20)
+    t0 = time.perf_counter()
+    design_batch(model, x, num_steps=20)
+    assert time.perf_counter() - t0 < 4.0  # target 2 s; generous bound for loaded CI machines
