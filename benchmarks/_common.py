@@ -40,6 +40,49 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def fresh_dir(path: str | os.PathLike) -> Path:
+    """An empty run directory (a previous run's checkpoints would otherwise be resumed)."""
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def keep_checkpoint(run_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy what a released model needs (EMA weights and config) of the run's latest checkpoint to ``dest``."""
+    import shutil
+
+    from reed_core import latest_checkpoint
+
+    src = latest_checkpoint(Path(run_dir) / "checkpoints")
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for name in ("ema.safetensors", "config.json"):
+        shutil.copy2(src / name, Path(dest) / name)
+
+
+def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate) -> tuple[list[dict], float]:
+    """Run ``trainer.train_step`` to ``steps``, timing only the optimizer steps; at each step in ``eval_at`` call
+    ``evaluate(trainer)`` (a dict), add ``step`` and the mean denoising loss of the last 50 steps, and collect it.
+    Returns (curve, training seconds)."""
+    import time
+
+    curve, seconds, losses = [], 0.0, []
+    while trainer.step < steps:
+        t0 = time.perf_counter()
+        scalars = trainer.train_step()
+        seconds += time.perf_counter() - t0
+        losses.append(scalars["denoise"])
+        if trainer.step in eval_at:
+            row = {"step": trainer.step, **evaluate(trainer), "denoise_loss": sum(losses[-50:]) / len(losses[-50:])}
+            curve.append(row)
+            print(f"[{trainer.model_config.get('run', {}).get('method', '?')}] step {trainer.step}: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and k != "denoise_loss"),
+                  flush=True)
+    return curve, seconds
+
+
 def write_json(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

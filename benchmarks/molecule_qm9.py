@@ -23,7 +23,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, plot_curves, speedup, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table,
+    fresh_dir,
+    keep_checkpoint,
+    plot_curves,
+    speedup,
+    train_with_evals,
+    write_json,
+)
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_molecule.pipeline import METHODS, LoadedModel, MoleculeRunConfig, build_run, sample_molecules  # noqa: E402
@@ -83,33 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     for method in methods:
         cfg = MoleculeRunConfig(method=method, preset=preset, steps=steps, batch_size=batch, lr=args.lr, seed=args.seed)
-        run_dir = out.parent / f"{out.name}_runs" / method
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
+        run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
         trainer = build_run(cfg, ds, run_dir, args.cache, progress=False, device=args.device)
-        curve, train_seconds, losses = [], 0.0, []
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
-        while trainer.step < steps:
-            t0 = time.perf_counter()
-            scalars = trainer.train_step()
-            train_seconds += time.perf_counter() - t0
-            losses.append(scalars["denoise"])
-            if trainer.step in eval_at:
-                metrics = evaluate(trainer, n_eval, sample_steps, args.seed + 1, train_smiles, args.device)
-                metrics["step"] = trainer.step
-                metrics["denoise_loss"] = float(np.mean(losses[-50:]))
-                curve.append(metrics)
-                print(f"[{method}] step {trainer.step}: " + ", ".join(
-                    f"{k} {metrics[k]:.1f}" for k in METRICS if metrics[k] is not None), flush=True)
+        curve, train_seconds = train_with_evals(
+            trainer, steps, eval_at, lambda tr: evaluate(tr, n_eval, sample_steps, args.seed + 1, train_smiles, args.device))
         trainer.save()
         if method == "reed" and args.keep_checkpoint:
-            import shutil
-
-            from reed_core import latest_checkpoint
-
-            shutil.copytree(latest_checkpoint(run_dir / "checkpoints"), args.keep_checkpoint, dirs_exist_ok=True)
+            keep_checkpoint(run_dir, args.keep_checkpoint)
         results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
                                       "train_seconds": train_seconds,
                                       "params": sum(p.numel() for p in trainer.model.parameters())}

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, plot_curves, speedup, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table,
+    fresh_dir,
+    keep_checkpoint,
+    plot_curves,
+    speedup,
+    train_with_evals,
+    write_json,
+)
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.pipeline import METHODS, ProteinRunConfig, build_run, design_batch, evaluate  # noqa: E402
 
@@ -43,6 +51,15 @@ def design_latency(model, chains: ChainSet, device: str, steps: int, repeats: in
     return float(np.median(times))
 
 
+def evaluate_checkpoint(trainer, chains: ChainSet, test, ts50, args) -> dict:
+    model = copy.deepcopy(trainer.model)
+    trainer.ema.copy_to(model)
+    te = evaluate(model, chains, test, num_steps=args.sample_steps, seed=args.seed, device=args.device)
+    t5 = evaluate(model, chains, ts50, num_steps=args.sample_steps, seed=args.seed, device=args.device)
+    return {"test_recovery": te["recovery"], "test_perplexity": te["perplexity"],
+            "ts50_recovery": t5["recovery"], "ts50_perplexity": t5["perplexity"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 20000)")
@@ -51,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-length", type=int, default=256, help="training crop length")
     p.add_argument("--evals", type=int, default=4, help="evaluation checkpoints per method")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
-    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test chains (default all)")
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of vanilla,repa,reed")
@@ -70,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.test_limit:
         test = test[: args.test_limit]
     ts50 = chains.split("ts50")
+    if args.test_limit:
+        ts50 = ts50[: args.test_limit]
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "max_length": args.max_length,
                           "sample_steps": args.sample_steps, "lr": args.lr, "seed": args.seed, "device": args.device,
@@ -78,40 +97,17 @@ def main(argv: list[str] | None = None) -> dict:
     for method in methods:
         cfg = ProteinRunConfig(method=method, preset=preset, steps=steps, batch_size=batch,
                                max_length=args.max_length, lr=args.lr, seed=args.seed)
-        run_dir = out.parent / f"{out.name}_runs" / method
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
+        run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
         trainer = build_run(cfg, chains, run_dir, progress=False, device=args.device)
-        curve, train_seconds, losses = [], 0.0, []
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
-        while trainer.step < steps:
-            t0 = time.perf_counter()
-            scalars = trainer.train_step()
-            train_seconds += time.perf_counter() - t0
-            losses.append(scalars["denoise"])
-            if trainer.step in eval_at:
-                model = copy.deepcopy(trainer.model)
-                trainer.ema.copy_to(model)
-                te = evaluate(model, chains, test, num_steps=args.sample_steps, seed=args.seed, device=args.device)
-                t5 = evaluate(model, chains, ts50, num_steps=args.sample_steps, seed=args.seed, device=args.device)
-                row = {"step": trainer.step, "test_recovery": te["recovery"], "test_perplexity": te["perplexity"],
-                       "ts50_recovery": t5["recovery"], "ts50_perplexity": t5["perplexity"],
-                       "denoise_loss": float(np.mean(losses[-50:]))}
-                curve.append(row)
-                print(f"[{method}] step {trainer.step}: test recovery {te['recovery']:.2f}% ppl {te['perplexity']:.2f}; "
-                      f"TS50 {t5['recovery']:.2f}% ppl {t5['perplexity']:.2f}", flush=True)
+        curve, train_seconds = train_with_evals(
+            trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args))
         trainer.save()
         model = copy.deepcopy(trainer.model)
         trainer.ema.copy_to(model)
         latency = design_latency(model, chains, args.device, args.sample_steps)
         if method == "reed" and args.keep_checkpoint:
-            import shutil
-
-            from reed_core import latest_checkpoint
-
-            shutil.copytree(latest_checkpoint(run_dir / "checkpoints"), args.keep_checkpoint, dirs_exist_ok=True)
+            keep_checkpoint(run_dir, args.keep_checkpoint)
         results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
                                       "train_seconds": train_seconds, "design_latency_s": latency,
                                       "params": sum(q.numel() for q in trainer.model.parameters())}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
+
+from reed_core.io import atomic_write
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
@@ -27,33 +26,11 @@ def _inputs(arg: str) -> list[Path]:
 
 
 def _checkpoint(arg: str | None) -> Path:
-    from reed_core import latest_checkpoint
+    from reed_core.cli import resolve_checkpoint
 
     from .pipeline import default_checkpoint
 
-    if arg is None:
-        return default_checkpoint()
-    p = Path(arg)
-    if (p / "checkpoints").is_dir():
-        latest = latest_checkpoint(p / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"{p}: no complete checkpoint")
-        return latest
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such checkpoint directory")
-    return p
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return resolve_checkpoint(arg, default_checkpoint)
 
 
 def _design(args: argparse.Namespace) -> int:
@@ -86,11 +63,11 @@ def _design(args: argparse.Namespace) -> int:
         probs[f"{result.name}__probs"] = result.probs
         probs[f"{result.name}__labels"] = np.asarray(result.labels)
     # everything succeeded: write outputs (never a partial FASTA)
-    _write_atomic(Path(args.out), "".join(fasta).encode())
+    atomic_write(args.out, "".join(fasta))
     if args.probs:
         buf = io.BytesIO()
         np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
-        _write_atomic(Path(args.probs), buf.getvalue())
+        atomic_write(args.probs, buf.getvalue())
     if not args.quiet:
         print(f"wrote {args.num_seqs} design(s) for {len(files)} structure(s) to {args.out}")
     return 0
@@ -127,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
         out[split] = r
         print(f"{split:>6}: recovery {r['recovery']:.2f}%  perplexity {r['perplexity']:.2f}  ({r['chains']} chains)")
     if args.json:
-        _write_atomic(Path(args.json), json.dumps(out, indent=2).encode())
+        atomic_write(args.json, json.dumps(out, indent=2))
     return 0
 
 
@@ -185,18 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from reed_core.checkpoint import CheckpointError
+    from reed_core.cli import run_cli
 
     from .design import DesignError
     from .structure import StructureError
 
-    try:
-        return args.func(args)
-    except (StructureError, DesignError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"reed-protein: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("reed-protein", build_parser(), argv, (StructureError, DesignError))
 
 
 if __name__ == "__main__":
