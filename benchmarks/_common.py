@@ -19,6 +19,9 @@ def steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> int | N
 def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[int, float]]) -> dict:
     """Steps the candidate needs to reach the reference's final value, and the ratio reference/candidate."""
     final_step, final_value = reference[-1]
+    if final_value is None or final_value <= 0:  # nothing to reach: a ratio would be meaningless
+        return {"target": final_value, "reference_steps": final_step, "candidate_steps": None, "speedup": None,
+                "note": "reference's final value is 0"}
     reached = steps_to_reach(candidate, final_value)
     return {"target": final_value, "reference_steps": final_step, "candidate_steps": reached,
             "speedup": (final_step / reached) if reached else None}

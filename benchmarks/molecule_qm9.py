@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for key in ("mol_stable", "validity", "atom_stable")
             }
             for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else "not reached within the budget"
+                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
                 print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
                       f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
     write_json(results, out.with_suffix(".json"))

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["speedup"][m] = {key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
                                      for key in ("test_recovery", "ts50_recovery")}
             for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else "not reached within the budget"
+                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
                 print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
                       f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
     write_json(results, out.with_suffix(".json"))

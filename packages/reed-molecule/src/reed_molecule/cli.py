@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -37,21 +36,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _checkpoint_path(arg: str | None) -> Path:
-    from reed_core import latest_checkpoint
+    from reed_core.cli import resolve_checkpoint
 
     from .pipeline import default_checkpoint
 
-    if arg is None:
-        return default_checkpoint()
-    p = Path(arg)
-    if (p / "checkpoints").is_dir():
-        latest = latest_checkpoint(p / "checkpoints")
-        if latest is None:
-            raise FileNotFoundError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
-        return latest
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such checkpoint directory")
-    return p
+    return resolve_checkpoint(arg, default_checkpoint)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -92,9 +81,9 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"{'MMFF94 opt. RMSD (Å, mean)':<31}  {energy.rmsd_mean:>8.3f}")
             result["energy"] = asdict(energy)
     if args.json:
-        from .pipeline import save_json
+        from reed_core.io import atomic_write
 
-        save_json(result, args.json)
+        atomic_write(args.json, json.dumps(result, indent=2))
     return 0
 
 
@@ -141,18 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    from reed_core.checkpoint import CheckpointError
+    from reed_core.cli import run_cli
 
     from .io import MoleculeFormatError
     from .qm9 import QM9Error
 
-    try:
-        return args.func(args)
-    except (MoleculeFormatError, QM9Error, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"reed-molecule: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("reed-molecule", build_parser(), argv, (MoleculeFormatError, QM9Error))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from reed_core.io import atomic_write
 
 from .constants import ELEMENTS, SYMBOL_TO_INDEX
 from .data import MAX_ATOMS
@@ -20,18 +21,6 @@ from .metrics import build_mol
 
 class MoleculeFormatError(ValueError):
     """A molecule file is malformed or holds something REED cannot model."""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_mols(arrays: dict[str, np.ndarray]):
@@ -61,13 +50,13 @@ def write_molecules(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> P
             lines += [f"{ELEMENTS[int(a)]} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f}"
                       for a, p in zip(arrays["atoms"][b, :n], arrays["pos"][b, :n], strict=True)]
             blocks.append("\n".join(lines) + "\n")
-        _atomic_write(path, "".join(blocks))
+        atomic_write(path, "".join(blocks))
         return path
     parts = []
     for k, mol in enumerate(to_mols(arrays)):
         mol.SetProp("_Name", f"reed-molecule sample {k}")
         parts.append(Chem.MolToMolBlock(mol, kekulize=False) + "$$$$\n")
-    _atomic_write(path, "".join(parts))
+    atomic_write(path, "".join(parts))
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,12 +163,6 @@ def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = 100, seed:
         out["bonds"].append(a["bonds"])
         out["mask"].append(a["mask"])
     return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def save_json(obj: Any, path: str | os.PathLike) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 __all__ = ["METHODS", "GRAPH2D_DIM", "Graph2DTeacher", "LoadedModel", "MoleculeRunConfig", "build_run",

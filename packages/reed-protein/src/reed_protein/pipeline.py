@@ -123,10 +123,10 @@ def default_checkpoint() -> Path:
 
 @torch.no_grad()
 def design_batch(model: ProteinDenoiser, x: ProteinBatch, *, num_steps: int = 20, temperature: float = 0.1,
-                 generator: torch.Generator | None = None, bias=None, omit=None):
+                 generator: torch.Generator | None = None, bias=None, omit=None, encoding=None):
     """Sample sequences for a batch of structures (encoder run once). Returns (tokens, per-token log-probs)."""
     model.eval()
-    enc = model.encode(x)
+    enc = encoding if encoding is not None else model.encode(x)
     return MaskedDiffusion().sample(lambda S, t: model.decode(enc, S).prediction, x, num_steps=num_steps,
                                     temperature=temperature, bias=bias, omit=omit, generator=generator)
 
@@ -136,17 +136,19 @@ def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_s
              temperature: float = 0.1, batch_size: int = 16, seed: int = 0, device: str = "cpu",
              max_length: int | None = None) -> dict[str, float]:
     """Sequence recovery of sampled designs (mean over chains) and perplexity of the native sequence given the
-    structure with every residue masked (one pass)."""
+    structure with every residue masked (one pass). Chains are batched by length (little padding)."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
+    ids = np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
     recov, nll, count = [], 0.0, 0
     for lo in range(0, len(ids), batch_size):
         x = chains.batch(ids[lo:lo + batch_size], max_length).to(device)
-        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g)
+        enc = model.encode(x)
+        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, encoding=enc)
         scored = x.design_mask & (x.S != X_INDEX)
         same = ((S == x.S) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
         recov.extend(same.tolist())
-        logits = model(x.with_(S=torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S))).prediction
+        logits = model.decode(enc, torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S)).prediction
         ce = F.cross_entropy(logits.float().transpose(1, 2), x.S, reduction="none")
         nll += float((ce * scored).sum())
         count += int(scored.sum())
