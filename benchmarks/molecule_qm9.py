@@ -54,6 +54,40 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     return out
 
 
+def report(results: dict, out: Path) -> None:
+    """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
+    methods = list(results["methods"])
+    header = ["method", "step", "atom stab %", "mol stab %", "valid %", "V x U %", "novel %", "bond mol stab %", "loss"]
+    rows = []
+    for method, r in results["methods"].items():
+        for c in r["curve"]:
+            rows.append([method, c["step"], c["atom_stable"], c["mol_stable"], c["validity"], c["valid_unique"],
+                         c["novelty"], c["bond_mol_stable"], c["denoise_loss"]])
+    print()
+    print(format_table(header, rows))
+    print()
+    print(format_table(["method", "steps/s", "params"],
+                       [[m, r["steps_per_s"], r["params"]] for m, r in results["methods"].items()]))
+    if "vanilla" in results["methods"]:
+        ref = results["methods"]["vanilla"]["curve"]
+        results["speedup"] = {}
+        for m in [m for m in methods if m != "vanilla"]:
+            cand = results["methods"][m]["curve"]
+            results["speedup"][m] = {
+                key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
+                for key in ("mol_stable", "validity", "atom_stable")
+            }
+            for key, s in results["speedup"][m].items():
+                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
+                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
+                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
+    write_json(results, out.with_suffix(".json"))
+    curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in METRICS} for m, r in results["methods"].items()}
+    plot_curves(curves, ("atom_stable", "mol_stable", "validity", "bond_mol_stable"), out.with_suffix(".png"),
+                f"QM9, {results['config']['preset']} preset, batch {results['config']['batch_size']}")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 100000)")
@@ -70,7 +104,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default=None, help="data/feature cache directory")
     p.add_argument("--out", default="benchmarks/results/molecule_qm9", help="output prefix (.json, .png) and run dirs")
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
+    p.add_argument("--report", default=None, help="re-print table and speed-ups of an earlier result JSON; no training")
     args = p.parse_args(argv)
+    if args.report:
+        import json
+
+        results = json.loads(Path(args.report).read_text())
+        report(results, Path(args.report).with_suffix(""))
+        return results
     full = args.full
     steps = args.steps or (100_000 if full else 600)
     batch = args.batch_size or (64 if full else 32)
@@ -103,35 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       "train_seconds": train_seconds,
                                       "params": sum(p.numel() for p in trainer.model.parameters())}
 
-    header = ["method", "step", "atom stab %", "mol stab %", "valid %", "V x U %", "novel %", "bond mol stab %", "loss"]
-    rows = []
-    for method, r in results["methods"].items():
-        for c in r["curve"]:
-            rows.append([method, c["step"], c["atom_stable"], c["mol_stable"], c["validity"], c["valid_unique"],
-                         c["novelty"], c["bond_mol_stable"], c["denoise_loss"]])
-    print()
-    print(format_table(header, rows))
-    print()
-    print(format_table(["method", "steps/s", "params"],
-                       [[m, r["steps_per_s"], r["params"]] for m, r in results["methods"].items()]))
-    if "vanilla" in results["methods"]:
-        ref = results["methods"]["vanilla"]["curve"]
-        results["speedup"] = {}
-        for m in [m for m in methods if m != "vanilla"]:
-            cand = results["methods"][m]["curve"]
-            results["speedup"][m] = {
-                key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
-                for key in ("mol_stable", "validity", "atom_stable")
-            }
-            for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
-                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
-                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
-    write_json(results, out.with_suffix(".json"))
-    curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in METRICS} for m, r in results["methods"].items()}
-    plot_curves(curves, ("atom_stable", "mol_stable", "validity", "bond_mol_stable"), out.with_suffix(".png"),
-                f"QM9, {preset} preset, batch {batch}")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    report(results, out)
     return results
 
 

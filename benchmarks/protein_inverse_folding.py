@@ -60,6 +60,35 @@ def evaluate_checkpoint(trainer, chains: ChainSet, test, ts50, args) -> dict:
             "ts50_recovery": t5["recovery"], "ts50_perplexity": t5["perplexity"]}
 
 
+def report(results: dict, out: Path) -> None:
+    """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
+    methods = list(results["methods"])
+    header = ["method", "step", "test recov %", "test ppl", "TS50 recov %", "TS50 ppl", "loss"]
+    rows = [[m, c["step"], c["test_recovery"], c["test_perplexity"], c["ts50_recovery"], c["ts50_perplexity"],
+             c["denoise_loss"]] for m, r in results["methods"].items() for c in r["curve"]]
+    print()
+    print(format_table(header, rows))
+    print()
+    print(format_table(["method", "steps/s", "8 designs x 100 res (s)", "params"],
+                       [[m, r["steps_per_s"], r["design_latency_s"], r["params"]] for m, r in results["methods"].items()]))
+    if "vanilla" in results["methods"]:
+        ref = results["methods"]["vanilla"]["curve"]
+        results["speedup"] = {}
+        for m in [m for m in methods if m != "vanilla"]:
+            cand = results["methods"][m]["curve"]
+            results["speedup"][m] = {key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
+                                     for key in ("test_recovery", "ts50_recovery")}
+            for key, s in results["speedup"][m].items():
+                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
+                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
+                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
+    write_json(results, out.with_suffix(".json"))
+    keys = ("test_recovery", "ts50_recovery", "test_perplexity")
+    curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
+    plot_curves(curves, keys, out.with_suffix(".png"), f"inverse folding, {results['config']['preset']} preset, batch {results['config']['batch_size']}")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 20000)")
@@ -77,7 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="benchmarks/results/protein_inverse_folding", help="output prefix (.json, .png)")
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
     p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
+    p.add_argument("--report", default=None, help="re-print table and speed-ups of an earlier result JSON; no training")
     args = p.parse_args(argv)
+    if args.report:
+        import json
+
+        results = json.loads(Path(args.report).read_text())
+        report(results, Path(args.report).with_suffix(""))
+        return results
     steps = args.steps or (20_000 if args.full else 600)
     batch = args.batch_size or (32 if args.full else 8)
     preset = args.preset or ("paper" if args.full else "tiny")
@@ -124,30 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     order = [m for m in METHODS if m in results["methods"]]
     results["methods"] = {m: results["methods"][m] for m in order}
     methods = order
-    header = ["method", "step", "test recov %", "test ppl", "TS50 recov %", "TS50 ppl", "loss"]
-    rows = [[m, c["step"], c["test_recovery"], c["test_perplexity"], c["ts50_recovery"], c["ts50_perplexity"],
-             c["denoise_loss"]] for m, r in results["methods"].items() for c in r["curve"]]
-    print()
-    print(format_table(header, rows))
-    print()
-    print(format_table(["method", "steps/s", "8 designs x 100 res (s)", "params"],
-                       [[m, r["steps_per_s"], r["design_latency_s"], r["params"]] for m, r in results["methods"].items()]))
-    if "vanilla" in results["methods"]:
-        ref = results["methods"]["vanilla"]["curve"]
-        results["speedup"] = {}
-        for m in [m for m in methods if m != "vanilla"]:
-            cand = results["methods"][m]["curve"]
-            results["speedup"][m] = {key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
-                                     for key in ("test_recovery", "ts50_recovery")}
-            for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
-                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
-                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
-    write_json(results, out.with_suffix(".json"))
-    keys = ("test_recovery", "ts50_recovery", "test_perplexity")
-    curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
-    plot_curves(curves, keys, out.with_suffix(".png"), f"inverse folding, {preset} preset, batch {batch}")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    report(results, out)
     return results
 
 
