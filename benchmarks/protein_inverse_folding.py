@@ -91,11 +91,11 @@ def report(results: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 20000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 240; --full 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="chains per step (default 8; --full 32)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")
     p.add_argument("--max-length", type=int, default=256, help="training crop length")
-    p.add_argument("--evals", type=int, default=4, help="evaluation checkpoints per method")
+    p.add_argument("--evals", type=int, default=3, help="evaluation checkpoints per method")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = json.loads(Path(args.report).read_text())
         report(results, Path(args.report).with_suffix(""))
         return results
-    steps = args.steps or (20_000 if args.full else 600)
+    steps = args.steps or (20_000 if args.full else 240)
     batch = args.batch_size or (32 if args.full else 8)
     preset = args.preset or ("paper" if args.full else "tiny")
     methods = [m for m in args.methods.split(",") if m]
