@@ -8,6 +8,7 @@ writes ``src/reed_protein/weights/structure_encoder.safetensors`` and a JSON rec
 import argparse
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def main() -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, args.out)
     info = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-            "config": STRUCTURE_CONFIG.to_dict(), "first_loss": hist[0]["loss"],
+            "config": asdict(STRUCTURE_CONFIG), "first_loss": hist[0]["loss"],
             "final_loss": sum(h["loss"] for h in hist[-100:]) / min(100, len(hist)), "valid": valid}
     args.out.with_suffix(".json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))

@@ -18,7 +18,7 @@ def _train(args: argparse.Namespace) -> int:
                             lr=args.lr, seed=args.seed, align_coefficient=args.align_coefficient,
                             train_limit=args.train_limit)
     if args.dry_run:
-        print(json.dumps({**asdict(cfg), "model": cfg.model.to_dict(), "out": str(args.out),
+        print(json.dumps({**asdict(cfg), "model": asdict(cfg.model), "out": str(args.out),
                           "graph2d_layer": cfg.layer("graph2d"), "encoder3d_layer": cfg.layer("encoder3d")}, indent=2))
         return 0
     import torch

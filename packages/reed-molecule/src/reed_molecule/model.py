@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -46,11 +46,6 @@ class ModelConfig:
             raise ValueError(f"layers/scalars/vectors/edges must be >= 1, got {self}")
         if self.scalars % self.heads:
             raise ValueError(f"scalars ({self.scalars}) must be divisible by heads ({self.heads})")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["latent_dims"] = dict(self.latent_dims)
-        return d
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

@@ -105,7 +105,7 @@ def build_run(cfg: MoleculeRunConfig, dataset: QM9Dataset, out_dir: str | os.Pat
                             log_every=max(1, min(50, cfg.steps // 20)), checkpoint_every=max(1, cfg.steps // 4),
                             progress=progress, lr_warmup_steps=min(100, cfg.steps // 10))
     model_config = {
-        "model": cfg.model.to_dict(),
+        "model": asdict(cfg.model),
         "process": {"atom_prior": process.atom_prior, "charge_prior": process.charge_prior,
                     "bond_prior": process.bond_prior},
         "run": asdict(cfg),

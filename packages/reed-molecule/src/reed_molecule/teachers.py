@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -177,7 +177,7 @@ def pretrain_encoder3d(dataset: QM9Dataset, steps: int, batch_size: int = 64, lr
         history.append({"step": step + 1, "coord_mse": coord.item(), "property_mse": prop.item()})
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "sigma": PRETRAIN_SIGMA,
             "seconds": time.perf_counter() - start, "final": history[-1], "first": history[0],
-            "config": ENCODER3D_CONFIG.to_dict()}
+            "config": asdict(ENCODER3D_CONFIG)}
     return enc.cpu(), info
 
 
@@ -255,4 +255,4 @@ def save_encoder3d(enc: Encoder3D, info: dict, path: str | os.PathLike) -> None:
 
 
 __all__ = ["Encoder3D", "Encoder3DTeacher", "Graph2DTeacher", "TeacherCache", "fit_graph2d_teacher",
-           "graph2d_features", "pretrain_encoder3d", "save_encoder3d", "replace"]
+           "graph2d_features", "pretrain_encoder3d", "save_encoder3d"]

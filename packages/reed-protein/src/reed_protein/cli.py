@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = ProteinRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
                            max_length=args.max_length, lr=args.lr, seed=args.seed, loss_type=args.loss)
     if args.dry_run:
-        print(json.dumps({**asdict(cfg), "model": cfg.model.to_dict(), "layers": cfg.layers(), "out": args.out}, indent=2))
+        print(json.dumps({**asdict(cfg), "model": asdict(cfg.model), "layers": cfg.layers(), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
     from .pipeline import build_run

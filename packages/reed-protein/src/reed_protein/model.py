@@ -10,7 +10,7 @@ times (``encode`` / ``decode``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,11 +38,6 @@ class ProteinModelConfig:
             raise ValueError(f"hidden, layers and k must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["latent_dims"] = dict(self.latent_dims)
-        return d
 
 
 PROTEIN_PRESETS: dict[str, ProteinModelConfig] = {

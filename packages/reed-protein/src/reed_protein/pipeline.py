@@ -102,7 +102,7 @@ def build_run(cfg: ProteinRunConfig, chains: ChainSet, out_dir: str | os.PathLik
     train_cfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay,
                             log_every=max(1, min(50, cfg.steps // 20)), checkpoint_every=max(1, cfg.steps // 4),
                             progress=progress, lr_warmup_steps=min(200, cfg.steps // 10))
-    model_config = {"model": cfg.model.to_dict(), "process": {"loss_type": cfg.loss_type}, "run": asdict(cfg),
+    model_config = {"model": asdict(cfg.model), "process": {"loss_type": cfg.loss_type}, "run": asdict(cfg),
                     "latents": {s.name: {"layer": s.layer, "granularity": s.granularity} for s in specs}}
     return Trainer(model, objective, data, train_cfg, out_dir, model_config=model_config, device=device)
 
