@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -155,5 +155,4 @@ def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_s
     return {"recovery": 100.0 * float(np.mean(recov)), "perplexity": math.exp(nll / max(count, 1)), "chains": len(ids)}
 
 
-__all__ = ["METHODS", "ProteinRunConfig", "build_run", "default_checkpoint", "design_batch", "evaluate", "load_model",
-           "Any"]
+__all__ = ["METHODS", "ProteinRunConfig", "build_run", "default_checkpoint", "design_batch", "evaluate", "load_model"]
