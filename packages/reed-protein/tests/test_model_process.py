@@ -109,7 +109,7 @@ def test_sampler_with_oracle_returns_native_and_respects_fixed(chains):
     fixed = x.with_(design_mask=x.design_mask & (torch.arange(x.S.shape[1]) >= 10))
     uniform = torch.zeros(*x.S.shape, 21)
     omit = torch.zeros(21, dtype=torch.bool)
-    omit[:19] = True  # only W (18 is W? index 18) and Y allowed besides X
+    omit[:19] = True  # only Y (index 19) is left: X is always excluded
     S2, _ = p.sample(lambda S, t: uniform, fixed, num_steps=3, omit=omit, generator=torch.Generator().manual_seed(1))
     assert torch.equal(S2[:, :10], x.S[:, :10])
     designed = S2[fixed.design_mask]

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fixed-positions", default=None, help="residues kept native, author numbering: A1-10,A15,B7A")
     d.add_argument("--num-seqs", type=int, default=8, help="designs per structure")
     d.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
-    d.add_argument("--steps", type=int, default=20, help="diffusion sampling steps")
+    d.add_argument("--steps", type=int, default=10, help="diffusion sampling steps (recovery is flat from 5 to 500 steps)")
     d.add_argument("--omit-aa", default="", help="residue types never designed, e.g. CM (X is always omitted)")
     d.add_argument("--bias-aa", default="", help="logit biases, e.g. A:0.5,G:-1")
     d.add_argument("--seed", type=int, default=0, help="sampling seed")

@@ -64,15 +64,41 @@ class MessageLayer(nn.Module):
                                       nn.GELU(), nn.Linear(hidden, hidden))
             self.norm3 = nn.LayerNorm(hidden)
 
-    def forward(self, h_V, msg_in, node_mask, edge_mask, h_E=None, E_idx=None):
-        m = self.msg(msg_in) * edge_mask[..., None]
+    def forward(self, h_V, parts, E_idx, node_mask, edge_mask, h_E=None):
+        """``parts``: the message input as (kind, tensor) pieces, see ``pair_mlp``."""
+        m = pair_mlp(self.msg, parts, E_idx) * edge_mask[..., None]
         h_V = self.norm1(h_V + self.drop(m.sum(2) / self.scale))
         h_V = self.norm2(h_V + self.drop(self.ff(h_V))) * node_mask[..., None]
         if self.edge is not None:
-            B, L, K, H = h_E.shape
-            e_in = torch.cat([h_V[:, :, None].expand(B, L, K, H), h_E, gather_nodes(h_V, E_idx)], -1)
-            h_E = self.norm3(h_E + self.drop(self.edge(e_in))) * edge_mask[..., None]
+            e = pair_mlp(self.edge, [("i", h_V), ("e", h_E), ("j", h_V)], E_idx)
+            h_E = self.norm3(h_E + self.drop(e)) * edge_mask[..., None]
         return h_V, h_E
+
+
+def pair_mlp(mlp: nn.Sequential, parts, E_idx: torch.Tensor) -> torch.Tensor:
+    """``mlp`` applied to the per-edge concatenation of ``parts`` without building it (B,L,K,sum d): the first
+    linear layer is split by columns. Kinds: "i" node features of the receiving residue (B,L,d), "j" node
+    features of the neighbour (projected on L residues, then gathered), "e" edge features (B,L,K,d), "p" an edge
+    part already projected by its columns (B,L,K,H) with its width given as ``(tensor, d)``."""
+    first = mlp[0]
+    out, col = first.bias, 0
+    for kind, x in parts:
+        if kind == "p":
+            x, d = x
+            out = out + x
+            col += d
+            continue
+        d = x.shape[-1]
+        y = F.linear(x, first.weight[:, col:col + d])
+        col += d
+        if kind == "i":
+            y = y[:, :, None]
+        elif kind == "j":
+            y = gather_nodes(y, E_idx)
+        out = out + y
+    if col != first.in_features:
+        raise ValueError(f"message parts cover {col} of {first.in_features} input features")
+    return mlp[1:](out)
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,7 @@ class Encoding:
     node_mask: torch.Tensor  # (B,L)
     hiddens: Mapping[str, torch.Tensor]
     masks: Mapping[str, torch.Tensor]
+    cache: dict = field(default_factory=dict)  # per-layer projections of h_E reused by every decoder pass
 
 
 class ProteinDenoiser(nn.Module):
@@ -115,8 +142,7 @@ class ProteinDenoiser(nn.Module):
         h_V = torch.zeros(B, L, H, device=h_E.device, dtype=h_E.dtype)
         hiddens, masks = {}, {}
         for k, layer in enumerate(self.encoder, start=1):
-            msg_in = torch.cat([h_V[:, :, None].expand(B, L, K, H), h_E, gather_nodes(h_V, E_idx)], -1)
-            h_V, h_E = layer(h_V, msg_in, x.mask, edge_mask, h_E, E_idx)
+            h_V, h_E = layer(h_V, [("i", h_V), ("e", h_E), ("j", h_V)], E_idx, x.mask, edge_mask, h_E)
             if f"enc{k}" in capture:
                 hiddens[f"enc{k}"], masks[f"enc{k}"] = h_V, x.mask
             if f"edge{k}" in capture:
@@ -134,10 +160,11 @@ class ProteinDenoiser(nn.Module):
                 z = z[:, None, :] if z.dim() == 2 else z
                 h = h + lat.keep.to(h.dtype)[:, None, None] * z
         hiddens, masks = dict(enc.hiddens), dict(enc.masks)
-        h_ES = torch.cat([h_E, gather_nodes(h_S, E_idx)], -1)
         for k, layer in enumerate(self.decoder, start=1):
-            msg_in = torch.cat([h[:, :, None].expand(B, L, K, H), h_ES, gather_nodes(h, E_idx)], -1)
-            h, _ = layer(h, msg_in, enc.node_mask, enc.edge_mask)
+            if k not in enc.cache:  # the structure part of the message is the same at every sampling step
+                enc.cache[k] = F.linear(h_E, layer.msg[0].weight[:, H:2 * H])
+            parts = [("i", h), ("p", (enc.cache[k], H)), ("j", h_S), ("j", h)]
+            h, _ = layer(h, parts, E_idx, enc.node_mask, enc.edge_mask)
             if f"dec{k}" in capture:
                 hiddens[f"dec{k}"], masks[f"dec{k}"] = h, enc.node_mask
         unknown = set(capture) - set(hiddens)
