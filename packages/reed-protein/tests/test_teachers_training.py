@@ -56,7 +56,9 @@ def test_structure_teacher_ships_and_is_frozen(chains):
 
 
 def test_tiny_preset_loss_falls_and_reed_terms_are_logged(tmp_path, chains):
-    cfg = ProteinRunConfig(method="vanilla", preset="tiny", steps=80, batch_size=4, max_length=64, lr=2e-3)
+    # the label-smoothed loss: the ELBO's 1/t weight makes 80-step curves too noisy to compare
+    cfg = ProteinRunConfig(method="vanilla", preset="tiny", steps=80, batch_size=8, max_length=64, lr=2e-3,
+                           loss_type="smoothed")
     trainer = build_run(cfg, chains, tmp_path / "v", progress=False, device="cpu")
     losses = [h["denoise"] for h in trainer.fit()]
     assert_loss_decreases(losses, min_drop=0.08)

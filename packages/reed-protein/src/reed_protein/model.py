@@ -136,7 +136,7 @@ class ProteinDenoiser(nn.Module):
 
     def encode(self, x: ProteinBatch, capture=()) -> Encoding:
         feats, rel, E_idx, edge_mask = featurize(x.X, x.mask, x.residue_idx, x.chain_idx, self.cfg.k)
-        h_E = self.edge_norm(self.edge_embed(torch.cat([self.pos_embed(one_hot_rel(rel)), feats], -1)))
+        h_E = self.edge_norm(self.edge_embed(torch.cat([self.pos_embed(one_hot_rel(rel).to(feats.dtype)), feats], -1)))
         h_E = h_E * edge_mask[..., None]
         B, L, K, H = h_E.shape
         h_V = torch.zeros(B, L, H, device=h_E.device, dtype=h_E.dtype)
