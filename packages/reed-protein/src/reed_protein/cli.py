@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> int:
     from .pipeline import ProteinRunConfig
 
     cfg = ProteinRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                           max_length=args.max_length, lr=args.lr, seed=args.seed, loss_type=args.loss)
+                           max_length=args.max_length, lr=args.lr, seed=args.seed, loss_type=args.loss,
+                           cache_structure_features=args.cache_teachers)
     if args.dry_run:
         print(json.dumps({**asdict(cfg), "model": asdict(cfg.model), "layers": cfg.layers(), "out": args.out}, indent=2))
         return 0
@@ -145,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="packed chains (.npz; default: the repository's data/chains.npz)")
     t.add_argument("--out", default="runs/protein", help="run directory; resumes if present")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    t.add_argument("--cache-teachers", action="store_true",
+                   help="precompute the structure teacher on whole chains once instead of on every crop")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +30,7 @@ from .constants import MASK_INDEX, X_INDEX
 from .data import ChainSet, ProteinBatch
 from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
-from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
+from .teachers import BackboneTeacher, ChainFeatureCache, PairGeometryTeacher, StructureEncoderTeacher
 
 Method = Literal["vanilla", "repa", "reed"]
 METHODS = ("vanilla", "repa", "reed")
@@ -50,6 +50,7 @@ class ProteinRunConfig:
     ema_decay: float = 0.999
     projector_hidden: int = 256
     drop_antibodies: bool = False
+    cache_structure_features: bool = False  # precompute the structure teacher on whole chains (see ChainFeatureCache)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -95,10 +96,20 @@ def build_run(cfg: ProteinRunConfig, chains: ChainSet, out_dir: str | os.PathLik
         dims[name] = (cfg.model.hidden, teacher.dim)
     projectors = ProjectorBank(dims, hidden_dim=cfg.projector_hidden) if dims else None
     denoise = curriculum.denoise if cfg.method == "reed" else Constant(1.0)
-    objective = REEDObjective(process, specs, projectors, denoise_schedule=denoise)
     ids = train_ids(chains, cfg)
+    cache = None
+    if cfg.cache_structure_features and "structure" in names:
+        spec = next(s for s in specs if s.name == "structure")
+        cache = ChainFeatureCache(spec.teacher, chains, ids, device=device or "cpu", progress=progress)
+        specs = [replace(s, teacher=None) if s.name == "structure" else s for s in specs]  # read the cache instead
+    objective = REEDObjective(process, specs, projectors, denoise_schedule=denoise)
     sampler = StepSampler(len(ids), cfg.batch_size, seed=cfg.seed, weights=chains.cluster_weights(ids).tolist())
-    data = StepData(sampler, lambda pos: Batch(x0=chains.batch(ids[pos], cfg.max_length, crop_seed=cfg.seed)))
+
+    def collate(pos: np.ndarray) -> Batch:
+        x = chains.batch(ids[pos], cfg.max_length, crop_seed=cfg.seed)
+        return Batch(x0=x, representations={"structure": cache.representation(x)} if cache is not None else {})
+
+    data = StepData(sampler, collate)
     train_cfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay,
                             log_every=max(1, min(50, cfg.steps // 20)), checkpoint_every=max(1, cfg.steps // 4),
                             progress=progress, lr_warmup_steps=min(200, cfg.steps // 10))
