@@ -79,6 +79,7 @@ def test_shipped_checkpoint_recovers_sequences(chains):
     assert r["recovery"] > 20.0 and r["perplexity"] < 12.0
 
 
+@pytest.mark.slow  # wall-clock bound: run on an idle machine (`pytest -m slow`); the benchmark reports it too
 def test_design_latency_8x100_on_cpu(chains):
     import time
 
@@ -92,7 +93,7 @@ def test_design_latency_8x100_on_cpu(chains):
     design_batch(model, x, num_steps=10)  # the CLI default
     t0 = time.perf_counter()
     design_batch(model, x, num_steps=10)
-    assert time.perf_counter() - t0 < 4.0  # 1.7 s measured on 2 idle cores (target 2 s); bound for loaded CI
+    assert time.perf_counter() - t0 < 2.5  # target 2 s; 1.7 s measured on 2 idle cores
 
 
 def test_chain_feature_cache_crops_like_the_inputs(chains):

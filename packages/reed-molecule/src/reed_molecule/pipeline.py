@@ -11,18 +11,14 @@ import numpy as np
 import torch
 
 from reed_core import (
-    AlignmentSpec,
     Batch,
-    Constant,
-    ProjectorBank,
-    REEDObjective,
     StepData,
     StepSampler,
-    TrainConfig,
     Trainer,
     reed_curriculum,
 )
 from reed_core.checkpoint import load_config, load_weights
+from reed_core.recipes import METHODS, LatentPlan, method_objective, run_train_config
 
 from .data import MAX_ATOMS, QM9Dataset
 from .model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
@@ -30,7 +26,6 @@ from .process import MolecularDiffusion
 from .teachers import GRAPH2D_DIM, Encoder3DTeacher, Graph2DTeacher, TeacherCache, fit_graph2d_teacher
 
 Method = Literal["vanilla", "repa", "reed"]
-METHODS: tuple[str, ...] = ("vanilla", "repa", "reed")
 
 
 @dataclass(frozen=True)
@@ -80,37 +75,31 @@ def build_run(cfg: MoleculeRunConfig, dataset: QM9Dataset, out_dir: str | os.Pat
     torch.manual_seed(cfg.seed)
     model = EQGATDenoiser(cfg.model)
     process = MolecularDiffusion.from_marginals(dataset.marginals())
-    latents = {"vanilla": (), "repa": ("encoder3d",), "reed": ("graph2d", "encoder3d")}[cfg.method]
+    names = {"vanilla": (), "repa": ("encoder3d",), "reed": ("graph2d", "encoder3d")}[cfg.method]
     caches: dict[str, TeacherCache] = {}
-    specs, dims = [], {}
-    curriculum = reed_curriculum("molecule", cfg.steps)
-    for name in latents:
+    plans = []
+    for name in names:
         teacher = fit_graph2d_teacher(dataset) if name == "graph2d" else Encoder3DTeacher()
         caches[name] = TeacherCache(teacher, dataset, cache, progress=progress)
-        gran = "pooled" if name == "graph2d" else "token"
-        schedule = curriculum.align if cfg.method == "reed" else Constant(1.0)
-        specs.append(AlignmentSpec(name, f"layer{cfg.layer(name)}", gran, coefficient=cfg.align_coefficient,
-                                   schedule=schedule))
-        dims[name] = (cfg.model.scalars, teacher.dim)
-    projectors = ProjectorBank(dims, hidden_dim=cfg.projector_hidden) if dims else None
-    denoise = curriculum.denoise if cfg.method == "reed" else Constant(1.0)
-    objective = REEDObjective(process, specs, projectors, denoise_schedule=denoise)
+        plans.append(LatentPlan(name, f"layer{cfg.layer(name)}", teacher.granularity, teacher.dim,
+                                reed_coefficient=cfg.align_coefficient))  # features come from the cache
+    objective = method_objective(cfg.method, process, plans, student_dim=cfg.model.scalars,
+                                 curriculum=reed_curriculum("molecule", cfg.steps),
+                                 repa_coefficient=cfg.align_coefficient, projector_hidden=cfg.projector_hidden)
 
     def collate(positions: np.ndarray) -> Batch:
         reps = {name: c.representation(positions, MAX_ATOMS) for name, c in caches.items()}
         return Batch(x0=dataset.collate(positions), representations=reps)
 
     data = StepData(StepSampler(len(dataset), cfg.batch_size, seed=cfg.seed), collate)
-    train_cfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay,
-                            log_every=max(1, min(50, cfg.steps // 20)), checkpoint_every=max(1, cfg.steps // 4),
-                            progress=progress, lr_warmup_steps=min(100, cfg.steps // 10))
+    train_cfg = run_train_config(cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay, progress=progress)
     model_config = {
         "model": asdict(cfg.model),
         "process": {"atom_prior": process.atom_prior, "charge_prior": process.charge_prior,
                     "bond_prior": process.bond_prior},
         "run": asdict(cfg),
         "atom_histogram": dataset.atom_count_histogram().tolist(),
-        "latents": {s.name: {"layer": s.layer, "granularity": s.granularity, "dim": dims[s.name][1]} for s in specs},
+        "latents": {p.name: {"layer": p.layer, "granularity": p.granularity, "dim": p.dim} for p in plans},
     }
     return Trainer(model, objective, data, train_cfg, out_dir, model_config=model_config, device=device)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -13,18 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from reed_core import (
-    AlignmentSpec,
     Batch,
-    Constant,
-    ProjectorBank,
-    REEDObjective,
     StepData,
     StepSampler,
-    TrainConfig,
     Trainer,
     reed_curriculum,
 )
 from reed_core.checkpoint import load_config, load_weights
+from reed_core.recipes import METHODS, LatentPlan, method_objective, run_train_config
 
 from .constants import MASK_INDEX, X_INDEX
 from .data import ChainSet, ProteinBatch
@@ -33,7 +29,6 @@ from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, ChainFeatureCache, PairGeometryTeacher, StructureEncoderTeacher
 
 Method = Literal["vanilla", "repa", "reed"]
-METHODS = ("vanilla", "repa", "reed")
 
 
 @dataclass(frozen=True)
@@ -83,26 +78,19 @@ def build_run(cfg: ProteinRunConfig, chains: ChainSet, out_dir: str | os.PathLik
     curriculum = reed_curriculum("protein", cfg.steps)
     layers = cfg.layers()
     names = {"vanilla": (), "repa": ("structure",), "reed": ("single", "pair", "structure")}[cfg.method]
-    specs, dims = [], {}
+    ids = train_ids(chains, cfg)
+    plans, cache = [], None
     for name in names:
         teacher = {"single": BackboneTeacher, "pair": lambda: PairGeometryTeacher(cfg.model.k),
                    "structure": StructureEncoderTeacher}[name]()
-        if cfg.method == "reed":
-            coeff, schedule = curriculum.coefficients[name] / 0.2 * cfg.align_scale, curriculum.align
-        else:
-            coeff, schedule = cfg.align_scale, Constant(1.0)
-        specs.append(AlignmentSpec(name, layers[name], teacher.granularity, teacher=teacher, coefficient=coeff,
-                                   schedule=schedule, standardize=name != "structure"))
-        dims[name] = (cfg.model.hidden, teacher.dim)
-    projectors = ProjectorBank(dims, hidden_dim=cfg.projector_hidden) if dims else None
-    denoise = curriculum.denoise if cfg.method == "reed" else Constant(1.0)
-    ids = train_ids(chains, cfg)
-    cache = None
-    if cfg.cache_structure_features and "structure" in names:
-        spec = next(s for s in specs if s.name == "structure")
-        cache = ChainFeatureCache(spec.teacher, chains, ids, device=device or "cpu", progress=progress)
-        specs = [replace(s, teacher=None) if s.name == "structure" else s for s in specs]  # read the cache instead
-    objective = REEDObjective(process, specs, projectors, denoise_schedule=denoise)
+        if name == "structure" and cfg.cache_structure_features:
+            cache = ChainFeatureCache(teacher, chains, ids, device=device or "cpu", progress=progress)
+        plans.append(LatentPlan(name, layers[name], teacher.granularity, teacher.dim,
+                                reed_coefficient=curriculum.coefficients[name] / 0.2 * cfg.align_scale,
+                                teacher=None if name == "structure" and cache is not None else teacher,
+                                standardize=name != "structure"))
+    objective = method_objective(cfg.method, process, plans, student_dim=cfg.model.hidden, curriculum=curriculum,
+                                 repa_coefficient=cfg.align_scale, projector_hidden=cfg.projector_hidden)
     sampler = StepSampler(len(ids), cfg.batch_size, seed=cfg.seed, weights=chains.cluster_weights(ids).tolist())
 
     def collate(pos: np.ndarray) -> Batch:
@@ -110,11 +98,10 @@ def build_run(cfg: ProteinRunConfig, chains: ChainSet, out_dir: str | os.PathLik
         return Batch(x0=x, representations={"structure": cache.representation(x)} if cache is not None else {})
 
     data = StepData(sampler, collate)
-    train_cfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay,
-                            log_every=max(1, min(50, cfg.steps // 20)), checkpoint_every=max(1, cfg.steps // 4),
-                            progress=progress, lr_warmup_steps=min(200, cfg.steps // 10))
+    train_cfg = run_train_config(cfg.steps, lr=cfg.lr, seed=cfg.seed, ema_decay=cfg.ema_decay, progress=progress,
+                                 max_warmup=200)
     model_config = {"model": asdict(cfg.model), "process": {"loss_type": cfg.loss_type}, "run": asdict(cfg),
-                    "latents": {s.name: {"layer": s.layer, "granularity": s.granularity} for s in specs}}
+                    "latents": {p.name: {"layer": p.layer, "granularity": p.granularity} for p in plans}}
     return Trainer(model, objective, data, train_cfg, out_dir, model_config=model_config, device=device)
 
 
