@@ -23,7 +23,7 @@ from reed_core.recipes import METHODS, LatentPlan, method_objective, run_train_c
 from .data import MAX_ATOMS, QM9Dataset
 from .model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
 from .process import MolecularDiffusion
-from .teachers import GRAPH2D_DIM, Encoder3DTeacher, Graph2DTeacher, TeacherCache, fit_graph2d_teacher
+from .teachers import Encoder3DTeacher, TeacherCache, fit_graph2d_teacher
 
 Method = Literal["vanilla", "repa", "reed"]
 
@@ -154,5 +154,5 @@ def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = 100, seed:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-__all__ = ["METHODS", "GRAPH2D_DIM", "Graph2DTeacher", "LoadedModel", "MoleculeRunConfig", "build_run",
+__all__ = ["METHODS", "LoadedModel", "MoleculeRunConfig", "build_run",
            "default_checkpoint", "load_model", "sample_molecules"]

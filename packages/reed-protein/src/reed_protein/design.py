@@ -150,8 +150,9 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     for lo in range(0, num_seqs, batch_size):
         b = min(batch_size, num_seqs - lo)
         x = pad_batch([item] * b).to(device)
-        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, bias=bias, omit=omit)
-        enc = model.encode(x)
+        enc = model.encode(x)  # once: for sampling and for scoring the designs
+        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, bias=bias, omit=omit,
+                            encoding=enc)
         sc = _scores(model, enc, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
         gs = _scores(model, enc, S, x, x.mask)
         rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)

@@ -176,6 +176,3 @@ class ProteinDenoiser(nn.Module):
                 latents=None) -> DenoiserOutput:
         return self.decode(self.encode(x_t, capture), x_t.S, capture, latents)
 
-
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits.float(), dim=-1)
