@@ -1,7 +1,7 @@
 """Train the shipped 3-D teacher: ``uv run packages/reed-molecule/scripts/train_encoder3d.py``.
 
 Coordinate denoising (sigma 0.2 Å) + regression of 9 standardised DFT properties on the EDM training split of
-QM9; writes ``src/reed_molecule/weights/encoder3d.safetensors`` and a JSON record of the run beside it.
+QM9, trained with reed-core's Trainer; writes ``src/reed_molecule/weights/encoder3d.safetensors`` and a JSON record of the run beside it.
 """
 
 import argparse
@@ -22,14 +22,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64, help="molecules per step")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu / cuda")
     p.add_argument("--out", type=Path, default=OUT, help="weights file")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = QM9Dataset("train")
-    enc, info = pretrain_encoder3d(ds, args.steps, args.batch_size, args.lr, args.seed)
+    enc, info = pretrain_encoder3d(ds, args.steps, args.batch_size, args.lr, args.seed, args.device)
     save_encoder3d(enc, info, args.out)
-    print(f"wrote {args.out}: first {info['first']} final {info['final']} in {info['seconds']:.0f} s")
+    print(f"wrote {args.out}: loss {info['first_loss']:.3f} -> {info['final_loss']:.3f} in {info['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import pytest
 
 from reed_molecule.cli import main
 from reed_molecule.io import MoleculeFormatError, read_molecules, write_molecules
-from reed_molecule.pipeline import default_checkpoint
+from reed_molecule.loading import default_checkpoint
 
 ETHANOL_XYZ = """9
 ethanol

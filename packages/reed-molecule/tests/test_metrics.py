@@ -5,15 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reed_molecule.chem import build_mol, edm_bond_orders, largest_fragment_smiles
 from reed_molecule.constants import Z_TO_INDEX
-from reed_molecule.metrics import (
-    atom_stability,
-    build_mol,
-    edm_bond_orders,
-    edm_metrics,
-    largest_fragment_smiles,
-    mmff_energies,
-)
+from reed_molecule.metrics import atom_stability, edm_metrics, mmff_energies
 
 DATA = Path(__file__).parent / "data"
 

@@ -5,6 +5,7 @@ from reed_core.testing import assert_equivariant
 from reed_molecule.model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
 from reed_molecule.process import MolecularDiffusion
 from reed_molecule.testing import random_molecules
+from reed_molecule.sampler import sample
 
 
 def _batch(B=3, N=9, seed=0, dtype=torch.float64):
@@ -99,7 +100,7 @@ def test_sampler_keeps_zero_com_every_step(model):
         return model(x.with_(pos=x.pos.double()), t.double(), cond, **kw)
 
     g = torch.Generator().manual_seed(0)
-    out = proc.sample(spy, torch.tensor([5, 8]), num_steps=6, generator=g)
+    out = sample(spy, proc, torch.tensor([5, 8]), num_steps=6, generator=g)
     assert len(seen) == 6 and max(seen) < 1e-5
     m = out.mask[..., None].to(out.pos.dtype)
     assert ((out.pos * m).sum(1) / m.sum(1)).abs().max() < 1e-5

@@ -4,6 +4,7 @@ from reed_core import Corruption
 from reed_molecule.model import MoleculePrediction
 from reed_molecule.process import MolecularDiffusion
 from reed_molecule.testing import random_molecules as _batch
+from reed_molecule.sampler import sample
 
 
 def _oracle(x0) -> MoleculePrediction:
@@ -58,6 +59,6 @@ def test_sampler_with_oracle_returns_the_molecule():
     def oracle(x, t, cond=None, **kw):
         return type("O", (), {"prediction": _oracle(x0)})()
 
-    out = p.sample(oracle, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7)
+    out = sample(oracle, p, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7)
     assert torch.equal(out.atoms, x0.atoms) and torch.equal(out.bonds, x0.bonds)
     assert torch.allclose(out.pos.double(), x0.pos, atol=1e-6)

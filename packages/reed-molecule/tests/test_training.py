@@ -1,12 +1,21 @@
-"""Smoke tests on real QM9: the tiny preset's loss falls; REED runs through teachers; save -> load is exact."""
+"""Smoke tests on real QM9: the tiny preset's loss falls; REED runs through teachers; save -> load is exact;
+a new teacher is one LatentSpec added to the preset."""
+
+from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
-from reed_core.testing import assert_loss_decreases
+from reed_core import Batch, LatentSpec
+from reed_core.checkpoint import CheckpointError
+from reed_core.testing import RandomProjectionTeacher, assert_loss_decreases
 from reed_molecule.data import QM9Dataset
-from reed_molecule.pipeline import MoleculeRunConfig, build_run, load_model, sample_molecules
-from reed_molecule.teachers import Encoder3DTeacher, default_encoder3d_path
+from reed_molecule.loading import load_model
+from reed_molecule.presets import PRESET, molecule_trainer
+from reed_molecule.sampler import sample_molecules
+from reed_molecule.teachers import Encoder3DTeacher, default_encoder3d_path, pretrain_encoder3d
 
 
 def test_dataset_batches_are_clean(qm9_train):
@@ -20,10 +29,9 @@ def test_dataset_batches_are_clean(qm9_train):
 
 
 def test_tiny_preset_loss_falls(tmp_path, qm9_train):
-    torch.manual_seed(0)
     ds = QM9Dataset("train", progress=False, limit=2000)
-    cfg = MoleculeRunConfig(method="vanilla", steps=100, batch_size=16, lr=1e-3)
-    trainer = build_run(cfg, ds, tmp_path / "run", progress=False, device="cpu")
+    trainer = molecule_trainer("vanilla", ds, tmp_path / "run", steps=100, batch_size=16, lr=1e-3, progress=False,
+                               device="cpu")
     losses = [h["denoise"] for h in trainer.fit()]
     assert_loss_decreases(losses, min_drop=0.2)
     # save -> load gives identical outputs
@@ -40,23 +48,60 @@ def test_tiny_preset_loss_falls(tmp_path, qm9_train):
 def test_reed_runs_with_both_teachers(tmp_path, qm9_train):
     assert default_encoder3d_path().is_file(), "the pretrained 3-D teacher ships with the package"
     ds = QM9Dataset("train", progress=False, limit=300)
-    cfg = MoleculeRunConfig(method="reed", steps=6, batch_size=8)
-    trainer = build_run(cfg, ds, None, cache=tmp_path / "cache", progress=False, device="cpu")
+    trainer = molecule_trainer("reed", ds, None, steps=6, batch_size=8, cache=tmp_path / "cache", progress=False,
+                               device="cpu")
     hist = trainer.fit(resume=False)
     assert {"align/graph2d", "align/encoder3d", "weight/graph2d", "weight/encoder3d"} <= set(hist[-1])
     assert hist[0]["weight/denoise"] == 0.0 and hist[-1]["weight/denoise"] > 0  # generative warm-up
     assert [s.layer for s in trainer.objective.specs] == ["layer2", "layer3"]
     # cached teacher features equal the teacher's own output
-    teacher = Encoder3DTeacher()
-    from reed_core import Batch
-
-    rep = teacher(Batch(x0=ds.collate(np.arange(3))))
+    rep = Encoder3DTeacher()(Batch(x0=ds.collate(np.arange(3))))
     cached = trainer.data.collate(np.arange(3)).representations["encoder3d"]
     assert torch.allclose(cached.features[cached.mask], rep.features[rep.mask], atol=2e-2)
+    assert torch.equal(cached.mask, rep.mask)
+
+
+def test_a_new_teacher_is_one_latent_spec(tmp_path):
+    """Adding a teacher: one LatentSpec in the preset (here a random projection of the atom types), no other file."""
+    fake = LatentSpec("atoms_fake", layer=0.5, coefficient=1.0, teacher=lambda d: RandomProjectionTeacher(
+        "atoms_fake", 5, 12, "token", view=lambda b: (F.one_hot(b.x0.atoms, 5).float(), b.x0.mask)))
+    preset = replace(PRESET, latents=(*PRESET.latents, fake))
+    ds = QM9Dataset("train", progress=False, limit=64)
+    trainer = molecule_trainer("reed", ds, None, steps=2, batch_size=4, preset=preset, cache=tmp_path, progress=False,
+                               device="cpu")
+    out = trainer.train_step()
+    assert "align/atoms_fake" in out and out["weight/atoms_fake"] == pytest.approx(0.2)
+    assert trainer.objective.specs[-1].layer == "layer2"
+
+
+def test_loading_a_checkpoint_of_another_domain_says_so(tmp_path):
+    import json
+    import shutil
+
+    from reed_molecule.loading import default_checkpoint
+
+    ck = tmp_path / "ck"
+    shutil.copytree(default_checkpoint(), ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["model"]["domain"] = "protein"
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="reed-protein checkpoint; expected a reed-molecule model"):
+        load_model(ck)
+    cfg["model"]["domain"] = "molecule"
+    cfg["model"]["model"]["hidden"] = 3
+    (ck / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="does not fit ModelConfig"):
+        load_model(ck)
+
+
+def test_encoder_pretraining_runs_on_the_core_trainer(qm9_train):
+    ds = QM9Dataset("train", progress=False, limit=64)
+    enc, info = pretrain_encoder3d(ds, steps=3, batch_size=4, progress=False)
+    assert np.isfinite(info["final_loss"]) and info["steps"] == 3
+    assert sum(p.numel() for p in enc.parameters()) > 0
 
 
 def test_teachers_are_invariant(qm9_train):
-    from reed_core import Batch
     from reed_core.testing import random_rotation
 
     teacher = Encoder3DTeacher()

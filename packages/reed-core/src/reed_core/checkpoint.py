@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .io import umask_mode
+
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 MODEL_FILE, EMA_FILE, PROJ_FILE = "model.safetensors", "ema.safetensors", "projectors.safetensors"
 CONFIG_FILE, STATE_FILE = "config.json", "train_state.pt"
@@ -90,6 +92,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700
         save_file(_contiguous(model), str(tmp / MODEL_FILE))
         if ema is not None:
             save_file(_contiguous(ema), str(tmp / EMA_FILE))
@@ -149,8 +152,25 @@ def load_weights(path: str | os.PathLike, module: torch.nn.Module, which: str = 
         raise CheckpointError(f"{file}: weights do not match the model: {e}") from e
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
+def load_config(path: str | os.PathLike, domain: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a checkpoint; with ``domain``, a CheckpointError unless it is a model of that domain."""
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: no such config file")
-    return json.loads(file.read_text())
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: not JSON ({e})") from None
+    found = config.get("model", {}).get("domain") if isinstance(config.get("model"), dict) else None
+    if domain is not None and found != domain:
+        what = f"a reed-{found} checkpoint" if found else "not a REED domain checkpoint"
+        raise CheckpointError(f"{path}: {what}; expected a reed-{domain} model")
+    return config
+
+
+def build_from_config(path: str | os.PathLike, factory: Any, fields: dict[str, Any]) -> Any:
+    """``factory(**fields)`` from a checkpoint's config, as a CheckpointError naming ``path`` when they differ."""
+    try:
+        return factory(**fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config does not fit {getattr(factory, '__name__', factory)} ({e})") from None

@@ -30,11 +30,11 @@ def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
 def run_cli(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
             user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse ``argv`` and run ``args.func(args)``. Errors a user can act on (``user_errors``, checkpoint errors,
-    missing files, bad values) print one line ``prog: error: ...`` to stderr and return 2."""
+    missing or unwritable files, a directory given as a file, bad values) print one line ``prog: error: ...`` to stderr and return 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (*user_errors, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (*user_errors, CheckpointError, OSError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -12,9 +12,7 @@ time weight read as the (unnormalised) density alpha of the step at which z ente
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 
 import torch
 
@@ -233,66 +231,3 @@ class TerminalTime(TimeWeight):
 
     def cumulative(self, t: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(t, dtype=t.dtype if t.is_floating_point() else torch.float32)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The paper's configurations as presets
-
-
-@dataclass(frozen=True)
-class CurriculumPreset:
-    """A REED configuration: the generative-loss schedule mu(s), the shared alignment schedule lambda(s),
-    per-latent coefficients c_l (projection coefficient folded in) and where each latent is aligned
-    (``depths``: name -> (layer index, number of layers), 1-based as in the paper)."""
-
-    denoise: Schedule
-    align: Schedule
-    coefficients: Mapping[str, float]
-    depths: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))
-
-
-def _image(total_steps: int) -> CurriculumPreset:
-    # SiT-XL/2: proj 0.5; DINOv2 (1.0) at depth 8/28, VLM caption embedding (0.5) at 16/28;
-    # diffusion warm-up over 50k of 1M steps (5 %), alignment constant.
-    warm = max(1, round(0.05 * total_steps))
-    return CurriculumPreset(
-        denoise=WarmUp(warm),
-        align=Constant(1.0),
-        coefficients=MappingProxyType({"dinov2": 0.5 * 1.0, "caption": 0.5 * 0.5}),
-        depths=MappingProxyType({"dinov2": (8, 28), "caption": (16, 28)}),
-    )
-
-
-def _protein(total_steps: int) -> CurriculumPreset:
-    # 0.2 x (0.5 single, 2.0 pair, 1.0 structure); diffusion warm-up over 50 of 200 epochs (25 %),
-    # alignment held during warm-up then cosine-decayed to 0 at the end of training.
-    warm = max(1, round(0.25 * total_steps))
-    end = max(warm + 1, total_steps)
-    return CurriculumPreset(
-        denoise=WarmUp(warm),
-        align=Piecewise((warm,), (Constant(1.0), Cosine(1.0, 0.0, warm, end))),
-        coefficients=MappingProxyType({"single": 0.2 * 0.5, "pair": 0.2 * 2.0, "structure": 0.2 * 1.0}),
-    )
-
-
-def _molecule(total_steps: int) -> CurriculumPreset:
-    # 0.2, pooled after layer 5 of 12; generative loss ramped 0 -> 1 over 30 of 200 epochs (15 %).
-    warm = max(1, round(0.15 * total_steps))
-    return CurriculumPreset(
-        denoise=WarmUp(warm),
-        align=Constant(1.0),
-        coefficients=MappingProxyType({"graph2d": 0.2}),
-        depths=MappingProxyType({"graph2d": (5, 12)}),
-    )
-
-
-CURRICULUM_PRESETS = {"image": _image, "protein": _protein, "molecule": _molecule}
-
-
-def reed_curriculum(domain: str, total_steps: int) -> CurriculumPreset:
-    """The paper's curriculum for ``domain`` ("image", "protein", "molecule") scaled to ``total_steps``."""
-    if domain not in CURRICULUM_PRESETS:
-        raise ValueError(f"domain must be one of {sorted(CURRICULUM_PRESETS)}, got {domain!r}")
-    if total_steps < 2:
-        raise ValueError(f"total_steps must be >= 2, got {total_steps}")
-    return CURRICULUM_PRESETS[domain](total_steps)

@@ -7,15 +7,25 @@ import tempfile
 from pathlib import Path
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` filtered by the process umask: what ``open`` would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a rename: readers never see
-    a partial file, and a failure leaves no file behind."""
+    a partial file, a failure leaves no file behind, and the file gets the usual umask permissions."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,22 +38,9 @@ from torch import nn
 from .alignment import alignment_loss, masked_pool
 from .curriculum import Constant, ConstantTime, Schedule, TimeWeight
 from .projector import ProjectorBank
+from .protocols import Process
 from .teacher import Teacher
-from .types import GRANULARITIES, Batch, Corruption, DenoiserOutput, Granularity, LossTerms, Representation
-
-
-class Process(Protocol):
-    """A corruption process. t = 0 is clean data, t = 1 pure noise / fully masked. Never calls the model."""
-
-    def sample_time(
-        self, batch_size: int, *, device: torch.device, generator: torch.Generator | None = None
-    ) -> torch.Tensor: ...
-
-    def corrupt(self, x0: Any, t: torch.Tensor, *, generator: torch.Generator | None = None) -> Corruption: ...
-
-    def loss(self, prediction: Any, corruption: Corruption) -> torch.Tensor:
-        """Per-sample process loss, shape (B,)."""
-        ...
+from .types import GRANULARITIES, Batch, DenoiserOutput, Granularity, LossTerms, Representation
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,6 +63,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = True
     grad_accum: int = 1
     log_every: int = 10
     checkpoint_every: int = 0
@@ -150,7 +151,7 @@ class Trainer:
         self.params = params
         self.optimizer = _adamw(params, config, self.device)
         self.lr_schedule = WarmUp(config.lr_warmup_steps, value=1.0)
-        self.ema = EMA(self.model, config.ema_decay)
+        self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.step = 0
         self.history: list[dict[str, float]] = []
 
@@ -205,7 +206,18 @@ class Trainer:
         mp = self.metrics_path
         if self.rank != 0 or mp is None or not mp.is_file():
             return
-        keep = [ln for ln in mp.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        lines = [ln for ln in mp.read_text().splitlines() if ln.strip()]
+        keep = []
+        for k, ln in enumerate(lines, start=1):
+            try:
+                record = json.loads(ln)
+            except json.JSONDecodeError:
+                if k < len(lines):
+                    raise ValueError(f"{mp}: line {k} is not JSON; fix or remove the file to resume") from None
+                log.warning("%s: dropped a torn last line (the run was killed while logging)", mp)
+                continue
+            if record["step"] <= self.step:
+                keep.append(ln)
         tmp = mp.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(ln + "\n" for ln in keep))
         os.replace(tmp, mp)
@@ -241,7 +253,7 @@ class Trainer:
             self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         )
         self.optimizer.step()
-        self.ema.update(self.model)
+        self.ema.update(self.model, self.step)
         self.step += 1
         if self.world > 1:
             keys = sorted(sums)

@@ -12,40 +12,44 @@ EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (o
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .pipeline import MoleculeRunConfig
+    from .model import MODEL_PRESETS
+    from .presets import PRESET, capture_layer
 
-    cfg = MoleculeRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, align_coefficient=args.align_coefficient,
-                            train_limit=args.train_limit)
+    kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+          "align_coefficient": args.align_coefficient}
     if args.dry_run:
-        print(json.dumps({**asdict(cfg), "model": asdict(cfg.model), "out": str(args.out),
-                          "graph2d_layer": cfg.layer("graph2d"), "encoder3d_layer": cfg.layer("encoder3d")}, indent=2))
+        coefficient = PRESET.align_coefficient if args.align_coefficient is None else args.align_coefficient
+        layers = {s.name: capture_layer(MODEL_PRESETS[args.preset], s.layer) for s in PRESET.for_method(args.method)}
+        print(json.dumps({"method": args.method, **kw, "align_coefficient": coefficient,
+                          "model_config": asdict(MODEL_PRESETS[args.preset]), "latents": layers,
+                          "curriculum": asdict(PRESET.curriculum), "out": str(args.out)}, indent=2))
         return 0
     import torch
 
     from .data import QM9Dataset
-    from .pipeline import build_run
+    from .presets import molecule_trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ds = QM9Dataset("train", args.cache, limit=cfg.train_limit)
-    trainer = build_run(cfg, ds, args.out, args.cache, device=args.device)
+    ds = QM9Dataset("train", args.cache, limit=args.train_limit)
+    trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
     trainer.fit()
-    print(f"trained {cfg.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    print(f"trained {args.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
     return 0
 
 
 def _checkpoint_path(arg: str | None) -> Path:
     from reed_core.cli import resolve_checkpoint
 
-    from .pipeline import default_checkpoint
+    from .loading import default_checkpoint
 
     return resolve_checkpoint(arg, default_checkpoint)
 
 
 def _sample(args: argparse.Namespace) -> int:
     from .io import MoleculeFormatError, write_molecules
-    from .pipeline import load_model, sample_molecules
+    from .loading import load_model
+    from .sampler import sample_molecules
 
     out = Path(args.out)
     if out.suffix.lower() not in (".sdf", ".xyz"):
@@ -88,19 +92,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from reed_core import METHODS
+
+    from .model import MODEL_PRESETS
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="reed-molecule", description=__doc__, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a denoiser (vanilla, REPA-style or REED)", formatter_class=fmt)
-    t.add_argument("--method", choices=("vanilla", "repa", "reed"), default="reed", help="training method")
-    t.add_argument("--preset", choices=("tiny", "small", "paper"), default="tiny", help="model size")
+    t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
+    t.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="tiny", help="model size")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
     t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
     t.add_argument("--seed", type=int, default=0, help="seed (init, data order, noise)")
-    t.add_argument("--align-coefficient", type=float, default=0.2, help="alignment coefficient per latent")
+    t.add_argument("--align-coefficient", type=float, default=None,
+                   help="projection coefficient lambda (default: the preset's, 0.2)")
     t.add_argument("--train-limit", type=int, default=None, help="use only the first N training molecules")
     t.add_argument("--out", default="runs/molecule", help="run directory (checkpoints, metrics.jsonl); resumes if present")
     t.add_argument("--cache", default=None, help="data/feature cache directory")

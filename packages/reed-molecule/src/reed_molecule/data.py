@@ -60,7 +60,12 @@ def remove_com(pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class QM9Dataset:
-    """A split of the rebuilt QM9 graphs (molecules whose bonds could not be sanitised are dropped)."""
+    """A split of the rebuilt QM9 graphs (molecules whose bonds could not be sanitised are dropped).
+
+    Implements ``reed_core.TrainingData``: items are positions in the split, uniformly sampled; a training batch
+    holds whole molecules (no crop), so ``whole`` is ``collate`` and every row's window starts at atom 0."""
+
+    weights = None
 
     def __init__(self, split: str, cache: str | os.PathLike | None = None, progress: bool = True,
                  limit: int | None = None) -> None:
@@ -75,6 +80,16 @@ class QM9Dataset:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.all.num_atoms[self.ids]
+
+    def whole(self, positions: np.ndarray) -> MoleculeBatch:
+        return self.collate(positions)
+
+    def window(self, x0: MoleculeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(x0.batch_size, dtype=torch.long), x0.mask
 
     def atom_count_histogram(self) -> np.ndarray:
         return np.bincount(self.all.num_atoms[self.ids], minlength=MAX_ATOMS + 1)

@@ -14,9 +14,9 @@ import numpy as np
 
 from reed_core.io import atomic_write
 
+from .chem import build_mol
 from .constants import ELEMENTS, SYMBOL_TO_INDEX
 from .data import MAX_ATOMS
-from .metrics import build_mol
 
 
 class MoleculeFormatError(ValueError):

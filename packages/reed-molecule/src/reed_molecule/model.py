@@ -16,8 +16,7 @@ after every layer and never enter attention or pooling.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +38,6 @@ class ModelConfig:
     heads: int = 4
     rbf: int = 32
     rbf_max: float = 10.0
-    latent_dims: Mapping[str, int] = field(default_factory=dict)  # hybrid (variational) conditioning
 
     def __post_init__(self) -> None:
         if self.layers < 1 or self.scalars < 1 or self.vectors < 1 or self.edges < 1:
@@ -159,11 +157,10 @@ def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class EQGATDenoiser(nn.Module):
-    """``forward(x_t, t, cond=None, *, capture=(), latents=None) -> DenoiserOutput(MoleculePrediction, ...)``.
+    """``forward(x_t, t, cond=None, *, capture=()) -> DenoiserOutput(MoleculePrediction, ...)``.
 
     ``capture`` takes ``"layer{k}"`` (1-based): the scalar atom features after layer k, (B,N,S), with the atom
-    mask in ``DenoiserOutput.masks``. ``latents`` (the variational hybrid) adds an embedding of pooled z to
-    every atom's scalars for the samples whose ``keep`` is True.
+    mask in ``DenoiserOutput.masks``.
     """
 
     def __init__(self, cfg: ModelConfig = MODEL_PRESETS["tiny"]) -> None:
@@ -176,23 +173,16 @@ class EQGATDenoiser(nn.Module):
         self.bond_embed = nn.Embedding(4, E)
         self.rbf = GaussianRBF(cfg.rbf, cfg.rbf_max)
         self.layers = nn.ModuleList(EQGATLayer(cfg) for _ in range(cfg.layers))
-        self.latent_embed = nn.ModuleDict({k: nn.Linear(d, S) for k, d in cfg.latent_dims.items()})
         self.atom_head = _mlp(S, S, len(ELEMENTS))
         self.charge_head = _mlp(S, S, len(CHARGES))
         self.bond_head = PairMLP(S, (E, cfg.rbf), E, 4, symmetric=True)
         self.norm_out = nn.LayerNorm(S)
 
-    def forward(self, x_t: MoleculeBatch, t: torch.Tensor, cond: Any = None, *, capture=(), latents=None) -> DenoiserOutput:
+    def forward(self, x_t: MoleculeBatch, t: torch.Tensor, cond: Any = None, *, capture=()) -> DenoiserOutput:
         mask, pair_mask = x_t.mask, x_t.pair_mask
         B, N = mask.shape
         dtype = x_t.pos.dtype
         s = self.atom_embed(x_t.atoms) + self.charge_embed(x_t.charges) + self.time_mlp(time_embedding(t.to(dtype), 64))[:, None]
-        if latents:
-            for name, lat in latents.items():
-                z = self.latent_embed[name](lat.z.to(dtype))
-                if z.dim() == 3:
-                    z = z.mean(1)
-                s = s + lat.keep.to(dtype)[:, None, None] * z[:, None, :]
         s = s * mask[..., None].to(dtype)
         v = torch.zeros(B, N, 3, self.cfg.vectors, dtype=dtype, device=s.device)
         e = self.bond_embed(x_t.bonds) * pair_mask[..., None].to(dtype)

@@ -5,14 +5,14 @@ Both use the cosine schedule abar(t) = cos^2(pi/2 (t + s) / (1 + s)) / cos^2(pi/
 coordinates x_t = sqrt(abar) x0 + sqrt(1 - abar) eps (eps with zero CoM over real atoms); categories
 q(x_t | x0) = abar onehot(x0) + (1 - abar) prior. The model predicts x0; the per-sample loss is
 w(t) [3 MSE(pos) + 0.4 CE(atoms) + 2 CE(bonds) + 1 CE(charges)] with w(t) = clip(SNR(t), 0.05, 1.5) as in
-EQGAT-diff. The ancestral sampler uses the exact Gaussian posterior and the categorical posterior
-q(x_s | x_t, x0 ~ p_theta) and runs with any number of steps.
+EQGAT-diff. ``step`` is one ancestral step (the exact Gaussian posterior and the categorical posterior
+q(x_s | x_t, x0 ~ p_theta)) given a prediction; the loop that calls the model is ``sampler.sample``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,50 +164,30 @@ class MolecularDiffusion:
         return torch.multinomial(flat, 1, generator=generator).view(x_t.shape)
 
     @torch.no_grad()
-    def sample(
-        self,
-        model: Callable,
-        num_atoms: torch.Tensor,
-        *,
-        num_steps: int = 100,
-        generator: torch.Generator | None = None,
-        max_atoms: int | None = None,
-        latents_fn: Callable | None = None,
-    ) -> MoleculeBatch:
-        """Ancestral sampling of len(num_atoms) molecules with ``num_steps`` steps (any number: continuous
-        time). ``latents_fn(x_t, t)`` optionally returns hybrid latents for the model."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        dev = num_atoms.device
-        n = int(max_atoms or num_atoms.max())
-        mask = torch.arange(n, device=dev)[None, :] < num_atoms[:, None]
-        x = self.sample_prior(mask, generator)
-        times = torch.linspace(1.0, 0.0, num_steps + 1, device=dev)
-        pm = x.pair_mask
-        for i in range(num_steps):
-            t = times[i].expand(len(num_atoms))
-            s = times[i + 1].expand(len(num_atoms))
-            lat = latents_fn(x, t) if latents_fn is not None else None
-            kwargs = {"latents": lat} if lat is not None else {}
-            pred = model(x, t, None, **kwargs).prediction
-            if i == num_steps - 1:
-                bonds = pred.bond_logits.argmax(-1) * pm
-                x = x.with_(pos=remove_com(pred.pos, mask), atoms=pred.atom_logits.argmax(-1) * mask,
-                            charges=torch.where(mask, pred.charge_logits.argmax(-1), 1), bonds=bonds)
-                break
-            abar_t, abar_s = self.abar(t), self.abar(s)
-            a_t, a_s = abar_t.sqrt()[:, None, None], abar_s.sqrt()[:, None, None]
-            sig_t, sig_s = (1 - abar_t).sqrt()[:, None, None], (1 - abar_s).sqrt()[:, None, None]
-            a_ts = a_t / a_s.clamp_min(1e-12)
-            var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0)
-            mean = (a_ts * sig_s**2 / sig_t**2) * x.pos + (a_s * var_ts / sig_t**2) * pred.pos
-            std = (var_ts.sqrt() * sig_s / sig_t).to(x.pos.dtype)
-            pos = remove_com(mean + std * self.noise_like(x, generator), mask)
-            atoms = self._posterior_cat(x.atoms, pred.atom_logits.softmax(-1).float(), abar_t, abar_s,
-                                        self._prior("atoms", mask), generator) * mask
-            charges = torch.where(mask, self._posterior_cat(x.charges, pred.charge_logits.softmax(-1).float(),
-                                                            abar_t, abar_s, self._prior("charges", mask), generator), 1)
-            upper = torch.triu(self._posterior_cat(x.bonds, pred.bond_logits.softmax(-1).float(), abar_t, abar_s,
-                                                   self._prior("bonds", mask), generator), 1)
-            x = x.with_(pos=pos, atoms=atoms, charges=charges, bonds=(upper + upper.transpose(1, 2)) * pm)
-        return x
+    def step(self, x: MoleculeBatch, pred, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None,
+             last: bool = False) -> MoleculeBatch:
+        """One ancestral step from time t to s < t given the model's x0 prediction ``pred`` at (x, t): the exact
+        Gaussian posterior for coordinates, q(x_s | x_t, x0 ~ p_theta) for the categories; ``last`` returns the
+        prediction itself (argmax categories)."""
+        mask, pm = x.mask, x.pair_mask
+        if last:
+            return x.with_(pos=remove_com(pred.pos, mask), atoms=pred.atom_logits.argmax(-1) * mask,
+                           charges=torch.where(mask, pred.charge_logits.argmax(-1), 1),
+                           bonds=pred.bond_logits.argmax(-1) * pm)
+        abar_t, abar_s = self.abar(t), self.abar(s)
+        a_t, a_s = abar_t.sqrt()[:, None, None], abar_s.sqrt()[:, None, None]
+        sig_t, sig_s = (1 - abar_t).sqrt()[:, None, None], (1 - abar_s).sqrt()[:, None, None]
+        a_ts = a_t / a_s.clamp_min(1e-12)
+        var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0)
+        mean = (a_ts * sig_s**2 / sig_t**2) * x.pos + (a_s * var_ts / sig_t**2) * pred.pos
+        std = (var_ts.sqrt() * sig_s / sig_t).to(x.pos.dtype)
+        pos = remove_com(mean + std * self.noise_like(x, generator), mask)
+
+        def cat(name: str, current: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            return self._posterior_cat(current, logits.softmax(-1).float(), abar_t, abar_s, self._prior(name, mask),
+                                       generator)
+
+        atoms = cat("atoms", x.atoms, pred.atom_logits) * mask
+        charges = torch.where(mask, cat("charges", x.charges, pred.charge_logits), 1)
+        upper = torch.triu(cat("bonds", x.bonds, pred.bond_logits), 1)
+        return x.with_(pos=pos, atoms=atoms, charges=charges, bonds=(upper + upper.transpose(1, 2)) * pm)

@@ -207,8 +207,8 @@ def _graph_of(types: np.ndarray, positions: np.ndarray):
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
+    from .chem import build_mol, edm_bond_orders, mol_to_smiles
     from .constants import ELEMENTS
-    from .metrics import build_mol, edm_bond_orders, mol_to_smiles
 
     n = len(types)
     mask = np.ones((1, n), bool)

@@ -8,18 +8,16 @@
   (``pretrain_encoder3d``; weights ship in ``reed_molecule/weights``). Its per-atom scalars after the last
   layer are the target.
 
-Both have cached variants: ``TeacherCache`` computes the features of a dataset once (progress bar) into the
-cache directory and the collate function attaches them to ``Batch.representations``.
+The molecule preset caches both (``reed_core.FeatureCache``: computed once per training molecule).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -27,12 +25,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from reed_core import Batch, Representation, Teacher
+from reed_core import (
+    Batch,
+    Corruption,
+    DenoiserOutput,
+    REEDObjective,
+    Representation,
+    StepData,
+    StepSampler,
+    Teacher,
+    TrainConfig,
+    Trainer,
+)
 
+from .chem import build_mol
 from .constants import CHARGES
 from .data import MoleculeBatch, QM9Dataset, remove_com
-from .metrics import build_mol
 from .model import EQGATDenoiser, ModelConfig
+
+__all__ = ["Encoder3D", "Encoder3DTeacher", "EncoderPretraining", "Graph2DTeacher", "fit_graph2d_teacher",
+           "graph2d_features", "pretrain_encoder3d", "save_encoder3d"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +144,7 @@ class Encoder3DTeacher(Teacher):
         if encoder is None:
             path = Path(weights) if weights is not None else default_encoder3d_path()
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: no encoder3d weights (train them with `reed-molecule pretrain-teacher`)")
+                raise FileNotFoundError(f"{path}: no encoder3d weights (train them with packages/reed-molecule/scripts/train_encoder3d.py)")
             from safetensors.torch import load_file
 
             self.encoder.load_state_dict(load_file(str(path)))
@@ -143,96 +155,71 @@ class Encoder3DTeacher(Teacher):
         return Representation(h, batch.x0.mask, "token")
 
 
-def pretrain_encoder3d(dataset: QM9Dataset, steps: int, batch_size: int = 64, lr: float = 1e-3,
-                       seed: int = 0, device: str = "cpu", progress: bool = True) -> tuple[Encoder3D, dict]:
-    """Coordinate denoising + standardised property regression on the training split."""
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class PretrainBatch:
+    """Molecules with their standardised DFT properties (B,P), for pretraining the 3-D encoder."""
 
+    mol: MoleculeBatch
+    properties: torch.Tensor
+    batch_size = property(lambda self: self.mol.batch_size)
+    device = property(lambda self: self.mol.device)
+
+    def to(self, device) -> PretrainBatch:
+        return PretrainBatch(self.mol.to(device), self.properties.to(device))
+
+
+class EncoderPretraining:
+    """The pretraining task as a REED process: coordinates noised at ``sigma`` Å (zero CoM), per-sample loss
+    coordinate MSE / sigma^2 + property MSE. The encoder runs at the fixed time ``ENCODER3D_TIME``."""
+
+    def __init__(self, sigma: float = PRETRAIN_SIGMA) -> None:
+        self.sigma = sigma
+
+    def sample_time(self, batch_size: int, *, device, generator=None) -> torch.Tensor:
+        return torch.full((batch_size,), ENCODER3D_TIME, device=device)
+
+    def corrupt(self, x0: PretrainBatch, t: torch.Tensor, *, generator=None) -> Corruption:
+        m = x0.mol
+        noise = remove_com(torch.randn(m.pos.shape, generator=generator, device=m.pos.device), m.mask) * self.sigma
+        return Corruption(x_t=PretrainBatch(m.with_(pos=m.pos + noise), x0.properties), t=t, target=x0)
+
+    def loss(self, prediction, corruption: Corruption) -> torch.Tensor:
+        pos_hat, prop_hat = prediction
+        x0: PretrainBatch = corruption.target
+        m = x0.mol.mask.float()
+        coord = (((pos_hat - x0.mol.pos) ** 2).sum(-1) * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return coord / self.sigma**2 + ((prop_hat - x0.properties) ** 2).mean(1)
+
+
+class _PretrainDenoiser(nn.Module):
+    def __init__(self, encoder: Encoder3D) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x_t: PretrainBatch, t, cond=None, *, capture=()) -> DenoiserOutput:
+        _, pos, props = self.encoder(x_t.mol)
+        return DenoiserOutput((pos, props))
+
+
+def pretrain_encoder3d(dataset: QM9Dataset, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                       device: str = "cpu", progress: bool = True) -> tuple[Encoder3D, dict]:
+    """Coordinate denoising + standardised property regression on ``dataset`` with reed-core's Trainer."""
     from .qm9 import load_raw
 
-    torch.manual_seed(seed)
     raw = load_raw(progress=progress)["properties"][dataset.ids]
-    mean, std = raw.mean(0), raw.std(0) + 1e-8
-    props = torch.from_numpy(((raw - mean) / std).astype(np.float32))
-    enc = Encoder3D().to(device)
-    opt = torch.optim.AdamW(enc.parameters(), lr=lr)
-    rng = np.random.default_rng(seed)
-    g = torch.Generator().manual_seed(seed)
-    history = []
+    props = torch.from_numpy(((raw - raw.mean(0)) / (raw.std(0) + 1e-8)).astype(np.float32))
+    torch.manual_seed(seed)
+    enc = Encoder3D()
+    data = StepData(StepSampler(len(dataset), batch_size, seed=seed),
+                    lambda pos: Batch(x0=PretrainBatch(dataset.collate(pos), props[pos])))
+    cfg = TrainConfig(max_steps=steps, lr=lr, seed=seed, progress=progress, log_every=max(1, steps // 20))
+    trainer = Trainer(_PretrainDenoiser(enc), REEDObjective(EncoderPretraining()), data, cfg, None, device=device)
     start = time.perf_counter()
-    for step in tqdm(range(steps), desc="pretraining encoder3d", disable=not progress):
-        pos_ids = rng.integers(0, len(dataset), batch_size)
-        mol = dataset.collate(pos_ids)
-        noise = remove_com(torch.randn(mol.pos.shape, generator=g), mol.mask) * PRETRAIN_SIGMA
-        noisy = mol.with_(pos=mol.pos + noise).to(device)
-        _, pos_hat, prop_hat = enc(noisy)
-        m = mol.mask.to(device).float()
-        coord = (((pos_hat - mol.pos.to(device)) ** 2).sum(-1) * m).sum() / m.sum()
-        prop = ((prop_hat - props[pos_ids].to(device)) ** 2).mean()
-        loss = coord / PRETRAIN_SIGMA**2 + prop
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
-        opt.step()
-        history.append({"step": step + 1, "coord_mse": coord.item(), "property_mse": prop.item()})
+    history = trainer.fit(resume=False)
     info = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "sigma": PRETRAIN_SIGMA,
-            "seconds": time.perf_counter() - start, "final": history[-1], "first": history[0],
-            "config": asdict(ENCODER3D_CONFIG)}
+            "seconds": time.perf_counter() - start, "first_loss": history[0]["loss"],
+            "final_loss": sum(h["loss"] for h in history[-50:]) / len(history[-50:]), "config": asdict(ENCODER3D_CONFIG)}
     return enc.cpu(), info
-
-
-# ----------------------------------------------------------------------------------------------- caches
-
-
-class TeacherCache:
-    """Features of a teacher for every molecule of a dataset, computed once into the cache directory.
-    Pooled features are (M,D); token features are stored flat per atom with the dataset's atom offsets."""
-
-    def __init__(self, teacher: Teacher, dataset: QM9Dataset, cache: str | os.PathLike | None = None,
-                 batch_size: int = 256, progress: bool = True) -> None:
-        from .qm9 import cache_dir
-
-        self.teacher, self.dataset = teacher, dataset
-        key = hashlib.sha256()
-        for k, v in sorted(teacher.state_dict().items()):
-            key.update(k.encode())
-            key.update(v.detach().cpu().numpy().tobytes())
-        key.update(dataset.ids.tobytes())
-        path = cache_dir(cache) / f"teacher_{teacher.name}_{key.hexdigest()[:16]}.npy"
-        if path.is_file():
-            self.features = np.load(path, mmap_mode="r")
-        else:
-            self.features = self._compute(batch_size, progress)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, self.features)
-            os.replace(tmp, path)
-        counts = dataset.all.num_atoms[dataset.ids]
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
-
-    def _compute(self, batch_size: int, progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        out = []
-        for lo in tqdm(range(0, len(self.dataset), batch_size), desc=f"caching {self.teacher.name} features",
-                       disable=not progress):
-            pos = np.arange(lo, min(lo + batch_size, len(self.dataset)))
-            rep = self.teacher(Batch(x0=self.dataset.collate(pos)))
-            f = rep.features.float().cpu().numpy()
-            if rep.granularity == "token":
-                f = f[rep.mask.cpu().numpy()]
-            out.append(f.astype(np.float16))
-        return np.concatenate(out)
-
-    def representation(self, positions: np.ndarray, max_atoms: int) -> Representation:
-        positions = np.asarray(positions)
-        if self.teacher.granularity == "pooled":
-            return Representation(torch.from_numpy(np.asarray(self.features[positions], np.float32)), None, "pooled")
-        counts = self.offsets[positions + 1] - self.offsets[positions]
-        mask = np.arange(max_atoms)[None, :] < counts[:, None]
-        flat = (self.offsets[positions][:, None] + np.arange(max_atoms)[None, :])[mask]
-        feats = np.zeros((len(positions), max_atoms, self.features.shape[1]), np.float32)
-        feats[mask] = self.features[flat]
-        return Representation(torch.from_numpy(feats), torch.from_numpy(mask), "token")
 
 
 def fit_graph2d_teacher(dataset: QM9Dataset, sample: int = 5000, seed: int = 0) -> Graph2DTeacher:
@@ -254,5 +241,3 @@ def save_encoder3d(enc: Encoder3D, info: dict, path: str | os.PathLike) -> None:
     path.with_suffix(".json").write_text(json.dumps(info, indent=2))
 
 
-__all__ = ["Encoder3D", "Encoder3DTeacher", "Graph2DTeacher", "TeacherCache", "fit_graph2d_teacher",
-           "graph2d_features", "pretrain_encoder3d", "save_encoder3d"]

@@ -1,0 +1,43 @@
+"""Trained molecule models from checkpoint directories (the shipped one by default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reed_core.checkpoint import build_from_config, load_config, load_weights
+
+from .model import EQGATDenoiser, ModelConfig
+from .process import MolecularDiffusion
+
+DOMAIN = "molecule"
+
+
+@dataclass
+class LoadedModel:
+    model: EQGATDenoiser
+    process: MolecularDiffusion
+    atom_histogram: np.ndarray
+    config: dict[str, Any]
+
+
+def default_checkpoint() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("reed_molecule") / "weights" / "reed_tiny"))
+
+
+def load_model(path: str | os.PathLike, which: str = "ema", device: str = "cpu") -> LoadedModel:
+    """A trained denoiser (``ema`` or ``model`` weights) with its process and atom-count histogram."""
+    path = Path(path)
+    cfg = load_config(path, DOMAIN)["model"]
+    mc = {k: v for k, v in cfg["model"].items() if k != "latent_dims"}  # older configs carry an empty latent_dims
+    model = EQGATDenoiser(build_from_config(path, ModelConfig, mc))
+    load_weights(path, model, which)
+    p = cfg["process"]
+    process = MolecularDiffusion(tuple(p["atom_prior"]), tuple(p["charge_prior"]), tuple(p["bond_prior"]))
+    return LoadedModel(model.to(device).eval(), process, np.asarray(cfg["atom_histogram"], float), cfg)
