@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
-from reed_protein.pipeline import default_checkpoint, evaluate, load_model  # noqa: E402
+from reed_protein.evaluation import evaluate  # noqa: E402
+from reed_protein.loading import default_checkpoint, load_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -4,8 +4,8 @@ import torch
 from reed_core.testing import assert_equivariant
 from reed_molecule.model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
 from reed_molecule.process import MolecularDiffusion
-from reed_molecule.testing import random_molecules
 from reed_molecule.sampler import sample
+from reed_molecule.testing import random_molecules
 
 
 def _batch(B=3, N=9, seed=0, dtype=torch.float64):

@@ -3,8 +3,8 @@ import torch
 from reed_core import Corruption
 from reed_molecule.model import MoleculePrediction
 from reed_molecule.process import MolecularDiffusion
-from reed_molecule.testing import random_molecules as _batch
 from reed_molecule.sampler import sample
+from reed_molecule.testing import random_molecules as _batch
 
 
 def _oracle(x0) -> MoleculePrediction:

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from reed_core import Batch, REEDObjective, StepData, StepSampler, TrainConfig, Trainer
 from reed_protein.data import ChainSet
+from reed_protein.evaluation import evaluate
 from reed_protein.model import ProteinDenoiser
-from reed_protein.pipeline import evaluate
 from reed_protein.process import MaskedDiffusion
 from reed_protein.teachers import STRUCTURE_CONFIG
 

@@ -15,6 +15,7 @@ from reed_protein.data import ChainSet, pad_batch  # noqa: E402
 from reed_protein.features import ATOM_PAIRS, featurize, knn_graph, rbf, virtual_cb  # noqa: E402
 from reed_protein.model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig  # noqa: E402
 from reed_protein.process import MaskedDiffusion  # noqa: E402
+from reed_protein.sampler import sample_sequences
 from reed_protein.teachers import BackboneTeacher, PairGeometryTeacher  # noqa: E402
 
 
@@ -101,22 +102,21 @@ def test_process_oracles(chains):
 
 
 def test_sampler_with_oracle_returns_native_and_respects_fixed(chains):
-    p = MaskedDiffusion()
     x = _batch(chains)
     x = x.with_(S=torch.where(x.S == X_INDEX, 0, x.S))
     oracle = 30.0 * torch.nn.functional.one_hot(x.S, 21).float()
-    S, logp = p.sample(lambda S, t: oracle, x, num_steps=5, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    S, logp = sample_sequences(lambda S, t: oracle, x, num_steps=5, temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(S[x.design_mask], x.S[x.design_mask])
     fixed = x.with_(design_mask=x.design_mask & (torch.arange(x.S.shape[1]) >= 10))
     uniform = torch.zeros(*x.S.shape, 21)
     omit = torch.zeros(21, dtype=torch.bool)
     omit[:19] = True  # only Y (index 19) is left: X is always excluded
-    S2, _ = p.sample(lambda S, t: uniform, fixed, num_steps=3, omit=omit, generator=torch.Generator().manual_seed(1))
+    S2, _ = sample_sequences(lambda S, t: uniform, fixed, num_steps=3, omit=omit, generator=torch.Generator().manual_seed(1))
     assert torch.equal(S2[:, :10], x.S[:, :10])
     designed = S2[fixed.design_mask]
     assert (designed == 19).all() and (designed != X_INDEX).all()
     with pytest.raises(ValueError):
-        p.sample(lambda S, t: uniform, fixed, omit=torch.ones(21, dtype=torch.bool))
+        sample_sequences(lambda S, t: uniform, fixed, omit=torch.ones(21, dtype=torch.bool))
 
 
 def test_presets_and_config_validation():

@@ -7,7 +7,9 @@ import torch
 from reed_core import Batch
 from reed_core.testing import assert_loss_decreases
 from reed_protein.data import ChainSet
-from reed_protein.pipeline import ProteinRunConfig, build_run, default_checkpoint, evaluate, load_model
+from reed_protein.evaluation import evaluate
+from reed_protein.loading import default_checkpoint, load_model
+from reed_protein.presets import PRESET, protein_trainer
 from reed_protein.teachers import ESM2Teacher, StructureEncoderTeacher, load_esm2
 
 
@@ -57,16 +59,15 @@ def test_structure_teacher_ships_and_is_frozen(chains):
 
 def test_tiny_preset_loss_falls_and_reed_terms_are_logged(tmp_path, chains):
     # the label-smoothed loss: the ELBO's 1/t weight makes 80-step curves too noisy to compare
-    cfg = ProteinRunConfig(method="vanilla", preset="tiny", steps=80, batch_size=8, max_length=64, lr=2e-3,
-                           loss_type="smoothed")
-    trainer = build_run(cfg, chains, tmp_path / "v", progress=False, device="cpu")
+    trainer = protein_trainer("vanilla", chains, tmp_path / "v", model="tiny", steps=80, batch_size=8, max_length=64,
+                              lr=2e-3, loss_type="smoothed", progress=False, device="cpu")
     losses = [h["denoise"] for h in trainer.fit()]
     assert_loss_decreases(losses, min_drop=0.08)
     model = load_model(trainer.checkpoint_root / "step_00000080", which="model")
     x = chains.batch(chains.split("ts50")[:2], max_length=30)
     assert torch.equal(model(x).prediction, trainer.model.eval()(x).prediction)
-    reed = build_run(ProteinRunConfig(method="reed", preset="tiny", steps=4, batch_size=2, max_length=48), chains,
-                     None, progress=False, device="cpu")
+    reed = protein_trainer("reed", chains, None, model="tiny", steps=4, batch_size=2, max_length=48, progress=False,
+                           device="cpu")
     hist = reed.fit(resume=False)
     assert {"align/single", "align/pair", "align/structure"} <= set(hist[-1])
     assert hist[0]["weight/denoise"] == 0.0
@@ -83,7 +84,7 @@ def test_shipped_checkpoint_recovers_sequences(chains):
 def test_design_latency_8x100_on_cpu(chains):
     import time
 
-    from reed_protein.pipeline import design_batch
+    from reed_protein.sampler import design_batch
 
     torch.set_num_threads(2)
     model = load_model(default_checkpoint())
@@ -96,16 +97,40 @@ def test_design_latency_8x100_on_cpu(chains):
     assert time.perf_counter() - t0 < 2.5  # target 2 s; 1.7 s measured on 2 idle cores
 
 
-def test_chain_feature_cache_crops_like_the_inputs(chains):
-    from reed_protein.teachers import ChainFeatureCache
+def test_cached_teachers_see_whole_chains_cropped_like_the_inputs(chains):
+    from reed_core import FeatureCache
+    from reed_protein.data import ProteinTrainingData
 
     teacher = StructureEncoderTeacher()
-    ids = chains.split("ts50")[:3]
-    cache = ChainFeatureCache(teacher, chains, ids, progress=False)
-    x = chains.batch(ids, max_length=40, crop_seed=5)
-    rep = cache.representation(x)
-    for b, i in enumerate(ids.tolist()):
+    data = ProteinTrainingData(chains, chains.split("ts50")[:3], max_length=40, crop_seed=5)
+    cache = FeatureCache(teacher, data, progress=False)
+    items = np.arange(3)
+    x = data.collate(items)
+    rep = cache.representation(items, x)
+    for b, i in enumerate(data.ids.tolist()):
         full = teacher(Batch(x0=chains.batch([i]))).features[0]
         start = int(x.residue_idx[b, 0])
-        assert torch.allclose(rep.features[b], full[start:start + 40], atol=2e-2)  # float16 storage
+        m = x.mask[b]
+        assert torch.allclose(rep.features[b][m], full[start:start + 40][m], atol=2e-2)  # float16 storage
     assert rep.mask is x.mask
+    assert any(int(x.residue_idx[b, 0]) > 0 for b in range(3)), "the test must exercise a crop"
+
+
+def test_cached_reed_trains_and_a_new_teacher_is_one_latent_spec(chains):
+    """--cache-teachers: per-residue latents come from the cache; a new teacher is one LatentSpec in the preset."""
+    from dataclasses import replace
+
+    from reed_core import LatentSpec
+    from reed_core.testing import RandomProjectionTeacher
+
+    t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, cache_teachers=True,
+                        progress=False, device="cpu")
+    assert [s.teacher is None for s in t.objective.specs] == [True, False, True]  # pair stays on the fly
+    assert np.isfinite(t.train_step()["loss"])
+    fake = LatentSpec("ca_fake", layer=0.5, teacher=lambda d: RandomProjectionTeacher(
+        "ca_fake", 3, 16, "token", view=lambda b: (b.x0.X[:, :, 1].float().nan_to_num(), b.x0.mask)))
+    preset = replace(PRESET, latents=(*PRESET.latents, fake))
+    t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, preset=preset,
+                        progress=False, device="cpu")
+    out = t.train_step()
+    assert "align/ca_fake" in out and t.objective.specs[-1].layer == "enc2"

@@ -28,7 +28,7 @@ def _inputs(arg: str) -> list[Path]:
 def _checkpoint(arg: str | None) -> Path:
     from reed_core.cli import resolve_checkpoint
 
-    from .pipeline import default_checkpoint
+    from .loading import default_checkpoint
 
     return resolve_checkpoint(arg, default_checkpoint)
 
@@ -41,7 +41,7 @@ def _design(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .design import design, parse_bias, parse_omit, to_fasta
-    from .pipeline import load_model
+    from .loading import load_model
     from .structure import read_structure
 
     if args.temperature <= 0:
@@ -74,26 +74,33 @@ def _design(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .pipeline import ProteinRunConfig
+    from .model import PROTEIN_PRESETS
+    from .presets import CACHED_PRESET, PRESET, capture_layer
 
-    cfg = ProteinRunConfig(method=args.method, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                           max_length=args.max_length, lr=args.lr, seed=args.seed, loss_type=args.loss,
-                           cache_structure_features=args.cache_teachers)
+    kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+          "lr": args.lr, "seed": args.seed, "loss_type": args.loss, "align_coefficient": args.align_coefficient,
+          "cache_teachers": args.cache_teachers}
     if args.dry_run:
-        print(json.dumps({**asdict(cfg), "model": asdict(cfg.model), "layers": cfg.layers(), "out": args.out}, indent=2))
+        preset = CACHED_PRESET if args.cache_teachers else PRESET
+        latents = {s.name: {"layer": capture_layer(PROTEIN_PRESETS[args.preset], s.layer), "cached": s.cached,
+                            "coefficient": s.coefficient} for s in preset.for_method(args.method)}
+        print(json.dumps({"method": args.method, **kw, "model_config": asdict(PROTEIN_PRESETS[args.preset]),
+                          "align_coefficient": args.align_coefficient or preset.align_coefficient,
+                          "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
-    from .pipeline import build_run
+    from .presets import protein_trainer
 
-    trainer = build_run(cfg, ChainSet(args.data), args.out, device=args.device)
+    trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, **kw)
     trainer.fit()
-    print(f"trained {cfg.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    print(f"trained {args.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .data import ChainSet
-    from .pipeline import evaluate, load_model
+    from .evaluation import evaluate
+    from .loading import load_model
 
     chains = ChainSet(args.data)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
@@ -110,6 +117,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from reed_core import METHODS
+
+    from .model import PROTEIN_PRESETS
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="reed-protein", description=__doc__, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -135,19 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_design)
 
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED models on the packed chains", formatter_class=fmt)
-    t.add_argument("--method", choices=("vanilla", "repa", "reed"), default="reed", help="training method")
-    t.add_argument("--preset", choices=("tiny", "small", "paper"), default="paper", help="model size")
+    t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
+    t.add_argument("--preset", choices=sorted(PROTEIN_PRESETS), default="paper", help="model size")
     t.add_argument("--steps", type=int, default=20000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="chains per step")
     t.add_argument("--max-length", type=int, default=256, help="training crop length")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
+    t.add_argument("--align-coefficient", type=float, default=None,
+                   help="projection coefficient lambda (default: the preset's, 0.2)")
     t.add_argument("--seed", type=int, default=0, help="seed")
     t.add_argument("--data", default=None, help="packed chains (.npz; default: the repository's data/chains.npz)")
     t.add_argument("--out", default="runs/protein", help="run directory; resumes if present")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     t.add_argument("--cache-teachers", action="store_true",
-                   help="precompute the structure teacher on whole chains once instead of on every crop")
+                   help="precompute the per-residue teachers on whole chains once instead of on every crop")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

@@ -133,3 +133,29 @@ class ChainSet:
 
     def batch(self, ids, max_length: int | None = None, crop_seed: int = 0) -> ProteinBatch:
         return pad_batch([self.item(int(i), max_length, crop_seed) for i in ids])
+
+
+class ProteinTrainingData:
+    """``reed_core.TrainingData`` over training chains: items are positions in ``ids``, sampled so that clusters
+    are drawn uniformly; a batch holds crops of at most ``max_length`` residues (a fixed window per chain and
+    ``crop_seed``); a crop's window starts at its first residue's index in the chain."""
+
+    def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0) -> None:
+        self.chains, self.ids, self.max_length, self.crop_seed = chains, np.asarray(ids), max_length, crop_seed
+        self.weights = chains.cluster_weights(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.chains.offsets)[self.ids]
+
+    def collate(self, items: np.ndarray) -> ProteinBatch:
+        return self.chains.batch(self.ids[items], self.max_length, crop_seed=self.crop_seed)
+
+    def whole(self, items: np.ndarray) -> ProteinBatch:
+        return self.chains.batch(self.ids[items])
+
+    def window(self, x0: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return x0.residue_idx[:, 0], x0.mask

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .constants import AA_TO_INDEX, ALPHABET, MASK_INDEX, X_INDEX, decode, encode
 from .data import pad_batch
 from .model import ProteinDenoiser
-from .pipeline import design_batch
+from .sampler import design_batch
 from .structure import Structure, StructureError
 
 

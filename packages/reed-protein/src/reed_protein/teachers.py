@@ -17,7 +17,6 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +27,9 @@ from .data import ProteinBatch
 from .features import knn_graph, rbf
 from .geometry import backbone_dihedrals, edge_orientations, hbond_energy, secondary_structure
 from .model import ProteinDenoiser, ProteinModelConfig
+
+__all__ = ["BackboneTeacher", "ESM2Teacher", "PairGeometryTeacher", "StructureEncoderTeacher", "backbone_features",
+           "load_esm2"]
 
 SINGLE_DIM = 3 + 6 + 2 + 2
 PAIR_DIM = 16 + 6 + 2
@@ -160,40 +162,3 @@ class ESM2Teacher(Teacher):
         return Representation(out, x.mask, "token")
 
 
-__all__ = ["BackboneTeacher", "ChainFeatureCache", "ESM2Teacher", "PairGeometryTeacher", "StructureEncoderTeacher",
-           "backbone_features", "load_esm2"]
-
-
-class ChainFeatureCache:
-    """Per-residue features of a token teacher for whole chains, computed once (length-sorted batches, progress
-    bar) and cropped like the training inputs: ``representation(items)`` slices each chain's features at the
-    crop window given by its ``residue_idx``. Features see the whole chain, so they do not depend on the crop."""
-
-    def __init__(self, teacher: Teacher, chains, ids, batch_size: int = 16, device: str = "cpu",
-                 progress: bool = True) -> None:
-        from tqdm.auto import tqdm
-
-        if teacher.granularity != "token":
-            raise ValueError(f"only per-residue teachers can be cached by chain, got {teacher.granularity}")
-        self.name = teacher.name
-        ids = np.asarray(ids)
-        order = ids[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
-        self.features: dict[int, torch.Tensor] = {}
-        teacher = teacher.to(device)
-        for lo in tqdm(range(0, len(order), batch_size), desc=f"caching {teacher.name} features", disable=not progress):
-            sel = order[lo:lo + batch_size]
-            x = chains.batch(sel).to(device)
-            rep = teacher(Batch(x0=x))
-            for k, i in enumerate(sel.tolist()):
-                n = int(np.diff(chains.offsets)[i])
-                self.features[i] = rep.features[k, :n].to(torch.float16).cpu()
-
-    def representation(self, x: ProteinBatch) -> Representation:
-        B, L = x.S.shape
-        dim = next(iter(self.features.values())).shape[-1]
-        out = torch.zeros(B, L, dim)
-        for b, i in enumerate(x.index.tolist()):
-            n = int((x.chain_idx[b] > 0).sum())
-            start = int(x.residue_idx[b, 0])
-            out[b, :n] = self.features[i][start:start + n].float()
-        return Representation(out, x.mask, "token")

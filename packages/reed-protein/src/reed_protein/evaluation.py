@@ -1,0 +1,38 @@
+"""Held-out evaluation of inverse folding: recovery of sampled designs and native-sequence perplexity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .constants import MASK_INDEX, X_INDEX
+from .data import ChainSet
+from .model import ProteinDenoiser
+from .sampler import design_batch
+
+
+@torch.no_grad()
+def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_steps: int = 20,
+             temperature: float = 0.1, batch_size: int = 16, seed: int = 0, device: str = "cpu",
+             max_length: int | None = None) -> dict[str, float]:
+    """Sequence recovery of sampled designs (mean over chains) and perplexity of the native sequence given the
+    structure with every residue masked (one pass). Chains are batched by length (little padding)."""
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    ids = np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
+    recov, nll, count = [], 0.0, 0
+    for lo in range(0, len(ids), batch_size):
+        x = chains.batch(ids[lo:lo + batch_size], max_length).to(device)
+        enc = model.encode(x)
+        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, encoding=enc)
+        scored = x.design_mask & (x.S != X_INDEX)
+        same = ((S == x.S) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
+        recov.extend(same.tolist())
+        logits = model.decode(enc, torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S)).prediction
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x.S, reduction="none")
+        nll += float((ce * scored).sum())
+        count += int(scored.sum())
+    return {"recovery": 100.0 * float(np.mean(recov)), "perplexity": math.exp(nll / max(count, 1)), "chains": len(ids)}

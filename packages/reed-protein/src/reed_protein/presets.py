@@ -1,0 +1,119 @@
+"""The protein domain on the REED seam: ``ProteinDomain`` (the protocol implementation over training chains) and
+``PRESET`` (the paper's inverse-folding configuration with this package's teachers).
+
+Paper (ProteinMPNN + REED): 0.2 x (0.5 single, 2.0 pair, 1.0 structure); diffusion warm-up over 50 of 200 epochs
+(25 %); alignment held during the warm-up, then cosine-decayed to 0. Slots here: "single" = DSSP/backbone
+geometry per residue at the first decoder layer, "pair" = pair geometry at the last encoder layer's edges,
+"structure" = the pretrained structure encoder at the last encoder layer (REPA-style aligns it alone).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+
+from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
+
+from .data import ChainSet, ProteinTrainingData
+from .loading import DOMAIN
+from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
+from .process import MaskedDiffusion
+from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
+
+__all__ = ["CACHED_PRESET", "PRESET", "ProteinDomain", "capture_layer", "protein_trainer", "train_ids"]
+
+_NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
+
+
+def capture_layer(model: ProteinModelConfig, layer: str | float) -> str:
+    """The capture name of ``layer``: ``encK`` / ``edgeK`` / ``decK`` (1-based; negative K counts from the last
+    layer, e.g. ``enc-1``), or a relative depth r in (0, 1] over the encoder then decoder node layers."""
+    E, D = model.encoder_layers, model.decoder_layers
+    if isinstance(layer, str):
+        m = _NAME.match(layer)
+        n = D if m and m.group(1) == "dec" else E
+        k = int(m.group(2)) if m else 0
+        k = k + n + 1 if k < 0 else k
+        if not m or not 1 <= k <= n:
+            raise ValueError(f"unknown layer {layer!r}; use enc1..enc{E}, edge1..edge{E}, dec1..dec{D} (or -1 for the last)")
+        return f"{m.group(1)}{k}"
+    if not 0.0 < layer <= 1.0:
+        raise ValueError(f"relative depth must be in (0, 1], got {layer}")
+    k = max(1, min(E + D, round(layer * (E + D))))
+    return f"enc{k}" if k <= E else f"dec{k - E}"
+
+
+class ProteinDomain:
+    """Denoiser = ``ProteinDenoiser(model)``; process = ``MaskedDiffusion(loss_type)``; every captured hidden
+    state (node or edge) has the model's hidden width."""
+
+    name = DOMAIN
+
+    def __init__(self, data: ProteinTrainingData, model: ProteinModelConfig | str = "tiny",
+                 loss_type: str = "elbo") -> None:
+        if isinstance(model, str) and model not in PROTEIN_PRESETS:
+            raise ValueError(f"model preset must be one of {sorted(PROTEIN_PRESETS)}, got {model!r}")
+        self.data, self.model = data, PROTEIN_PRESETS[model] if isinstance(model, str) else model
+        self.loss_type = loss_type
+
+    def build_model(self, latent_dims) -> ProteinDenoiser:
+        return ProteinDenoiser(replace(self.model, latent_dims=dict(latent_dims)))
+
+    def build_process(self) -> MaskedDiffusion:
+        return MaskedDiffusion(loss_type=self.loss_type)
+
+    def capture(self, layer: str | float) -> tuple[str, int]:
+        return capture_layer(self.model, layer), self.model.hidden
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "process": {"loss_type": self.loss_type}}
+
+
+def _preset(cached: bool) -> DomainPreset:
+    """The paper preset; ``cached``: per-residue teachers computed once on whole chains (pair features depend on
+    the crop's kNN graph and stay on the fly)."""
+    return DomainPreset(
+        latents=(
+            LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
+                       cached=cached),
+            LatentSpec("pair", lambda d: PairGeometryTeacher(d.model.k), layer="edge-1", coefficient=2.0,
+                       standardize=True),
+            LatentSpec("structure", lambda d: StructureEncoderTeacher(), layer="enc-1", coefficient=1.0, cached=cached),
+        ),
+        curriculum=Curriculum(warmup=0.25, decay="cosine"),
+        repa_latents=("structure",),
+        align_coefficient=0.2,
+    )
+
+
+PRESET, CACHED_PRESET = _preset(False), _preset(True)
+
+
+def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
+    ids = chains.split("train")
+    if drop_antibodies:
+        ids = ids[chains.source_names[chains.source[ids]] != "sabdab_refinegnn"]
+    return ids
+
+
+def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | None, *, model: str = "tiny",
+                    steps: int = 1000, batch_size: int = 8, max_length: int = 256, lr: float = 1e-3, seed: int = 0,
+                    loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
+                    cache_teachers: bool = False, drop_antibodies: bool = False, preset: DomainPreset | None = None,
+                    progress: bool = True, device: str | None = None) -> Trainer:
+    """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
+    to ``CACHED_PRESET`` with ``cache_teachers`` and ``PRESET`` otherwise."""
+    preset = preset or (CACHED_PRESET if cache_teachers else PRESET)
+    if align_coefficient is not None:
+        preset = replace(preset, align_coefficient=align_coefficient)
+    data = ProteinTrainingData(chains, train_ids(chains, drop_antibodies), max_length, crop_seed=seed)
+    run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "max_length": max_length,
+           "lr": lr, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
+           "ema_decay": ema_decay, "cache_teachers": cache_teachers, "drop_antibodies": drop_antibodies}
+    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200)
+    return build_trainer(ProteinDomain(data, model, loss_type), preset, method, train, batch_size, out_dir,
+                         device=device, progress=progress, run=run)
