@@ -80,7 +80,7 @@ def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate) -> t
         if trainer.step in eval_at:
             row = {"step": trainer.step, **evaluate(trainer), "denoise_loss": sum(losses[-50:]) / len(losses[-50:])}
             curve.append(row)
-            print(f"[{trainer.model_config.get('run', {}).get('method', '?')}] step {trainer.step}: "
+            print(f"[{trainer.model_config.get('method', '?')}] step {trainer.step}: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and k != "denoise_loss"),
                   flush=True)
     return curve, seconds

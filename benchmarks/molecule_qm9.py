@@ -34,7 +34,10 @@ from _common import (  # noqa: E402
 )
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
-from reed_molecule.pipeline import METHODS, LoadedModel, MoleculeRunConfig, build_run, sample_molecules  # noqa: E402
+from reed_core import METHODS  # noqa: E402
+from reed_molecule.loading import LoadedModel  # noqa: E402
+from reed_molecule.presets import molecule_trainer  # noqa: E402
+from reed_molecule.sampler import sample_molecules  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
@@ -131,9 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "methods": {}}
     out = Path(args.out)
     for method in methods:
-        cfg = MoleculeRunConfig(method=method, preset=preset, steps=steps, batch_size=batch, lr=args.lr, seed=args.seed)
         run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
-        trainer = build_run(cfg, ds, run_dir, args.cache, progress=False, device=args.device)
+        trainer = molecule_trainer(method, ds, run_dir, model=preset, steps=steps, batch_size=batch, lr=args.lr,
+                                   seed=args.seed, cache=args.cache, progress=False, device=args.device)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
             trainer, steps, eval_at, lambda tr: evaluate(tr, n_eval, sample_steps, args.seed + 1, train_smiles, args.device))

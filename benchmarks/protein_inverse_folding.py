@@ -29,7 +29,10 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_protein.data import ChainSet  # noqa: E402
-from reed_protein.pipeline import METHODS, ProteinRunConfig, build_run, design_batch, evaluate  # noqa: E402
+from reed_core import METHODS  # noqa: E402
+from reed_protein.evaluation import evaluate  # noqa: E402
+from reed_protein.presets import protein_trainer  # noqa: E402
+from reed_protein.sampler import design_batch  # noqa: E402
 
 
 def design_latency(model, chains: ChainSet, device: str, steps: int, repeats: int = 3) -> float:
@@ -131,10 +134,10 @@ def main(argv: list[str] | None = None) -> dict:
                           "test_chains": len(test), "ts50_chains": len(ts50), "eval_at": eval_at}, "methods": {}}
     out = Path(args.out)
     for method in methods:
-        cfg = ProteinRunConfig(method=method, preset=preset, steps=steps, batch_size=batch,
-                               max_length=args.max_length, lr=args.lr, seed=args.seed)
         run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
-        trainer = build_run(cfg, chains, run_dir, progress=False, device=args.device)
+        trainer = protein_trainer(method, chains, run_dir, model=preset, steps=steps, batch_size=batch,
+                                  max_length=args.max_length, lr=args.lr, seed=args.seed, progress=False,
+                                  device=args.device)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
             trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args))

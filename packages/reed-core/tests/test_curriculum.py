@@ -16,8 +16,8 @@ from reed_core.curriculum import (
     SigmoidTime,
     TerminalTime,
     WarmUp,
-    reed_curriculum,
 )
+from reed_core.recipe import Curriculum
 
 
 def test_constant():
@@ -69,36 +69,41 @@ def test_invalid_intervals_raise(bad):
         bad()
 
 
-@pytest.mark.parametrize("domain,total", [("image", 1000), ("protein", 800), ("molecule", 200)])
-def test_presets_continuous_and_in_range(domain, total):
-    p = reed_curriculum(domain, total)
-    for sched in (p.denoise, p.align):
+CURRICULA = {"image": Curriculum(warmup=0.05), "protein": Curriculum(warmup=0.25, decay="cosine"),
+             "molecule": Curriculum(warmup=0.15), "delayed-linear": Curriculum(warmup=0.1, delay=0.1, decay="linear")}
+
+
+@pytest.mark.parametrize("name,total", [("image", 1000), ("protein", 800), ("molecule", 200), ("delayed-linear", 500)])
+def test_curricula_continuous_and_in_range(name, total):
+    c = CURRICULA[name]
+    for sched in (c.denoise(total), c.align(total)):
         values = [sched(s) for s in range(0, total + 5)]
         assert all(0.0 <= v <= 1.0 for v in values)
         jumps = [abs(b - a) for a, b in zip(values, values[1:], strict=False)]
         assert max(jumps) <= 2.0 / (0.05 * total) + 1e-9  # no jump larger than a ramp step
-    assert p.denoise(0) == 0.0 and p.denoise(total) == 1.0
+    assert c.denoise(total)(0) == 0.0 and c.denoise(total)(total) == 1.0
 
 
-def test_protein_preset_matches_paper():
-    p = reed_curriculum("protein", 2000)
-    assert dict(p.coefficients) == pytest.approx({"single": 0.1, "pair": 0.4, "structure": 0.2})
-    assert p.denoise(500) == 1.0 and p.denoise(250) == pytest.approx(0.5)
+def test_protein_curriculum_matches_paper():
+    c = CURRICULA["protein"]
+    denoise, align = c.denoise(2000), c.align(2000)
+    assert denoise(500) == 1.0 and denoise(250) == pytest.approx(0.5)
     # alignment held during warm-up, continuous at the join, cosine-decayed to 0 at the end
-    assert p.align(0) == p.align(500) == 1.0
-    assert abs(p.align(501) - p.align(500)) < 1e-4
-    assert p.align(1250) == pytest.approx(0.5) and p.align(2000) == pytest.approx(0.0)
+    assert align(0) == align(500) == 1.0
+    assert abs(align(501) - align(500)) < 1e-4
+    assert align(1250) == pytest.approx(0.5) and align(2000) == pytest.approx(0.0)
 
 
-def test_image_and_molecule_presets_match_paper():
-    img = reed_curriculum("image", 1_000_000)
-    assert dict(img.coefficients) == pytest.approx({"dinov2": 0.5, "caption": 0.25})
-    assert img.depths["dinov2"] == (8, 28) and img.depths["caption"] == (16, 28)
-    assert img.denoise(50_000) == 1.0 and img.denoise(25_000) == pytest.approx(0.5)
-    mol = reed_curriculum("molecule", 200)
-    assert mol.coefficients["graph2d"] == pytest.approx(0.2) and mol.denoise(30) == 1.0
-    with pytest.raises(ValueError, match="domain"):
-        reed_curriculum("audio", 10)
+def test_curriculum_boundaries_and_validation():
+    img = CURRICULA["image"]
+    assert img.denoise(1_000_000)(50_000) == 1.0 and img.denoise(1_000_000)(25_000) == pytest.approx(0.5)
+    assert img.align(10)(10**6) == 1.0 and Curriculum().denoise(100)(0) == 1.0  # no warm-up: full weight at once
+    d = CURRICULA["delayed-linear"]  # alignment only for 50 steps, ramp 50 steps, then linear decay to 0 at 500
+    assert d.denoise(500)(49) == 0.0 and d.denoise(500)(75) == pytest.approx(0.5) and d.denoise(500)(100) == 1.0
+    assert d.align(500)(100) == 1.0 and d.align(500)(300) == pytest.approx(0.5) and d.align(500)(500) == 0.0
+    for bad in ({"warmup": 1.0}, {"delay": -0.1}, {"decay": "exp"}):
+        with pytest.raises(ValueError):
+            Curriculum(**bad)
 
 
 def test_time_weights_values_and_ranges():

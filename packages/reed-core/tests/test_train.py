@@ -133,3 +133,60 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert [h["loss"] for h in single] == pytest.approx(ddp["loss"], rel=1e-5, abs=1e-6)
     for p, q in zip(model.parameters(), ddp["params"], strict=True):
         assert torch.allclose(p.detach().flatten(), torch.tensor(q), atol=1e-5)
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    from reed_core import EMA
+
+    model = torch.nn.Linear(3, 3, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema, plain = EMA(model, 0.999), EMA(model, 0.999, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # the trained weights, constant from step 0 on
+    for step in range(600):
+        ema.update(model, step)
+        plain.update(model, step)
+    # share of the initial weights: 9! 600! / 609! ~ 1e-19 with warm-up, 0.999^600 = 0.549 without
+    assert ema.shadow["weight"].min().item() == pytest.approx(1.0, abs=1e-6)
+    assert plain.shadow["weight"].max().item() == pytest.approx(1 - 0.999**600, rel=1e-3)
+    assert ema.decay_at(0) == 0.1 and ema.decay_at(10**6) == 0.999 and plain.decay_at(0) == 0.999
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+    _trainer(tmp_path, 4, checkpoint_every=4).fit()
+    mp = tmp_path / "metrics.jsonl"
+    mp.write_text(mp.read_text() + '{"step": 5, "loss": 0.1')  # killed mid-write
+    with caplog.at_level("WARNING"):
+        run = _trainer(tmp_path, 6, checkpoint_every=2).fit()
+    assert len(run) == 2 and "torn last line" in caplog.text and str(mp) in caplog.text
+    assert [json.loads(ln)["step"] for ln in mp.read_text().splitlines()] == list(range(1, 7))
+    mp.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not JSON"):
+        _trainer(tmp_path, 8).fit()
+
+
+def test_outputs_honour_the_umask_and_directories_are_refused(tmp_path):
+    from reed_core.io import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write(tmp_path / "out.fasta", ">a\nAC\n")
+        assert (f.stat().st_mode & 0o777) == 0o644
+        _trainer(tmp_path / "run", 2, checkpoint_every=2).fit()
+        ck = latest_checkpoint(tmp_path / "run" / "checkpoints")
+        assert (ck.stat().st_mode & 0o777) == 0o755 and ((ck / "config.json").stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        atomic_write(tmp_path, "x")
+
+
+def test_config_of_another_domain_is_named(tmp_path):
+    from reed_core import load_config
+    from reed_core.checkpoint import CheckpointError
+
+    _trainer(tmp_path, 2, checkpoint_every=2).fit()
+    ck = latest_checkpoint(tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match="not a REED domain checkpoint; expected a reed-protein model"):
+        load_config(ck, "protein")
+    assert load_config(ck)["model"] == {"kind": "tiny"}
