@@ -84,9 +84,19 @@ def test_bad_output_and_checkpoint_leave_no_file(tmp_path, capsys):
 
 
 def test_train_dry_run_prints_config(capsys):
+    import json
+
     assert main(["train", "--dry-run", "--preset", "paper"]) == 0
-    out = capsys.readouterr().out
-    assert '"layers": 12' in out and '"graph2d_layer": 5' in out and '"encoder3d_layer": 8' in out
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model_config"]["layers"] == 12 and cfg["latents"] == {"graph2d": "layer5", "encoder3d": "layer8"}
+    assert cfg["align_coefficient"] == 0.2 and cfg["curriculum"]["warmup"] == 0.15
+
+
+def test_a_directory_as_output_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "d.sdf").mkdir()
+    assert main(["sample", "-n", "1", "--steps", "2", "--out", str(tmp_path / "d.sdf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a directory" in err[0]
 
 
 @pytest.mark.skipif(not (default_checkpoint() / "ema.safetensors").is_file(), reason="no shipped checkpoint")

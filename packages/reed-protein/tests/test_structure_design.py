@@ -133,3 +133,14 @@ def test_design_cli_end_to_end(tmp_path):
     main(["design", str(tmp_path / "p.pdb"), "--out", str(out2), "--num-seqs", "3", "--chains", "A",
           "--fixed-positions", "A1-10", "--omit-aa", "C", "--seed", "1", "--quiet"])
     assert out2.read_text() == out.read_text()
+
+
+def test_design_refuses_a_directory_as_output_before_any_work(tmp_path, capsys):
+    from reed_protein.cli import main
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "a.pdb", [("A", seq[:30], X[:30])])
+    (tmp_path / "out.fasta").mkdir()
+    assert main(["design", str(tmp_path / "a.pdb"), "--out", str(tmp_path / "out.fasta"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out.fasta: is a directory" in err[0]

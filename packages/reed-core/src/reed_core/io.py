@@ -14,12 +14,18 @@ def umask_mode(mode: int = 0o666) -> int:
     return mode & ~mask
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename: readers never see
-    a partial file, a failure leaves no file behind, and the file gets the usual umask permissions."""
+def output_path(path: str | os.PathLike) -> Path:
+    """``path`` as an output file: an IsADirectoryError naming it when it is a directory (CLIs check before work)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a directory; give a file name")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename: readers never see
+    a partial file, a failure leaves no file behind, and the file gets the usual umask permissions."""
+    path = output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

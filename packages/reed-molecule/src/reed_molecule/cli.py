@@ -51,7 +51,9 @@ def _sample(args: argparse.Namespace) -> int:
     from .loading import load_model
     from .sampler import sample_molecules
 
-    out = Path(args.out)
+    from reed_core.io import output_path
+
+    out = output_path(args.out)
     if out.suffix.lower() not in (".sdf", ".xyz"):
         raise MoleculeFormatError(f"{out}: output must end in .sdf or .xyz")
     if args.n < 1:
@@ -68,6 +70,10 @@ def _eval(args: argparse.Namespace) -> int:
     from .io import read_molecules, to_mols
     from .metrics import edm_metrics, mmff_energies
 
+    from reed_core.io import output_path
+
+    if args.json:
+        output_path(args.json)
     arrays = read_molecules(args.file)
     train = None
     if not args.no_novelty:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from reed_core.io import atomic_write
+from reed_core.io import atomic_write, output_path
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
@@ -46,6 +46,9 @@ def _design(args: argparse.Namespace) -> int:
 
     if args.temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    for target in (args.out, args.probs):
+        if target:
+            output_path(target)
     if args.threads:
         torch.set_num_threads(args.threads)
     files = _inputs(args.input)
@@ -102,6 +105,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .loading import load_model
 
+    if args.json:
+        output_path(args.json)
     chains = ChainSet(args.data)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
     out = {}
