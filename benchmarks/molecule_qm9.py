@@ -32,13 +32,13 @@ from _common import (  # noqa: E402
     train_with_evals,
     write_json,
 )
-from reed_molecule.data import QM9Dataset  # noqa: E402
-from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_core import METHODS  # noqa: E402
+from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
+from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_molecule.presets import molecule_trainer  # noqa: E402
-from reed_molecule.sampler import sample_molecules  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
+from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
 

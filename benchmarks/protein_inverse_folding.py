@@ -28,8 +28,8 @@ from _common import (  # noqa: E402
     train_with_evals,
     write_json,
 )
-from reed_protein.data import ChainSet  # noqa: E402
 from reed_core import METHODS  # noqa: E402
+from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
 from reed_protein.presets import protein_trainer  # noqa: E402
 from reed_protein.sampler import design_batch  # noqa: E402

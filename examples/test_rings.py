@@ -4,10 +4,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rings import PRESET, RingData, RingDomain, main  # noqa: E402
-
 from reed_core import Domain, TrainingData  # noqa: E402
 from reed_core.testing import assert_loss_decreases  # noqa: E402
+from rings import PRESET, RingData, RingDomain, main  # noqa: E402
 
 
 def test_rings_domain_trains_both_methods(capsys):

@@ -47,11 +47,11 @@ def _checkpoint_path(arg: str | None) -> Path:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from reed_core.io import output_path
+
     from .io import MoleculeFormatError, write_molecules
     from .loading import load_model
     from .sampler import sample_molecules
-
-    from reed_core.io import output_path
 
     out = output_path(args.out)
     if out.suffix.lower() not in (".sdf", ".xyz"):
@@ -67,10 +67,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from reed_core.io import output_path
+
     from .io import read_molecules, to_mols
     from .metrics import edm_metrics, mmff_energies
-
-    from reed_core.io import output_path
 
     if args.json:
         output_path(args.json)
