@@ -41,8 +41,8 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True)
-class Linear(Schedule):
-    """``start_value`` until ``start_step``, linear to ``end_value`` at ``end_step``, held afterwards."""
+class _Ramp(Schedule):
+    """``start_value`` until ``start_step``, a ramp to ``end_value`` at ``end_step``, held afterwards."""
 
     start_value: float
     end_value: float
@@ -52,29 +52,23 @@ class Linear(Schedule):
     def __post_init__(self) -> None:
         _check_interval(self.start_step, self.end_step)
 
-    def __call__(self, step: int) -> float:
-        p = min(max((step - self.start_step) / (self.end_step - self.start_step), 0.0), 1.0)
-        return float(self.start_value + (self.end_value - self.start_value) * p)
+    def progress(self, step: int) -> float:
+        return min(max((step - self.start_step) / (self.end_step - self.start_step), 0.0), 1.0)
 
 
-@dataclass(frozen=True)
-class Cosine(Schedule):
-    """Half-cosine from ``start_value`` (at ``start_step``) to ``end_value`` (at ``end_step``), held outside.
-
-    The progress is computed as ``(step - start_step) / (end_step - start_step)`` with explicit parentheses:
-    the REED reference code's decay lacks them and jumps at the join; a test checks continuity here.
-    """
-
-    start_value: float
-    end_value: float
-    start_step: int
-    end_step: int
-
-    def __post_init__(self) -> None:
-        _check_interval(self.start_step, self.end_step)
+class Linear(_Ramp):
+    """Linear ramp (see ``_Ramp``)."""
 
     def __call__(self, step: int) -> float:
-        p = min(max((step - self.start_step) / (self.end_step - self.start_step), 0.0), 1.0)
+        return float(self.start_value + (self.end_value - self.start_value) * self.progress(step))
+
+
+class Cosine(_Ramp):
+    """Half-cosine ramp (see ``_Ramp``). The progress is ``(step - start_step) / (end_step - start_step)`` with
+    explicit parentheses: the REED reference code's decay lacks them and jumps at the join (tested here)."""
+
+    def __call__(self, step: int) -> float:
+        p = self.progress(step)
         return float(self.end_value + (self.start_value - self.end_value) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,6 +47,16 @@ class Teacher(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dim={self.dim}, granularity={self.granularity!r}"
+
+
+def load_frozen_weights(module: nn.Module, path: str | os.PathLike, how_to_make: str) -> None:
+    """Fill a teacher's network from a ``.safetensors`` file; a missing file says how to make one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no teacher weights ({how_to_make})")
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(path)))
 
 
 class FunctionTeacher(Teacher):

@@ -37,6 +37,7 @@ from reed_core import (
     TrainConfig,
     Trainer,
 )
+from reed_core.teacher import load_frozen_weights
 
 from .chem import build_mol
 from .constants import CHARGES
@@ -142,12 +143,8 @@ class Encoder3DTeacher(Teacher):
         super().__init__("encoder3d", enc.cfg.scalars, "token")
         self.encoder = enc
         if encoder is None:
-            path = Path(weights) if weights is not None else default_encoder3d_path()
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no encoder3d weights (train them with packages/reed-molecule/scripts/train_encoder3d.py)")
-            from safetensors.torch import load_file
-
-            self.encoder.load_state_dict(load_file(str(path)))
+            load_frozen_weights(self.encoder, weights or default_encoder3d_path(),
+                                "train them with packages/reed-molecule/scripts/train_encoder3d.py")
         self.freeze()
 
     def encode(self, batch: Batch) -> Representation:

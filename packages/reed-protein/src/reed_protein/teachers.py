@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from reed_core import Batch, Representation, Teacher
+from reed_core.teacher import load_frozen_weights
 
 from .constants import ALPHABET, X_INDEX
 from .data import ProteinBatch
@@ -93,12 +94,8 @@ class StructureEncoderTeacher(Teacher):
         super().__init__("structure", net.cfg.hidden, "token")
         self.net = net
         if model is None:
-            path = Path(weights) if weights is not None else default_structure_weights()
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no structure-encoder weights (scripts/train_structure_teacher.py)")
-            from safetensors.torch import load_file
-
-            self.net.load_state_dict(load_file(str(path)))
+            load_frozen_weights(self.net, weights or default_structure_weights(),
+                                "train them with packages/reed-protein/scripts/train_structure_teacher.py")
         self.freeze()
 
     def encode(self, batch: Batch) -> Representation:
