@@ -73,11 +73,6 @@ class ToyProcess(LinearInterpolant):
         return super().corrupt(x0.x, t, generator=generator)
 
 
-class ToyModel(TinyDenoiser):
-    def forward(self, x_t, t, cond=None, *, capture=(), latents=None):
-        return super().forward(x_t, t, cond, capture=capture, latents=latents)
-
-
 class ToyDomain:
     name = "toy"
 
@@ -85,7 +80,7 @@ class ToyDomain:
         self.data = ToyData()
 
     def build_model(self, latent_dims):
-        return ToyModel(8, 32, 3, latent_dims=dict(latent_dims))
+        return TinyDenoiser(8, 32, 3, latent_dims=dict(latent_dims))
 
     def build_process(self):
         return ToyProcess()
@@ -153,12 +148,20 @@ def test_cached_latents_match_on_the_fly_ones_on_crops():
 
 def test_cache_dir_is_written_once_and_reused(tmp_path):
     teacher, data = _teacher(None), ToyData()
+    with pytest.raises(ValueError, match="needs `ids`"):
+        FeatureCache(teacher, data, tmp_path, progress=False)
+    data.ids = np.arange(len(data))
     first = FeatureCache(teacher, data, tmp_path, progress=False)
     files = list(tmp_path.glob("teacher_tok_*.npy"))
     assert len(files) == 1
     second = FeatureCache(teacher, data, tmp_path, progress=False)
     assert np.array_equal(np.asarray(first.features), np.asarray(second.features))
     assert isinstance(second.features, np.memmap)
+    # other items with the same lengths (a different subset) get their own file
+    other = ToyData()
+    other.ids = np.arange(len(other)) + 100
+    FeatureCache(teacher, other, tmp_path, progress=False)
+    assert len(list(tmp_path.glob("teacher_tok_*.npy"))) == 2
 
 
 def test_hybrid_latent_builds_a_conditioned_denoiser():

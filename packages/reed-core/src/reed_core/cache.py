@@ -3,7 +3,8 @@
 Token features are stored flat (all tokens of item 0, then item 1, ...) with item offsets; pooled features as
 (N, D). A batch row that is a crop (a contiguous window of its item, see ``TrainingData.window``) gets the
 features of exactly those tokens, so features see the whole item whatever the crop. Storage is float16; with
-a ``cache_dir`` the array is written once (atomically) under a key of the teacher's weights and the items.
+a ``cache_dir`` the array is written once (atomically) under a key of the teacher's weights and the items
+(``data.ids``: which dataset entries the items are, so two subsets never share a file).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class FeatureCache:
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         path = None
         if cache_dir is not None:
-            key = hashlib.sha256(lengths.tobytes())
+            ids = getattr(data, "ids", None)
+            if ids is None:
+                raise ValueError(f"teacher {teacher.name!r}: an on-disk feature cache needs `ids` on the training data")
+            key = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + lengths.tobytes())
             for k, v in sorted(teacher.state_dict().items()):
                 key.update(k.encode() + v.detach().cpu().numpy().tobytes())
             path = Path(cache_dir) / f"teacher_{teacher.name}_{key.hexdigest()[:16]}.npy"

@@ -88,7 +88,8 @@ def _train(args: argparse.Namespace) -> int:
         latents = {s.name: {"layer": capture_layer(PROTEIN_PRESETS[args.preset], s.layer), "cached": s.cached,
                             "coefficient": s.coefficient} for s in preset.for_method(args.method)}
         print(json.dumps({"method": args.method, **kw, "model_config": asdict(PROTEIN_PRESETS[args.preset]),
-                          "align_coefficient": args.align_coefficient or preset.align_coefficient,
+                          "align_coefficient": preset.align_coefficient if args.align_coefficient is None
+                          else args.align_coefficient,
                           "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
