@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=None, help="chains per step (default 8; --full 32)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")
     p.add_argument("--max-length", type=int, default=256, help="training crop length")
+    p.add_argument("--teachers", choices=("mpnn", "inproject"), default=None,
+                   help="pair/structure teachers (default: mpnn with --full; inproject on CPU, where ProteinMPNN's "
+                        "encoder costs about 3 s per step on the fly)")
     p.add_argument("--evals", type=int, default=3, help="evaluation checkpoints per method")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or (20_000 if args.full else 240)
     batch = args.batch_size or (32 if args.full else 8)
     preset = args.preset or ("paper" if args.full else "tiny")
+    teachers = args.teachers or ("mpnn" if args.full else "inproject")
     methods = [m for m in args.methods.split(",") if m]
     chains = ChainSet()
     test = chains.split("test")
@@ -130,13 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
         ts50 = ts50[: args.test_limit]
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "max_length": args.max_length,
-                          "sample_steps": args.sample_steps, "lr": args.lr, "seed": args.seed, "device": args.device,
+                          "sample_steps": args.sample_steps, "teachers": teachers, "lr": args.lr, "seed": args.seed, "device": args.device,
                           "test_chains": len(test), "ts50_chains": len(ts50), "eval_at": eval_at}, "methods": {}}
     out = Path(args.out)
     for method in methods:
         run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
         trainer = protein_trainer(method, chains, run_dir, model=preset, steps=steps, batch_size=batch,
-                                  max_length=args.max_length, lr=args.lr, seed=args.seed, progress=False,
+                                  max_length=args.max_length, lr=args.lr, seed=args.seed, teachers=teachers, progress=False,
                                   device=args.device)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(

@@ -30,7 +30,9 @@ def imports(package: Path) -> set[str]:
 
 
 def declared(package: Path) -> set[str]:
-    deps = tomllib.loads((package / "pyproject.toml").read_text())["project"]["dependencies"]
+    """Required and optional (extras) dependencies."""
+    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    deps = [*project["dependencies"], *(d for extra in project.get("optional-dependencies", {}).values() for d in extra)]
     return {d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].split(";")[0].strip().lower() for d in deps}
 
 

@@ -48,6 +48,25 @@ def test_exact_resume_matches_straight_run(tmp_path):
     assert steps == list(range(1, 13))
 
 
+def test_time_budget_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    import reed_core.train as train_mod
+
+    clock = iter(range(10_000))  # one fake second per clock read
+    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
+    straight = _trainer(tmp_path / "a", 10).fit()
+    chunks, step = [], 0
+    while step < 10:  # budget of 20 fake seconds per call: a few steps each, then a checkpoint
+        t = _trainer(tmp_path / "b", 10, init_seed=len(chunks))
+        chunks.append(t.fit(time_budget=20.0))
+        assert t.budget_exhausted == (t.step < 10) and 0 < len(chunks[-1]) < 10
+        assert latest_checkpoint(tmp_path / "b" / "checkpoints").name.endswith(f"{t.step:08d}")
+        step = t.step
+    assert len(chunks) >= 2
+    assert [h["loss"] for h in straight] == [h["loss"] for c in chunks for h in c]
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+
+
 def test_checkpoint_layout_and_weights_only(tmp_path):
     t = _trainer(tmp_path, 4, checkpoint_every=2, keep_checkpoints=1)
     t.fit()

@@ -67,7 +67,7 @@ def test_tiny_preset_loss_falls_and_reed_terms_are_logged(tmp_path, chains):
     x = chains.batch(chains.split("ts50")[:2], max_length=30)
     assert torch.equal(model(x).prediction, trainer.model.eval()(x).prediction)
     reed = protein_trainer("reed", chains, None, model="tiny", steps=4, batch_size=2, max_length=48, progress=False,
-                           device="cpu")
+                           ids=chains.split("train")[:12], device="cpu")
     hist = reed.fit(resume=False)
     assert {"align/single", "align/pair", "align/structure"} <= set(hist[-1])
     assert hist[0]["weight/denoise"] == 0.0
@@ -117,20 +117,21 @@ def test_cached_teachers_see_whole_chains_cropped_like_the_inputs(chains):
 
 
 def test_cached_reed_trains_and_a_new_teacher_is_one_latent_spec(chains):
-    """--cache-teachers: per-residue latents come from the cache; a new teacher is one LatentSpec in the preset."""
+    """Per-residue latents come from the cache (the default); a new teacher is one LatentSpec in the preset."""
     from dataclasses import replace
 
     from reed_core import LatentSpec
     from reed_core.testing import RandomProjectionTeacher
 
-    t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, cache_teachers=True,
-                        progress=False, device="cpu")
+    ids = chains.split("train")[:12]
+    t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, teachers="inproject",
+                        ids=ids, progress=False, device="cpu")
     assert [s.teacher is None for s in t.objective.specs] == [True, False, True]  # pair stays on the fly
     assert np.isfinite(t.train_step()["loss"])
     fake = LatentSpec("ca_fake", layer=0.5, teacher=lambda d: RandomProjectionTeacher(
         "ca_fake", 3, 16, "token", view=lambda b: (b.x0.X[:, :, 1].float().nan_to_num(), b.x0.mask)))
     preset = replace(PRESET, latents=(*PRESET.latents, fake))
     t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, preset=preset,
-                        progress=False, device="cpu")
+                        ids=ids, progress=False, device="cpu")
     out = t.train_step()
     assert "align/ca_fake" in out and t.objective.specs[-1].layer == "enc2"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +28,26 @@ def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
     return p
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds or units ``h`` / ``m`` / ``s`` (``8m``, ``1h30m``, ``90s``)."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)h)?\s*(?:(\d+(?:\.\d*)?)m)?\s*(?:(\d+(?:\.\d*)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 8m, 90s, 1h30m)")
+    h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+    seconds = 3600 * h + 60 * m + sec
+    if seconds <= 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    return seconds
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
             user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse ``argv`` and run ``args.func(args)``. Errors a user can act on (``user_errors``, checkpoint errors,
-    missing or unwritable files, a directory given as a file, bad values) print one line ``prog: error: ...`` to stderr and return 2."""
+    missing or unwritable files, a directory given as a file, bad values, a missing optional package) print one line ``prog: error: ...`` to stderr and return 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (*user_errors, CheckpointError, OSError, ValueError) as e:
+    except (*user_errors, CheckpointError, ImportError, OSError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -277,9 +277,12 @@ class Trainer:
                 f"last good checkpoint: {last if last is not None else 'none saved'}"
             )
 
-    def fit(self, resume: bool = True) -> list[dict[str, float]]:
-        """Train until ``max_steps``; returns the scalars of every step run in this call."""
+    def fit(self, resume: bool = True, time_budget: float | None = None) -> list[dict[str, float]]:
+        """Train until ``max_steps``, or until the next step would end past ``time_budget`` seconds (then
+        ``self.budget_exhausted`` is True; a later ``fit`` resumes). With a budget, the last step is always
+        checkpointed. Returns the scalars of every step run in this call."""
         cfg = self.config
+        start, self.budget_exhausted = time.perf_counter(), False
         if resume:
             self.resume()
         if self.out_dir is not None and self.rank == 0:
@@ -304,13 +307,30 @@ class Trainer:
                     scalars["steps_per_s"] = window_steps / max(elapsed, 1e-9)
                     self._log(scalars)
                     window_start, window_steps = time.perf_counter(), 0
-                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps):
+                done = self.step == cfg.max_steps
+                if time_budget is not None and not done and self._out_of_time(start, len(run), time_budget):
+                    self.budget_exhausted = done = True
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (done and (
+                        cfg.checkpoint_every or time_budget is not None)):
                     self.save()
+                if self.budget_exhausted:
+                    break
         finally:
             if progress is not None:
                 progress.close()
         self.history.extend(run)
         return run
+
+    def _out_of_time(self, start: float, steps: int, budget: float) -> bool:
+        """Whether one more step (at the mean pace so far, with a 2-step margin for the checkpoint) would overrun
+        ``budget``; every rank gets rank 0's answer."""
+        elapsed = time.perf_counter() - start
+        stop = elapsed + 2.0 * elapsed / steps > budget
+        if self.world > 1:
+            flag = torch.tensor(float(stop), device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
 
     def _log(self, scalars: dict[str, float]) -> None:
         if self.rank != 0:

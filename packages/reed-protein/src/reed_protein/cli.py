@@ -77,27 +77,35 @@ def _design(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .model import PROTEIN_PRESETS
-    from .presets import CACHED_PRESET, PRESET, capture_layer
+    from reed_core.cli import parse_duration
 
+    from .model import PROTEIN_PRESETS
+    from .presets import capture_layer, teacher_preset
+
+    budget = parse_duration(args.time_budget) if args.time_budget else None
     kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
           "lr": args.lr, "seed": args.seed, "loss_type": args.loss, "align_coefficient": args.align_coefficient,
-          "cache_teachers": args.cache_teachers}
+          "teachers": args.teachers, "cache_teachers": not args.no_cache_teachers}
+    preset = teacher_preset(args.teachers, not args.no_cache_teachers)
     if args.dry_run:
-        preset = CACHED_PRESET if args.cache_teachers else PRESET
         latents = {s.name: {"layer": capture_layer(PROTEIN_PRESETS[args.preset], s.layer), "cached": s.cached,
                             "coefficient": s.coefficient} for s in preset.for_method(args.method)}
         print(json.dumps({"method": args.method, **kw, "model_config": asdict(PROTEIN_PRESETS[args.preset]),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
-                          else args.align_coefficient,
+                          else args.align_coefficient, "time_budget_s": budget,
                           "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
     from .presets import protein_trainer
 
     trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, **kw)
-    trainer.fit()
-    print(f"trained {args.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    trainer.fit(time_budget=budget)
+    where = Path(args.out) / "checkpoints"
+    if trainer.budget_exhausted:
+        print(f"time budget reached at step {trainer.step} of {args.steps}; checkpoint in {where} "
+              "(run the same command again to continue)")
+    else:
+        print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
     return 0
 
 
@@ -126,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     from reed_core import METHODS
 
     from .model import PROTEIN_PRESETS
+    from .presets import TEACHER_SETS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="reed-protein", description=__doc__, formatter_class=fmt)
@@ -165,8 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="packed chains (.npz; default: the repository's data/chains.npz)")
     t.add_argument("--out", default="runs/protein", help="run directory; resumes if present")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    t.add_argument("--cache-teachers", action="store_true",
-                   help="precompute the per-residue teachers on whole chains once instead of on every crop")
+    t.add_argument("--teachers", choices=sorted(TEACHER_SETS), default="mpnn",
+                   help="pair/structure teachers: ProteinMPNN v_48_020's encoder (needs reed-protein[mpnn]) or the "
+                        "in-project pair geometry + structure encoder")
+    t.add_argument("--no-cache-teachers", action="store_true",
+                   help="run per-residue teachers on every crop instead of once per whole chain")
+    t.add_argument("--time-budget", default=None,
+                   help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 90s, 1h30m); rerun to resume")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

@@ -1,10 +1,13 @@
 """The protein domain on the REED seam: ``ProteinDomain`` (the protocol implementation over training chains) and
-``PRESET`` (the paper's inverse-folding configuration with this package's teachers).
+the paper's inverse-folding presets, one per teacher set (``PRESETS``; ``teacher_preset(name, cached)``).
 
 Paper (ProteinMPNN + REED): 0.2 x (0.5 single, 2.0 pair, 1.0 structure); diffusion warm-up over 50 of 200 epochs
 (25 %); alignment held during the warm-up, then cosine-decayed to 0. Slots here: "single" = DSSP/backbone
-geometry per residue at the first decoder layer, "pair" = pair geometry at the last encoder layer's edges,
-"structure" = the pretrained structure encoder at the last encoder layer (REPA-style aligns it alone).
+geometry per residue at the first decoder layer; "pair" at the last encoder layer's edges and "structure" at the
+last encoder layer come from ProteinMPNN v_48_020's encoder (teachers ``"mpnn"``, the default; needs the
+``reed-protein[mpnn]`` extra) or from this package's own pair geometry and pretrained structure encoder (teachers
+``"inproject"``). REPA-style aligns "structure" alone. Per-residue teachers are cached by default (computed once
+per whole chain); edge teachers depend on the crop's kNN graph and run on the fly.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
-__all__ = ["CACHED_PRESET", "PRESET", "ProteinDomain", "capture_layer", "protein_trainer", "train_ids"]
+__all__ = ["PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "protein_trainer",
+           "teacher_preset", "train_ids"]
 
 _NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
 
@@ -73,16 +77,32 @@ class ProteinDomain:
         return {"model": asdict(self.model), "process": {"loss_type": self.loss_type}}
 
 
-def _preset(cached: bool) -> DomainPreset:
-    """The paper preset; ``cached``: per-residue teachers computed once on whole chains (pair features depend on
-    the crop's kNN graph and stay on the fly)."""
+def _mpnn(slot: str):
+    def make(d: ProteinDomain):
+        from .mpnn import ProteinMPNNTeacher
+
+        return ProteinMPNNTeacher(slot, d.model.k)
+    return make
+
+
+TEACHER_SETS: dict[str, dict[str, Any]] = {
+    "mpnn": {"pair": _mpnn("pair"), "structure": _mpnn("structure")},
+    "inproject": {"pair": lambda d: PairGeometryTeacher(d.model.k), "structure": lambda d: StructureEncoderTeacher()},
+}
+
+
+def teacher_preset(teachers: str = "mpnn", cached: bool = True) -> DomainPreset:
+    """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: per-residue teachers
+    computed once on whole chains (pair features depend on the crop's kNN graph and stay on the fly)."""
+    if teachers not in TEACHER_SETS:
+        raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
+    t = TEACHER_SETS[teachers]
     return DomainPreset(
         latents=(
             LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
                        cached=cached),
-            LatentSpec("pair", lambda d: PairGeometryTeacher(d.model.k), layer="edge-1", coefficient=2.0,
-                       standardize=True),
-            LatentSpec("structure", lambda d: StructureEncoderTeacher(), layer="enc-1", coefficient=1.0, cached=cached),
+            LatentSpec("pair", t["pair"], layer="edge-1", coefficient=2.0, standardize=True),
+            LatentSpec("structure", t["structure"], layer="enc-1", coefficient=1.0, cached=cached),
         ),
         curriculum=Curriculum(warmup=0.25, decay="cosine"),
         repa_latents=("structure",),
@@ -90,7 +110,8 @@ def _preset(cached: bool) -> DomainPreset:
     )
 
 
-PRESET, CACHED_PRESET = _preset(False), _preset(True)
+PRESETS = {name: teacher_preset(name) for name in TEACHER_SETS}
+PRESET = PRESETS["mpnn"]
 
 
 def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
@@ -103,17 +124,20 @@ def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
 def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | None, *, model: str = "tiny",
                     steps: int = 1000, batch_size: int = 8, max_length: int = 256, lr: float = 1e-3, seed: int = 0,
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
-                    cache_teachers: bool = False, drop_antibodies: bool = False, preset: DomainPreset | None = None,
-                    progress: bool = True, device: str | None = None) -> Trainer:
+                    teachers: str = "mpnn", cache_teachers: bool = True, drop_antibodies: bool = False,
+                    preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
+                    device: str | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
-    to ``CACHED_PRESET`` with ``cache_teachers`` and ``PRESET`` otherwise."""
-    preset = preset or (CACHED_PRESET if cache_teachers else PRESET)
+    to ``teacher_preset(teachers, cache_teachers)``; ``ids``: the training chains (default: ``train_ids``)."""
+    preset = preset or teacher_preset(teachers, cache_teachers)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
-    data = ProteinTrainingData(chains, train_ids(chains, drop_antibodies), max_length, crop_seed=seed)
+    ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
+    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed)
     run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "max_length": max_length,
            "lr": lr, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
-           "ema_decay": ema_decay, "cache_teachers": cache_teachers, "drop_antibodies": drop_antibodies}
+           "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
+           "drop_antibodies": drop_antibodies}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200)
     return build_trainer(ProteinDomain(data, model, loss_type), preset, method, train, batch_size, out_dir,
                          device=device, progress=progress, run=run)

