@@ -1,1 +1,1 @@
-"""reed-image."""
+"""reed-image: SiT diffusion with REED guidance (model, interpolants and samplers so far)."""

@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from reed_image.model import SIT_PRESETS, SiT, sit_config
+from reed_image.process import Interpolant
+from reed_image.sampler import guided_velocity, sample
+
+PAPER = dict(image_size=32, in_channels=4, num_classes=1000, learn_sigma=True)  # 256 px SD-VAE latents
+
+
+@pytest.mark.parametrize("name,millions", [("S/2", 33), ("B/2", 130), ("L/2", 458), ("XL/2", 675)])
+def test_preset_parameter_counts_match_the_papers(name, millions):
+    with torch.device("meta"):
+        model = SiT(sit_config(name, **PAPER))
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, rel=0.01)
+    assert {"S/4", "S/8", "XL/4", "XL/8", "tiny"} <= set(SIT_PRESETS)
+
+
+def test_patchify_round_trip_zero_init_and_captured_tokens():
+    torch.manual_seed(0)
+    model = SiT(sit_config("tiny", image_size=32, in_channels=3))
+    x = torch.randn(2, 3, 32, 32)
+    p = model.patchify(x)
+    assert p.shape == (2, 64, 4 * 4 * 3) and torch.equal(model.unpatchify(p), x)
+    assert torch.equal(p[0, 1], x[0, :, 0:4, 4:8].permute(1, 2, 0).reshape(-1))  # token 1 = row 0, column 1
+    out = model(x, torch.rand(2), torch.tensor([1, 2]), capture=("block2", "block6"))
+    assert torch.equal(out.prediction, torch.zeros_like(x))  # adaLN-Zero + zero final layer
+    assert {k: tuple(v.shape) for k, v in out.hiddens.items()} == {"block2": (2, 64, 96), "block6": (2, 64, 96)}
+    with pytest.raises(ValueError, match="block1..block6"):
+        model(x, torch.rand(2), None, capture=("block7",))
+    with pytest.raises(ValueError, match="multiple of the patch"):
+        sit_config("S/8", image_size=28)
+
+
+def test_label_dropout_only_in_training_and_null_class_is_unconditional():
+    torch.manual_seed(0)
+    model = SiT(sit_config("tiny", class_dropout=0.5))
+    for p in model.parameters():  # leave the zero init so labels matter
+        torch.nn.init.normal_(p, std=0.05)
+    x, t, y = torch.randn(64, 1, 32, 32), torch.rand(64), torch.randint(0, 10, (64,))
+    model.eval()
+    assert torch.equal(model(x, t, y).prediction, model(x, t, y).prediction)
+    null = model(x, t, torch.full_like(y, model.null_class)).prediction
+    assert torch.equal(model(x, t, None).prediction, null)
+    model.train()
+    torch.manual_seed(1)
+    dropped = (model(x, t, y).prediction - null).flatten(1).abs().amax(1) < 1e-6
+    assert 10 < int(dropped.sum()) < 54  # about half of the labels became the null class
+
+
+@pytest.mark.parametrize("path", ["linear", "cosine"])
+def test_interpolant_target_is_the_time_derivative_and_inverts(path):
+    proc = Interpolant(path=path)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
+    c = proc.corrupt(x0.double(), t, generator=torch.Generator().manual_seed(1))
+    h = 1e-5
+    a1, s1, _, _ = proc.coefficients(t + h)
+    a0, s0, _, _ = proc.coefficients(t - h)
+    eps = c.extras["noise"]
+    fd = ((a1 - a0)[:, None, None, None] * x0.double() + (s1 - s0)[:, None, None, None] * eps) / (2 * h)
+    assert torch.allclose(fd, c.target, atol=1e-6)
+    assert proc.loss(c.target, c).abs().max() == 0  # the exact velocity has zero loss
+    x0_hat, eps_hat = proc.x0_and_noise(c.target, c.x_t, t)
+    assert torch.allclose(x0_hat, x0.double(), atol=1e-9) and torch.allclose(eps_hat, eps, atol=1e-9)
+
+
+def test_time_sampling():
+    g = torch.Generator().manual_seed(0)
+    u = Interpolant(t_min=0.1, t_max=0.9).sample_time(20000, generator=g)
+    assert 0.1 <= u.min() and u.max() <= 0.9 and abs(u.mean() - 0.5) < 0.01
+    ln = Interpolant(time_sampling="lognormal").sample_time(20000, generator=g)
+    assert abs(torch.logit(ln).mean()) < 0.03 and abs(torch.logit(ln).std() - 1.0) < 0.03
+    with pytest.raises(ValueError):
+        Interpolant(path="vp")
+
+
+def _gaussian_velocity(proc, mu, var):
+    """E[d x_t/dt | x_t] for x0 ~ N(mu, diag(var)): the exact velocity field of Gaussian data."""
+    def v(x, t):
+        a, s, da, ds = (c[:, None] for c in proc.coefficients(t))
+        S = a**2 * var + s**2
+        r = x - a * mu
+        return da * (mu + a * var / S * r) + ds * (s / S * r)
+    return v
+
+
+@pytest.mark.parametrize("path", ["linear", "cosine"])
+@pytest.mark.parametrize("method,steps", [("euler", 200), ("heun", 40), ("sde", 400)])
+def test_samplers_reach_the_gaussian_data_distribution(path, method, steps):
+    proc = Interpolant(path=path)
+    mu, var = torch.tensor([1.5, -0.5]), torch.tensor([0.25, 2.0])
+    x = sample(None, proc, None, shape=(40000, 2), num_steps=steps, method=method,
+               generator=torch.Generator().manual_seed(0), velocity=_gaussian_velocity(proc, mu, var))
+    assert torch.allclose(x.mean(0), mu, atol=0.04), x.mean(0)
+    cov = torch.cov(x.T)
+    assert torch.allclose(cov.diagonal(), var, rtol=0.08), cov
+    assert abs(cov[0, 1]) < 0.03
+
+
+def test_guidance_interval_and_bad_values():
+    torch.manual_seed(0)
+    model = SiT(sit_config("tiny")).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    y = torch.tensor([3, 7])
+    x = torch.randn(2, 1, 32, 32)
+    plain = guided_velocity(model, y)(x, torch.full((2,), 0.9))
+    v = guided_velocity(model, y, cfg=2.5, interval=(0.0, 0.75))
+    assert torch.allclose(v(x, torch.full((2,), 0.9)), plain, atol=1e-5)  # outside the interval: no guidance
+    inside = v(x, torch.full((2,), 0.5))
+    cls, null = model(x, torch.full((2,), 0.5), y).prediction, model(x, torch.full((2,), 0.5), None).prediction
+    assert torch.allclose(inside, null + 2.5 * (cls - null), atol=1e-5)
+    imgs = sample(model, Interpolant(), y, shape=(1, 32, 32), num_steps=3, method="heun", cfg=1.5,
+                  generator=torch.Generator().manual_seed(0))
+    assert imgs.shape == (2, 1, 32, 32) and torch.isfinite(imgs).all()
+    with pytest.raises(ValueError, match="cfg"):
+        guided_velocity(model, y, cfg=0.5)
+    with pytest.raises(ValueError, match="interval"):
+        guided_velocity(model, y, cfg=2.0, interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="sampler method"):
+        sample(model, Interpolant(), y, shape=(1, 32, 32), method="ddim")
