@@ -98,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
     from .data import ChainSet
     from .presets import protein_trainer
 
-    trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, **kw)
+    trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, preset=preset, **kw)
     trainer.fit(time_budget=budget)
     where = Path(args.out) / "checkpoints"
     if trainer.budget_exhausted:
