@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reed_image.model import SIT_PRESETS, SiT, sit_config
-from reed_image.process import Interpolant
+from reed_core import Interpolant
 from reed_image.sampler import guided_velocity, sample
 
 PAPER = dict(image_size=32, in_channels=4, num_classes=1000, learn_sigma=True)  # 256 px SD-VAE latents
@@ -46,34 +46,6 @@ def test_label_dropout_only_in_training_and_null_class_is_unconditional():
     torch.manual_seed(1)
     dropped = (model(x, t, y).prediction - null).flatten(1).abs().amax(1) < 1e-6
     assert 10 < int(dropped.sum()) < 54  # about half of the labels became the null class
-
-
-@pytest.mark.parametrize("path", ["linear", "cosine"])
-def test_interpolant_target_is_the_time_derivative_and_inverts(path):
-    proc = Interpolant(path=path)
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(4, 1, 8, 8, generator=g)
-    t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
-    c = proc.corrupt(x0.double(), t, generator=torch.Generator().manual_seed(1))
-    h = 1e-5
-    a1, s1, _, _ = proc.coefficients(t + h)
-    a0, s0, _, _ = proc.coefficients(t - h)
-    eps = c.extras["noise"]
-    fd = ((a1 - a0)[:, None, None, None] * x0.double() + (s1 - s0)[:, None, None, None] * eps) / (2 * h)
-    assert torch.allclose(fd, c.target, atol=1e-6)
-    assert proc.loss(c.target, c).abs().max() == 0  # the exact velocity has zero loss
-    x0_hat, eps_hat = proc.x0_and_noise(c.target, c.x_t, t)
-    assert torch.allclose(x0_hat, x0.double(), atol=1e-9) and torch.allclose(eps_hat, eps, atol=1e-9)
-
-
-def test_time_sampling():
-    g = torch.Generator().manual_seed(0)
-    u = Interpolant(t_min=0.1, t_max=0.9).sample_time(20000, generator=g)
-    assert 0.1 <= u.min() and u.max() <= 0.9 and abs(u.mean() - 0.5) < 0.01
-    ln = Interpolant(time_sampling="lognormal").sample_time(20000, generator=g)
-    assert abs(torch.logit(ln).mean()) < 0.03 and abs(torch.logit(ln).std() - 1.0) < 0.03
-    with pytest.raises(ValueError):
-        Interpolant(path="vp")
 
 
 def _gaussian_velocity(proc, mu, var):

@@ -3,54 +3,41 @@
 Multi-latent variational objective, projector heads, alignment losses, curriculum schedules, the domain protocol
 (``protocols``), declarative assembly (``recipe``: a domain preset + a method -> a Trainer), cached teacher
 features and a domain-agnostic trainer. Depends on torch, numpy, safetensors and tqdm only.
+
+Every public name below is importable from ``reed_core``; its module is imported on first use.
 """
 
-__all__ = [
-    "EMA", "AlignmentSpec", "Batch", "Constant", "ConstantTime", "Corruption", "Cosine", "CosineTime", "Curriculum",
-    "CutoffTime", "Delayed", "DenoiserOutput", "Domain", "DomainPreset", "FeatureCache", "FunctionTeacher",
-    "LatentCondition", "LatentSpec", "Linear", "LinearInterpolant", "LinearTime", "LossTerms", "METHODS",
-    "NonFiniteLossError", "Piecewise", "Process", "Projector", "ProjectorBank", "REEDObjective", "Representation",
-    "Schedule", "SigmoidTime", "StepData", "StepSampler", "Teacher", "TerminalTime", "TimeWeight", "TrainConfig",
-    "Trainer", "TrainingData", "WarmUp", "alignment_loss", "build_trainer", "euler_sample", "latent_conditions",
-    "latest_checkpoint", "load_config", "load_weights", "masked_mean", "masked_pool", "pair_alignment",
-    "pooled_alignment", "run_train_config", "save_checkpoint", "token_alignment",
-]
-
-from .alignment import (
-    alignment_loss,
-    masked_mean,
-    masked_pool,
-    pair_alignment,
-    pooled_alignment,
-    token_alignment,
-)
-from .cache import FeatureCache
-from .checkpoint import latest_checkpoint, load_config, load_weights, save_checkpoint
-from .curriculum import (
-    Constant,
-    ConstantTime,
-    Cosine,
-    CosineTime,
-    CutoffTime,
-    Delayed,
-    Linear,
-    LinearTime,
-    Piecewise,
-    Schedule,
-    SigmoidTime,
-    TerminalTime,
-    TimeWeight,
-    WarmUp,
-)
-from .data import StepData, StepSampler
-from .ema import EMA
-from .objective import AlignmentSpec, LatentCondition, REEDObjective, latent_conditions
-from .processes import LinearInterpolant, euler_sample
-from .projector import Projector, ProjectorBank
-from .protocols import Domain, Process, TrainingData
-from .recipe import METHODS, Curriculum, DomainPreset, LatentSpec, build_trainer, run_train_config
-from .teacher import FunctionTeacher, Teacher
-from .train import NonFiniteLossError, TrainConfig, Trainer
-from .types import Batch, Corruption, DenoiserOutput, LossTerms, Representation
-
+_EXPORTS = {
+    "alignment": "alignment_loss masked_mean masked_pool pair_alignment pooled_alignment token_alignment",
+    "cache": "FeatureCache",
+    "checkpoint": "latest_checkpoint load_config load_weights save_checkpoint",
+    "curriculum": "Constant ConstantTime Cosine CosineTime CutoffTime Delayed Linear LinearTime Piecewise Schedule "
+                  "SigmoidTime TerminalTime TimeWeight WarmUp",
+    "data": "StepData StepSampler",
+    "ema": "EMA",
+    "objective": "AlignmentSpec LatentCondition REEDObjective latent_conditions",
+    "processes": "Interpolant LinearInterpolant euler_sample",
+    "projector": "Projector ProjectorBank",
+    "protocols": "Domain Process TrainingData",
+    "recipe": "METHODS Curriculum DomainPreset LatentSpec build_trainer run_train_config",
+    "teacher": "FunctionTeacher Teacher",
+    "train": "NonFiniteLossError TrainConfig Trainer",
+    "types": "Batch Corruption DenoiserOutput LossTerms Representation",
+}
+_MODULE = {name: module for module, names in _EXPORTS.items() for name in names.split()}
+__all__ = sorted(_MODULE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _MODULE:
+        raise AttributeError(f"module 'reed_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

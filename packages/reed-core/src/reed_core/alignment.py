@@ -23,9 +23,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     if mask is None:
         return values.flatten(1).mean(dim=1)
     mask = mask.to(values.dtype)
-    total = (values * mask).flatten(1).sum(dim=1)
-    count = mask.flatten(1).sum(dim=1)
-    return total / count.clamp_min(1.0)
+    return (values * mask).flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).clamp_min(1.0)
 
 
 def masked_pool(h: torch.Tensor, mask: torch.Tensor | None, mode: str = "mean") -> torch.Tensor:
@@ -36,31 +34,24 @@ def masked_pool(h: torch.Tensor, mask: torch.Tensor | None, mode: str = "mean") 
         return h.mean(dim=1) if mode == "mean" else h.sum(dim=1)
     m = mask.to(h.dtype).unsqueeze(-1)  # (B,L,1)
     total = (h * m).sum(dim=1)
-    if mode == "sum":
-        return total
-    return total / m.sum(dim=1).clamp_min(1.0)
+    return total if mode == "sum" else total / m.sum(dim=1).clamp_min(1.0)
 
 
 def standardize(z: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     """Per-channel standardisation of teacher features over every valid position of the batch."""
     z32 = z.float()
     flat = z32.reshape(-1, z32.shape[-1])
-    if mask is not None:
-        flat = flat[mask.reshape(-1)]
+    flat = flat if mask is None else flat[mask.reshape(-1)]
     if flat.shape[0] < 2:
         return z32
-    mean = flat.mean(dim=0)
-    std = flat.std(dim=0, unbiased=False)
-    return (z32 - mean) / (std + eps)
+    return (z32 - flat.mean(dim=0)) / (flat.std(dim=0, unbiased=False) + eps)
 
 
 def negative_cosine(z_hat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """-cos(z_hat, z) along the last dim, float32, shape z.shape[:-1]."""
     if z_hat.shape != z.shape:
         raise ValueError(f"student {tuple(z_hat.shape)} and teacher {tuple(z.shape)} features differ in shape")
-    a = F.normalize(z_hat.float(), dim=-1, eps=_EPS)
-    b = F.normalize(z.float(), dim=-1, eps=_EPS)
-    return -(a * b).sum(dim=-1)
+    return -(F.normalize(z_hat.float(), dim=-1, eps=_EPS) * F.normalize(z.float(), dim=-1, eps=_EPS)).sum(dim=-1)
 
 
 def token_alignment(z_hat: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,21 +76,12 @@ def pooled_alignment(z_hat: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | 
     return loss if mask is None else loss * mask.to(loss.dtype)
 
 
-ALIGNMENT_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "token": token_alignment,
-    "pair": pair_alignment,
-    "pooled": pooled_alignment,
-}
+ALIGNMENT_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"token": token_alignment, "pair": pair_alignment,
+                                                            "pooled": pooled_alignment}
 
 
-def alignment_loss(
-    granularity: Granularity,
-    z_hat: torch.Tensor,
-    z: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    *,
-    standardize_target: bool = False,
-) -> torch.Tensor:
+def alignment_loss(granularity: Granularity, z_hat: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None = None,
+                   *, standardize_target: bool = False) -> torch.Tensor:
     """Dispatch on ``granularity``; optionally standardise the teacher features per channel first."""
     if granularity not in ALIGNMENT_LOSSES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")

@@ -45,7 +45,7 @@ class FeatureCache:
             self.features = np.load(path, mmap_mode="r")
             return
         self.features = self._compute(teacher.to(device), torch.device(device), lengths, batch_size, progress)
-        if path is not None:
+        if path is not None:  # written once, atomically
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, self.features)
@@ -71,9 +71,8 @@ class FeatureCache:
 
     def representation(self, items: np.ndarray, x0) -> Representation:
         """Features of the batch rows built from ``items`` (the same indices ``collate`` got)."""
-        items = np.asarray(items)
         if self.granularity == "pooled":
-            return Representation(torch.from_numpy(np.asarray(self.features[items], np.float32)), None, "pooled")
+            return Representation(torch.from_numpy(np.asarray(self.features[np.asarray(items)], np.float32)), None, "pooled")
         start, mask = self.data.window(x0)
         m = mask.cpu().numpy()
         flat = self.offsets[items][:, None] + start.cpu().numpy()[:, None] + np.arange(m.shape[1])[None, :]

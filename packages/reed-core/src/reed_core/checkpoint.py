@@ -32,29 +32,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not match the model."""
 
 
-def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
 def rng_state() -> dict[str, Any]:
     """Every global RNG state, in types ``torch.load(weights_only=True)`` accepts."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+             "has_gauss": int(has_gauss), "cached": float(cached)}
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": random.getstate(), **cuda}
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    n = state["numpy"]
+    n, py = state["numpy"], state["python"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -67,49 +57,37 @@ def step_dir(root: str | os.PathLike, step: int) -> Path:
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     """Complete checkpoint directories under ``root``, oldest first."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()
+             ] if root.is_dir() else []
     return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
 
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+    return (list_checkpoints(root) or [None])[-1]
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    *,
-    model: Mapping[str, torch.Tensor],
-    train_state: Mapping[str, Any],
-    config: Mapping[str, Any],
-    ema: Mapping[str, torch.Tensor] | None = None,
-    projectors: Mapping[str, torch.Tensor] | None = None,
-) -> Path:
+def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor], train_state: Mapping[str, Any],
+                    config: Mapping[str, Any], ema: Mapping[str, torch.Tensor] | None = None,
+                    projectors: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory atomically (temp dir in the same parent, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700
-        save_file(_contiguous(model), str(tmp / MODEL_FILE))
-        if ema is not None:
-            save_file(_contiguous(ema), str(tmp / EMA_FILE))
-        if projectors is not None and len(projectors):
-            save_file(_contiguous(projectors), str(tmp / PROJ_FILE))
+        for file, state in ((MODEL_FILE, model), (EMA_FILE, ema), (PROJ_FILE, projectors)):
+            if state or file == MODEL_FILE:  # no file for an absent EMA or an empty projector bank
+                save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / file))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         torch.save(dict(train_state), tmp / STATE_FILE)  # written last: its presence marks completeness
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+        old = path.with_name(f".old-{path.name}-{os.getpid()}")
         if path.exists():
-            old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -119,35 +97,27 @@ def save_checkpoint(
 def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
     """Keep the ``keep`` newest checkpoints; also remove stale temporary directories."""
     root = Path(root)
-    if not root.is_dir():
-        return
-    for p in root.iterdir():
-        if p.is_dir() and (p.name.startswith(".tmp-") or p.name.startswith(".old-")):
-            shutil.rmtree(p, ignore_errors=True)
-    if keep > 0:
-        for p in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(p, ignore_errors=True)
+    stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".old-"))] if root.is_dir() else []
+    for p in stale + (list_checkpoints(root)[:-keep] if keep > 0 else []):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not (path / STATE_FILE).is_file():
+    if not (Path(path) / STATE_FILE).is_file():
         raise CheckpointError(f"{path}: not a complete checkpoint (no {STATE_FILE})")
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def load_weights(path: str | os.PathLike, module: torch.nn.Module, which: str = "model", strict: bool = True) -> None:
     """Load ``model`` / ``ema`` / ``projectors`` weights from a checkpoint directory (or a .safetensors file)."""
-    path = Path(path)
-    files = {"model": MODEL_FILE, "ema": EMA_FILE, "projectors": PROJ_FILE}
+    path, files = Path(path), {"model": MODEL_FILE, "ema": EMA_FILE, "projectors": PROJ_FILE}
     if which not in files:
         raise ValueError(f"which must be one of {sorted(files)}, got {which!r}")
     file = path if path.suffix == ".safetensors" else path / files[which]
     if not file.is_file():
         raise CheckpointError(f"{file}: no such weights file")
-    state = load_file(str(file))
     try:
-        module.load_state_dict(state, strict=strict)
+        module.load_state_dict(load_file(str(file)), strict=strict)
     except RuntimeError as e:
         raise CheckpointError(f"{file}: weights do not match the model: {e}") from e
 

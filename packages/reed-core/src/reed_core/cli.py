@@ -17,10 +17,8 @@ def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
     checkpoint); ``default()`` when ``arg`` is None."""
     if arg is None:
         return default()
-    p = Path(arg)
-    if (p / "checkpoints").is_dir():
-        latest = latest_checkpoint(p / "checkpoints")
-        if latest is None:
+    if (p := Path(arg)).joinpath("checkpoints").is_dir():
+        if (latest := latest_checkpoint(p / "checkpoints")) is None:
             raise FileNotFoundError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
         return latest
     if not p.is_dir():
@@ -34,8 +32,7 @@ def parse_duration(text: str) -> float:
     if not text.strip() or parts is None or not any(parts.groups()):
         raise ValueError(f"not a duration: {text!r} (expected e.g. 8m, 90s, 1h30m)")
     h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
-    seconds = 3600 * h + 60 * m + sec
-    if seconds <= 0:
+    if (seconds := 3600 * h + 60 * m + sec) <= 0:
         raise ValueError(f"duration must be > 0, got {text!r}")
     return seconds
 

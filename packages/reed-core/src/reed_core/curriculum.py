@@ -27,11 +27,6 @@ class Schedule:
         raise NotImplementedError
 
 
-def _check_interval(start_step: int, end_step: int) -> None:
-    if start_step < 0 or end_step <= start_step:
-        raise ValueError(f"need 0 <= start_step < end_step, got start_step={start_step}, end_step={end_step}")
-
-
 @dataclass(frozen=True)
 class Constant(Schedule):
     value: float = 1.0
@@ -50,7 +45,8 @@ class _Ramp(Schedule):
     end_step: int
 
     def __post_init__(self) -> None:
-        _check_interval(self.start_step, self.end_step)
+        if not 0 <= self.start_step < self.end_step:
+            raise ValueError(f"need 0 <= start_step < end_step, got {self.start_step}, {self.end_step}")
 
     def progress(self, step: int) -> float:
         return min(max((step - self.start_step) / (self.end_step - self.start_step), 0.0), 1.0)
@@ -85,11 +81,8 @@ class WarmUp(Schedule):
             raise ValueError(f"warm-up steps and delay must be >= 0, got steps={self.steps}, delay={self.delay}")
 
     def __call__(self, step: int) -> float:
-        if step < self.delay:
-            return 0.0
-        if self.steps == 0:
-            return float(self.value)
-        return float(self.value * min((step - self.delay) / self.steps, 1.0))
+        ramp = min((step - self.delay) / self.steps, 1.0) if self.steps else 1.0
+        return 0.0 if step < self.delay else float(self.value * ramp)
 
 
 @dataclass(frozen=True)
@@ -116,15 +109,12 @@ class Piecewise(Schedule):
 
     def __post_init__(self) -> None:
         if len(self.pieces) != len(self.boundaries) + 1:
-            raise ValueError(
-                f"Piecewise needs len(pieces) == len(boundaries) + 1, got {len(self.pieces)} and {len(self.boundaries)}"
-            )
+            raise ValueError(f"Piecewise needs len(pieces) == len(boundaries) + 1, got {len(self.pieces)}, {len(self.boundaries)}")
         if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
             raise ValueError(f"Piecewise boundaries must increase strictly, got {self.boundaries}")
 
     def __call__(self, step: int) -> float:
-        index = sum(1 for b in self.boundaries if step >= b)
-        return self.pieces[index](step)
+        return self.pieces[sum(1 for b in self.boundaries if step >= b)](step)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -145,14 +135,11 @@ class TimeWeight:
         w = self(grid).to(torch.float64).clamp_min(0.0)
         seg = 0.5 * (w[1:] + w[:-1]) / (self._GRID - 1)  # mass of each interval
         tail = torch.cat([seg.flip(0).cumsum(0).flip(0), seg.new_zeros(1)])  # mass of [grid_i, 1]
-        total = tail[0]
-        if total <= 0:
+        if tail[0] <= 0:
             raise ValueError(f"{type(self).__name__} has no mass on [0, 1]; cannot form A_t")
-        a = tail / total
         pos = t.detach().to(torch.float64).clamp(0.0, 1.0) * (self._GRID - 1)
         lo = pos.floor().long().clamp(max=self._GRID - 2)
-        frac = pos - lo
-        out = a[lo] * (1 - frac) + a[lo + 1] * frac
+        out = torch.lerp(tail[lo], tail[lo + 1], pos - lo) / tail[0]
         return out.to(t.dtype if t.is_floating_point() else torch.float32).to(t.device)
 
 
@@ -199,8 +186,7 @@ class CutoffTime(TimeWeight):
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}")
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        inside = (t >= self.t_min) & (t <= self.t_max)
-        return inside.to(t.dtype) * self.value
+        return ((t >= self.t_min) & (t <= self.t_max)).to(t.dtype) * self.value
 
 
 @dataclass(frozen=True)
@@ -212,8 +198,7 @@ class SigmoidTime(TimeWeight):
     decreasing: bool = True
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        sign = 1.0 if self.decreasing else -1.0
-        return torch.sigmoid(-sign * self.sharpness * (t - self.center))
+        return torch.sigmoid((-1.0 if self.decreasing else 1.0) * self.sharpness * (t - self.center))
 
 
 @dataclass(frozen=True)

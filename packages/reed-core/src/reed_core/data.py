@@ -38,13 +38,11 @@ class StepSampler:
     def indices(self, step: int, shard: int = 0, num_shards: int = 1) -> np.ndarray:
         if self.global_batch_size % num_shards:
             raise ValueError(f"global batch {self.global_batch_size} is not divisible by {num_shards} shards")
-        start = step * self.global_batch_size
-        stop = start + self.global_batch_size
-        first, last = start // self.num_items, (stop - 1) // self.num_items
-        order = np.concatenate([self._epoch(e) for e in range(first, last + 1)])
-        glob = order[start - first * self.num_items: stop - first * self.num_items]
         per = self.global_batch_size // num_shards
-        return glob[shard * per: (shard + 1) * per]
+        start = step * self.global_batch_size + shard * per  # this shard's slice of the concatenated epochs
+        first, last = start // self.num_items, (start + per - 1) // self.num_items
+        order = np.concatenate([self._epoch(e) for e in range(first, last + 1)])
+        return order[start - first * self.num_items: start - first * self.num_items + per]
 
 
 @dataclass(frozen=True)

@@ -28,26 +28,21 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """Fold in ``model`` as update number ``step`` (0-based: the optimizer steps taken before this one)."""
-        decay = self.decay_at(step)
         state = model.state_dict()
-        floats_s, floats_p = [], []
-        for k, s in self.shadow.items():
-            v = state[k]
-            if s.is_floating_point():
-                floats_s.append(s)
-                floats_p.append(v.detach())
-            else:
-                s.copy_(v)
-        if floats_s:
-            torch._foreach_lerp_(floats_s, floats_p, 1.0 - decay)
+        floats = [k for k, s in self.shadow.items() if s.is_floating_point()]
+        for k in self.shadow.keys() - set(floats):
+            self.shadow[k].copy_(state[k])
+        if floats:
+            torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach() for k in floats],
+                                 1.0 - self.decay_at(step))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = set(self.shadow) - set(state)
-        if missing:
-            raise KeyError(f"EMA state lacks {sorted(missing)[:5]}")
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Copy ``state`` into the shadow in place (the signature of ``nn.Module``'s, for ``load_weights``)."""
+        if missing := set(self.shadow) - set(state):
+            raise RuntimeError(f"EMA state lacks {sorted(missing)[:5]}")
         for k, s in self.shadow.items():
             s.copy_(state[k])
 

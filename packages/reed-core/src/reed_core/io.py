@@ -9,15 +9,13 @@ from pathlib import Path
 
 def umask_mode(mode: int = 0o666) -> int:
     """``mode`` filtered by the process umask: what ``open`` would create."""
-    mask = os.umask(0)
-    os.umask(mask)
+    os.umask(mask := os.umask(0))
     return mode & ~mask
 
 
 def output_path(path: str | os.PathLike) -> Path:
     """``path`` as an output file: an IsADirectoryError naming it when it is a directory (CLIs check before work)."""
-    path = Path(path)
-    if path.is_dir():
+    if (path := Path(path)).is_dir():
         raise IsADirectoryError(f"{path}: is a directory; give a file name")
     return path
 

@@ -70,9 +70,7 @@ class AlignmentSpec:
         if self.pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {self.pool!r}")
         if self.teacher is not None and self.teacher.granularity != self.granularity:
-            raise ValueError(
-                f"latent {self.name!r}: teacher granularity {self.teacher.granularity} != spec {self.granularity}"
-            )
+            raise ValueError(f"latent {self.name!r}: teacher granularity {self.teacher.granularity} != spec {self.granularity}")
 
 
 @dataclass(frozen=True)
@@ -98,36 +96,27 @@ def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
     return Representation(rep.features.detach(), rep.mask, rep.granularity)
 
 
-def project_hidden(
-    spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def project_hidden(spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """z_hat for latent ``spec`` from a captured hidden state (pooled first when the latent is pooled)."""
     if spec.layer not in out.hiddens:
         raise KeyError(f"denoiser did not return hidden {spec.layer!r}; got {sorted(out.hiddens)}")
-    h = out.hiddens[spec.layer]
-    h_mask = out.masks.get(spec.layer)
+    h, h_mask = out.hiddens[spec.layer], out.masks.get(spec.layer)
     if spec.granularity == "pooled" and h.dim() == 3:
-        h = masked_pool(h, h_mask, spec.pool)
-        h_mask = None
+        h, h_mask = masked_pool(h, h_mask, spec.pool), None
     return projectors.project(spec.name, h), h_mask
 
 
 class REEDObjective(nn.Module):
     """The multi-latent REED loss. Holds the projector bank (trained) and the teachers (frozen)."""
 
-    def __init__(
-        self,
-        process: Process,
-        specs: Sequence[AlignmentSpec] = (),
-        projectors: ProjectorBank | None = None,
-        denoise_schedule: Schedule = Constant(1.0),
-    ) -> None:
+    def __init__(self, process: Process, specs: Sequence[AlignmentSpec] = (), projectors: ProjectorBank | None = None,
+                 denoise_schedule: Schedule = Constant(1.0)) -> None:
         super().__init__()
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"latent names must be unique, got {names}")
-        missing = [n for n in names if projectors is None or n not in projectors]
-        if missing:
+        if missing := [n for n in names if projectors is None or n not in projectors]:
             raise ValueError(f"no projector for latents {missing}")
         self.process = process
         self.specs = tuple(specs)
@@ -139,39 +128,26 @@ class REEDObjective(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.projectors.parameters() if p.requires_grad]
 
-    def forward(
-        self, model: nn.Module, batch: Batch, step: int, generator: torch.Generator | None = None
-    ) -> LossTerms:
-        device = batch.device
-        t = self.process.sample_time(batch.batch_size, device=device, generator=generator)  # (B,)
+    def forward(self, model: nn.Module, batch: Batch, step: int, generator: torch.Generator | None = None) -> LossTerms:
+        t = self.process.sample_time(batch.batch_size, device=batch.device, generator=generator)  # (B,)
         corruption = self.process.corrupt(batch.x0, t, generator=generator)
         targets = {s.name: target_for(s, batch) for s in self.specs}
 
         kwargs: dict[str, Any] = {"capture": self.layers}
-        hybrid = [s for s in self.specs if s.condition]
-        if hybrid:
-            kwargs["latents"] = {
-                s.name: LatentCondition(
-                    z=targets[s.name].features,
-                    keep=_bernoulli(s.time_weight.cumulative(t), generator),
-                    mask=targets[s.name].mask,
-                )
-                for s in hybrid
-            }
+        if hybrid := [s for s in self.specs if s.condition]:  # each sample sees its z with probability A_t
+            kwargs["latents"] = {s.name: LatentCondition(
+                targets[s.name].features, torch.rand(t.shape, generator=generator, device=t.device)
+                < s.time_weight.cumulative(t), targets[s.name].mask) for s in hybrid}
         out: DenoiserOutput = model(corruption.x_t, t, batch.cond, **kwargs)
 
         denoise = self.process.loss(out.prediction, corruption).mean()
         mu = float(self.denoise_schedule(step))
-        total = mu * denoise
-        align: dict[str, torch.Tensor] = {}
-        weights: dict[str, float] = {"denoise": mu}
+        total, align, weights = mu * denoise, {}, {"denoise": mu}
         for spec in self.specs:
             z = targets[spec.name]
             z_hat, h_mask = project_hidden(spec, self.projectors, out)
             mask = z.mask if z.mask is not None else h_mask
-            per_sample = alignment_loss(
-                spec.granularity, z_hat, z.features, mask, standardize_target=spec.standardize
-            )  # (B,)
+            per_sample = alignment_loss(spec.granularity, z_hat, z.features, mask, standardize_target=spec.standardize)
             w_t = spec.time_weight(t).to(per_sample.dtype)  # (B,) per-sample time weight
             weight = float(spec.coefficient * spec.schedule(step))
             total = total + weight * (w_t * per_sample).mean()
@@ -180,21 +156,10 @@ class REEDObjective(nn.Module):
         return LossTerms(total=total, denoise=denoise, align=align, weights=weights)
 
 
-def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(p.shape, generator=generator, device=p.device) < p
-
-
-def latent_conditions(
-    mode: Literal["none", "given", "self"],
-    specs: Sequence[AlignmentSpec],
-    *,
-    model: nn.Module | None = None,
-    projectors: ProjectorBank | None = None,
-    x_t: Any = None,
-    t: torch.Tensor | None = None,
-    cond: Any = None,
-    given: Mapping[str, Representation] | None = None,
-) -> dict[str, LatentCondition] | None:
+def latent_conditions(mode: Literal["none", "given", "self"], specs: Sequence[AlignmentSpec], *,
+                      model: nn.Module | None = None, projectors: ProjectorBank | None = None, x_t: Any = None,
+                      t: torch.Tensor | None = None, cond: Any = None,
+                      given: Mapping[str, Representation] | None = None) -> dict[str, LatentCondition] | None:
     """Latents for sampling a hybrid denoiser.
 
     ``"none"``: unconditional (returns None). ``"given"``: condition every sample on ``given[name]``.
@@ -207,21 +172,14 @@ def latent_conditions(
     if mode == "given":
         if given is None:
             raise ValueError("mode 'given' needs `given` representations")
-        out = {}
-        for s in hybrid:
-            rep = given[s.name]
-            keep = torch.ones(rep.features.shape[0], dtype=torch.bool, device=rep.features.device)
-            out[s.name] = LatentCondition(rep.features, keep, rep.mask)
-        return out
-    if mode == "self":
+        zs = {s.name: (given[s.name].features, given[s.name].mask) for s in hybrid}
+    elif mode == "self":
         if model is None or projectors is None or t is None:
             raise ValueError("mode 'self' needs model, projectors, x_t and t")
         with torch.no_grad():
             pred = model(x_t, t, cond, capture=tuple(dict.fromkeys(s.layer for s in hybrid)))
-            out = {}
-            for s in hybrid:
-                z_hat, h_mask = project_hidden(s, projectors, pred)
-                keep = torch.ones(z_hat.shape[0], dtype=torch.bool, device=z_hat.device)
-                out[s.name] = LatentCondition(z_hat, keep, h_mask)
-        return out
-    raise ValueError(f"mode must be 'none', 'given' or 'self', got {mode!r}")
+            zs = {s.name: project_hidden(s, projectors, pred) for s in hybrid}
+    else:
+        raise ValueError(f"mode must be 'none', 'given' or 'self', got {mode!r}")
+    return {name: LatentCondition(z, torch.ones(z.shape[0], dtype=torch.bool, device=z.device), mask)
+            for name, (z, mask) in zs.items()}

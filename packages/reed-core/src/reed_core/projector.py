@@ -22,11 +22,7 @@ class Projector(nn.Sequential):
             raise ValueError(f"projector dims must be positive, got in={in_dim} out={out_dim}")
         hidden = hidden_dim if hidden_dim is not None else min(4 * in_dim, 2048)
         dims = [in_dim] + [hidden] * (depth - 1) + [out_dim]
-        layers: list[nn.Module] = []
-        for i in range(depth):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < depth - 1:
-                layers.append(nn.SiLU())
+        layers = [m for i in range(depth) for m in (nn.Linear(dims[i], dims[i + 1]), nn.SiLU())][:-1]
         super().__init__(*layers)
         self.in_dim, self.out_dim, self.depth = in_dim, out_dim, depth
 
@@ -34,9 +30,7 @@ class Projector(nn.Sequential):
 class ProjectorBank(nn.ModuleDict):
     """Projectors keyed by latent name. ``dims`` maps name -> (student hidden dim, teacher dim)."""
 
-    def __init__(
-        self, dims: Mapping[str, tuple[int, int]], hidden_dim: int | None = None, depth: int = 3
-    ) -> None:
+    def __init__(self, dims: Mapping[str, tuple[int, int]], hidden_dim: int | None = None, depth: int = 3) -> None:
         super().__init__({name: Projector(i, o, hidden_dim, depth) for name, (i, o) in dims.items()})
 
     def project(self, name: str, h: torch.Tensor) -> torch.Tensor:

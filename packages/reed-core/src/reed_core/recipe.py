@@ -31,10 +31,11 @@ from .types import Batch
 
 @dataclass(frozen=True)
 class LatentSpec:
-    """One latent of a domain preset. ``teacher(domain)`` builds the teacher (only when a method uses it); ``layer`` a capture name or a relative depth in (0, 1] that the domain resolves; ``coefficient``
-    c_l relative to the preset's ``align_coefficient``; ``time_weight`` w_l(t) per sample; ``standardize``
-    the teacher features per channel; ``cached``: features computed once per dataset item (``FeatureCache``)
-    instead of on every batch; ``condition``: train the variational hybrid (the denoiser sees z w.p. A_t)."""
+    """One latent of a domain preset. ``teacher(domain)`` builds the teacher (only when a method uses it);
+    ``layer`` a capture name or a relative depth in (0, 1] that the domain resolves; ``coefficient`` c_l relative
+    to the preset's ``align_coefficient``; ``time_weight`` w_l(t) per sample; ``standardize`` the teacher features
+    per channel; ``cached``: features computed once per dataset item (``FeatureCache``) instead of on every batch;
+    ``condition``: train the variational hybrid (the denoiser sees z w.p. A_t)."""
 
     name: str
     teacher: Callable[[Domain], Teacher]
@@ -65,17 +66,15 @@ class Curriculum:
         if self.decay not in _DECAYS:
             raise ValueError(f"decay must be one of {sorted(_DECAYS)}, got {self.decay!r}")
 
-    def _warm(self, total_steps: int) -> int:
-        return max(1, round(self.warmup * total_steps)) if self.warmup > 0 else 0
-
     def denoise(self, total_steps: int) -> Schedule:
-        return WarmUp(self._warm(total_steps), delay=round(self.delay * total_steps))
+        return WarmUp(max(1, round(self.warmup * total_steps)) if self.warmup > 0 else 0,
+                      delay=round(self.delay * total_steps))
 
     def align(self, total_steps: int) -> Schedule:
         if _DECAYS[self.decay] is None:
             return Constant(1.0)
-        start = self._warm(total_steps) + round(self.delay * total_steps)
-        return _DECAYS[self.decay](1.0, 0.0, start, max(start + 1, total_steps))
+        warm = self.denoise(total_steps)
+        return _DECAYS[self.decay](1.0, 0.0, warm.steps + warm.delay, max(warm.steps + warm.delay + 1, total_steps))
 
 
 @dataclass(frozen=True)
@@ -100,16 +99,14 @@ class DomainPreset:
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.latents]
-        unknown = set(self.repa_latents) - set(names)
-        if len(set(names)) != len(names) or unknown:
+        if len(set(names)) != len(names) or set(self.repa_latents) - set(names):
             raise ValueError(f"latent names must be unique and repa_latents among them; got {names}, {self.repa_latents}")
 
     def for_method(self, method: str) -> tuple[LatentSpec, ...]:
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-        use = METHODS[method].latents
         return {"none": (), "all": self.latents,
-                "repa": tuple(s for s in self.latents if s.name in self.repa_latents)}[use]
+                "repa": tuple(s for s in self.latents if s.name in self.repa_latents)}[METHODS[method].latents]
 
 
 def run_train_config(steps: int, *, lr: float, seed: int, ema_decay: float, progress: bool = True,
@@ -128,16 +125,13 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     Random draws happen in a fixed order after seeding with ``train.seed``: denoiser, process, teachers in
     preset order, projectors (teachers first when a latent trains the hybrid: the denoiser needs their dims).
     """
-    specs = preset.for_method(method)
-    reed = METHODS[method].curriculum
+    specs, reed = preset.for_method(method), METHODS[method].curriculum
     torch.manual_seed(train.seed)
-    hybrid = any(s.condition for s in specs)
-    teachers = {s.name: s.teacher(domain) for s in specs} if hybrid else {}
+    teachers = {s.name: s.teacher(domain) for s in specs} if any(s.condition for s in specs) else {}
     model = domain.build_model({s.name: teachers[s.name].dim for s in specs if s.condition})
     process = domain.build_process()
     teachers = teachers or {s.name: s.teacher(domain) for s in specs}
-    caches: dict[str, FeatureCache] = {}
-    aligns, dims, layers = [], {}, {}
+    caches, aligns, dims, layers = {}, [], {}, {}
     for s in specs:
         teacher = teachers[s.name]
         layer, width = domain.capture(s.layer)
@@ -148,8 +142,8 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
             coefficient=preset.align_coefficient * (s.coefficient if reed else 1.0),
             schedule=preset.curriculum.align(train.max_steps) if reed else Constant(1.0),
             time_weight=s.time_weight, standardize=s.standardize, condition=s.condition))
-        dims[s.name], layers[s.name] = (width, teacher.dim), {"layer": layer, "granularity": teacher.granularity,
-                                                              "dim": teacher.dim}
+        dims[s.name] = (width, teacher.dim)
+        layers[s.name] = {"layer": layer, "granularity": teacher.granularity, "dim": teacher.dim}
     objective = REEDObjective(process, aligns, ProjectorBank(dims, hidden_dim=preset.projector_hidden),
                               denoise_schedule=preset.curriculum.denoise(train.max_steps) if reed else Constant(1.0))
 
@@ -157,8 +151,8 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
         x0 = domain.data.collate(items)
         return Batch(x0=x0, representations={n: c.representation(items, x0) for n, c in caches.items()})
 
-    weights = domain.data.weights
-    sampler = StepSampler(len(domain.data), batch_size, seed=train.seed, weights=None if weights is None else list(weights))
+    weights = None if domain.data.weights is None else list(domain.data.weights)
+    sampler = StepSampler(len(domain.data), batch_size, seed=train.seed, weights=weights)
     config = {"domain": domain.name, "method": method, **domain.model_config(), "run": dict(run or {}),
               "latents": layers}
     return Trainer(model, objective, StepData(sampler, collate), train, out_dir, model_config=config, device=device)

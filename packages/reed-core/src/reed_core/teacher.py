@@ -51,8 +51,7 @@ class Teacher(nn.Module):
 
 def load_frozen_weights(module: nn.Module, path: str | os.PathLike, how_to_make: str) -> None:
     """Fill a teacher's network from a ``.safetensors`` file; a missing file says how to make one."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no teacher weights ({how_to_make})")
     from safetensors.torch import load_file
 
@@ -69,6 +68,4 @@ class FunctionTeacher(Teacher):
 
     def encode(self, batch: Batch) -> Representation:
         out = self.fn(batch)
-        if isinstance(out, Representation):
-            return out
-        return Representation(out, None, self.granularity)
+        return out if isinstance(out, Representation) else Representation(out, None, self.granularity)

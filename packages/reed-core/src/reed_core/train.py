@@ -26,16 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import (
-    latest_checkpoint,
-    load_train_state,
-    load_weights,
-    prune_checkpoints,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    step_dir,
-)
+from . import checkpoint as ckpt
 from .curriculum import WarmUp
 from .ema import EMA
 from .objective import REEDObjective
@@ -73,16 +64,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
-        if self.precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {self.precision!r}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        need = {"max_steps >= 1": self.max_steps >= 1, "lr > 0": self.lr > 0, "grad_accum >= 1": self.grad_accum >= 1,
+                "log_every >= 1": self.log_every >= 1, f"precision in {sorted(_PRECISIONS)}": self.precision in _PRECISIONS}
+        if not all(need.values()):
+            raise ValueError(f"TrainConfig needs {', '.join(k for k, ok in need.items() if not ok)}; got {self}")
 
 
 class _TrainModule(nn.Module):
@@ -98,19 +83,15 @@ class _TrainModule(nn.Module):
 
 def distributed_context() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; initialises the process group once."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, 0
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def shard_generator(seed: int, step: int, shard: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step) * 65_537 + shard)
-    return g
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) * 65_537 + shard)
 
 
 class Trainer:
@@ -120,83 +101,57 @@ class Trainer:
     ``model_config`` (a JSON-able dict) is stored in ``config.json`` so the model can be rebuilt.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        objective: REEDObjective,
-        data: Callable[[int, int, int], Batch],
-        config: TrainConfig,
-        out_dir: str | os.PathLike | None = None,
-        *,
-        model_config: dict[str, Any] | None = None,
-        device: str | torch.device | None = None,
-        batch_to_device: Callable[[Batch, torch.device], Batch] | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, objective: REEDObjective, data: Callable[[int, int, int], Batch],
+                 config: TrainConfig, out_dir: str | os.PathLike | None = None, *,
+                 model_config: dict[str, Any] | None = None, device: str | torch.device | None = None,
+                 batch_to_device: Callable[[Batch, torch.device], Batch] | None = None) -> None:
         self.rank, self.world, local_rank = distributed_context()
-        if device is None:
-            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.config = config
-        self.data = data
+        self.device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+        self.config, self.data, self.model_config = config, data, dict(model_config or {})
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.model_config = dict(model_config or {})
         self.batch_to_device = batch_to_device or _default_to_device
-        self.model = model.to(self.device)
-        self.objective = objective.to(self.device)
+        self.model, self.objective = model.to(self.device), objective.to(self.device)
         self.module: nn.Module = _TrainModule(self.model, self.objective)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-        params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.trainable_parameters()
-        self.params = params
-        self.optimizer = _adamw(params, config, self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.trainable_parameters()
+        self.optimizer = _adamw(self.params, config, self.device)
         self.lr_schedule = WarmUp(config.lr_warmup_steps, value=1.0)
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
-        self.step = 0
-        self.history: list[dict[str, float]] = []
+        self.step, self.history = 0, []
 
-    # ---------------------------------------------------------------------------------------------- paths
-    @property
-    def checkpoint_root(self) -> Path | None:
-        return self.out_dir / "checkpoints" if self.out_dir is not None else None
+        self.checkpoint_root = self.out_dir / "checkpoints" if self.out_dir is not None else None
+        self.metrics_path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
 
-    @property
-    def metrics_path(self) -> Path | None:
-        return self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
-
-    # ---------------------------------------------------------------------------------------- checkpoints
     def save(self) -> Path | None:
-        if self.checkpoint_root is None:
-            return None
         path = None
-        if self.rank == 0:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+        if self.checkpoint_root is not None and self.rank == 0:
+            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ckpt.rng_state(),
                      "world_size": self.world}
             config = {"model": self.model_config, "train": asdict(self.config), "step": self.step,
                       "latents": [s.name for s in self.objective.specs]}
-            path = save_checkpoint(
-                step_dir(self.checkpoint_root, self.step), model=self.model.state_dict(), ema=self.ema.state_dict(),
-                projectors=self.objective.projectors.state_dict(), config=config, train_state=state,
-            )
-            prune_checkpoints(self.checkpoint_root, self.config.keep_checkpoints)
-        if self.world > 1:
+            path = ckpt.save_checkpoint(
+                ckpt.step_dir(self.checkpoint_root, self.step), model=self.model.state_dict(),
+                ema=self.ema.state_dict(), projectors=self.objective.projectors.state_dict(), config=config,
+                train_state=state)
+            ckpt.prune_checkpoints(self.checkpoint_root, self.config.keep_checkpoints)
+        if self.checkpoint_root is not None and self.world > 1:
             dist.barrier()
         return path
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
         """Load the given (or the latest) checkpoint; False when there is none."""
-        if path is None:
-            path = latest_checkpoint(self.checkpoint_root) if self.checkpoint_root is not None else None
+        path = path or (self.checkpoint_root and ckpt.latest_checkpoint(self.checkpoint_root))
         if path is None:
             return False
-        state = load_train_state(path)
-        load_weights(path, self.model, "model")
+        state = ckpt.load_train_state(path)
+        ckpt.load_weights(path, self.model, "model")
         if len(self.objective.projectors):
-            load_weights(path, self.objective.projectors, "projectors")
-        ema_model = _EMAView(self.ema)
-        load_weights(path, ema_model, "ema")
+            ckpt.load_weights(path, self.objective.projectors, "projectors")
+        ckpt.load_weights(path, self.ema, "ema")
         self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self._truncate_metrics()
         log.info("resumed from %s at step %d", path, self.step)
@@ -206,8 +161,7 @@ class Trainer:
         mp = self.metrics_path
         if self.rank != 0 or mp is None or not mp.is_file():
             return
-        lines = [ln for ln in mp.read_text().splitlines() if ln.strip()]
-        keep = []
+        lines, keep = [ln for ln in mp.read_text().splitlines() if ln.strip()], []
         for k, ln in enumerate(lines, start=1):
             try:
                 record = json.loads(ln)
@@ -225,10 +179,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- training
     def _micro_step(self, step: int, shard: int, num_shards: int) -> LossTerms:
         batch = self.batch_to_device(self.data(step, shard, num_shards), self.device)
-        generator = shard_generator(self.config.seed, step, shard, self.device)
         dtype = _PRECISIONS[self.config.precision]
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return self.module(batch, step, generator)
+            return self.module(batch, step, shard_generator(self.config.seed, step, shard, self.device))
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (all micro-batches); returns the logged scalars."""
@@ -237,71 +190,56 @@ class Trainer:
             group["lr"] = cfg.lr * (self.lr_schedule(step) if cfg.lr_warmup_steps > 0 else 1.0)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        num_shards = self.world * cfg.grad_accum
-        sums: dict[str, float] = {}
+        num_shards, sums = self.world * cfg.grad_accum, {}
         for k in range(cfg.grad_accum):
             shard = self.rank * cfg.grad_accum + k
             sync = k == cfg.grad_accum - 1 or self.world == 1
-            ctx = contextlib.nullcontext() if sync else self.module.no_sync()
-            with ctx:
-                terms = self._micro_step(step, shard, num_shards)
-                self._check_finite(terms, step)
+            with contextlib.nullcontext() if sync else self.module.no_sync():
+                self._check_finite(terms := self._micro_step(step, shard, num_shards), step)
                 (terms.total / cfg.grad_accum).backward()
             for key, value in terms.scalars().items():
                 sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.optimizer.step()
         self.ema.update(self.model, self.step)
         self.step += 1
         if self.world > 1:
-            keys = sorted(sums)
-            vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            vec = torch.tensor([sums[k] for k in sorted(sums)], dtype=torch.float64, device=self.device)
             dist.all_reduce(vec)
-            sums = {k: float(v) / self.world for k, v in zip(keys, vec.tolist(), strict=True)}
-        sums["grad_norm"] = float(grad_norm)
-        sums["lr"] = self.optimizer.param_groups[0]["lr"]
-        sums["step"] = self.step
-        return sums
+            sums = {k: float(v) / self.world for k, v in zip(sorted(sums), vec.tolist(), strict=True)}
+        return {**sums, "grad_norm": float(grad_norm), "lr": self.optimizer.param_groups[0]["lr"], "step": self.step}
 
     def _check_finite(self, terms: LossTerms, step: int) -> None:
-        bad = torch.tensor(0.0 if torch.isfinite(terms.total.detach()).all() else 1.0, device=self.device)
+        bad = (~torch.isfinite(terms.total.detach())).any().float()
         if self.world > 1:
             dist.all_reduce(bad)
         if bad.item() > 0:
-            last = latest_checkpoint(self.checkpoint_root) if self.checkpoint_root is not None else None
+            last = self.checkpoint_root and ckpt.latest_checkpoint(self.checkpoint_root)
             detail = ", ".join(f"{k}={v:.4g}" for k, v in terms.scalars().items())
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step} ({detail}); training stopped, "
-                f"last good checkpoint: {last if last is not None else 'none saved'}"
-            )
+            raise NonFiniteLossError(f"non-finite loss at step {step} ({detail}); training stopped, "
+                                     f"last good checkpoint: {last if last is not None else 'none saved'}")
 
     def fit(self, resume: bool = True, time_budget: float | None = None) -> list[dict[str, float]]:
         """Train until ``max_steps``, or until the next step would end past ``time_budget`` seconds (then
         ``self.budget_exhausted`` is True; a later ``fit`` resumes). With a budget, the last step is always
         checkpointed. Returns the scalars of every step run in this call."""
-        cfg = self.config
-        start, self.budget_exhausted = time.perf_counter(), False
+        cfg, start, self.budget_exhausted = self.config, time.perf_counter(), False
         if resume:
             self.resume()
         if self.out_dir is not None and self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        progress = None
-        if cfg.progress and self.rank == 0:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
-        window_start, window_steps = time.perf_counter(), 0
-        run: list[dict[str, float]] = []
+        progress = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                        disable=not cfg.progress or self.rank != 0)
+        window_start, window_steps, run = time.perf_counter(), 0, []
         try:
             while self.step < cfg.max_steps:
                 scalars = self.train_step()
                 run.append(scalars)
                 window_steps += 1
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{scalars['loss']:.4f}")
+                progress.update(1)
+                progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     elapsed = time.perf_counter() - window_start
                     scalars["steps_per_s"] = window_steps / max(elapsed, 1e-9)
@@ -316,16 +254,14 @@ class Trainer:
                 if self.budget_exhausted:
                     break
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
         self.history.extend(run)
         return run
 
     def _out_of_time(self, start: float, steps: int, budget: float) -> bool:
         """Whether one more step (at the mean pace so far, with a 2-step margin for the checkpoint) would overrun
         ``budget``; every rank gets rank 0's answer."""
-        elapsed = time.perf_counter() - start
-        stop = elapsed + 2.0 * elapsed / steps > budget
+        stop = (time.perf_counter() - start) * (1.0 + 2.0 / steps) > budget
         if self.world > 1:
             flag = torch.tensor(float(stop), device=self.device)
             dist.broadcast(flag, 0)
@@ -344,34 +280,17 @@ class Trainer:
 def _adamw(params: list[nn.Parameter], config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW, fused where the device supports it (about 6x faster than the for-each kernel on CPU)."""
     kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2), "weight_decay": config.weight_decay}
-    if device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params):
-        try:
+    with contextlib.suppress(RuntimeError, TypeError):
+        if device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params):
             return torch.optim.AdamW(params, fused=True, **kwargs)
-        except (RuntimeError, TypeError):
-            pass
     return torch.optim.AdamW(params, **kwargs)
 
 
 def _default_to_device(batch: Batch, device: torch.device) -> Batch:
     def move(x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            return x.to(device, non_blocking=True)
-        if hasattr(x, "to") and not isinstance(x, nn.Module):
-            return x.to(device)
         if isinstance(x, dict):
             return {k: move(v) for k, v in x.items()}
-        return x
+        return x.to(device) if hasattr(x, "to") and not isinstance(x, nn.Module) else x
 
     reps = {k: type(v)(move(v.features), move(v.mask), v.granularity) for k, v in batch.representations.items()}
     return type(batch)(x0=move(batch.x0), cond=move(batch.cond), representations=reps)
-
-
-class _EMAView(nn.Module):
-    """Wrap an EMA shadow dict so ``load_weights`` can fill it in place."""
-
-    def __init__(self, ema: EMA) -> None:
-        super().__init__()
-        self._ema = ema
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):  # type: ignore[override]
-        self._ema.load_state_dict(state)

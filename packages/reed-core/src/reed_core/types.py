@@ -41,13 +41,9 @@ class Representation:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         expected = {"token": 3, "pair": 4, "pooled": 2}[self.granularity]
         if self.features.dim() != expected:
-            raise ValueError(
-                f"{self.granularity} representation needs {expected}-D features, got shape {tuple(self.features.shape)}"
-            )
+            raise ValueError(f"{self.granularity} representation needs {expected}-D features, got shape {tuple(self.features.shape)}")
         if self.mask is not None and tuple(self.mask.shape) != tuple(self.features.shape[:-1]):
-            raise ValueError(
-                f"mask shape {tuple(self.mask.shape)} does not match features {tuple(self.features.shape)}"
-            )
+            raise ValueError(f"mask shape {tuple(self.mask.shape)} does not match features {tuple(self.features.shape)}")
 
 
 @dataclass(frozen=True)
@@ -73,13 +69,11 @@ class Batch:
 
     @property
     def batch_size(self) -> int:
-        size = getattr(self.x0, "batch_size", None)
-        return int(size) if size is not None else int(first_tensor(self.x0).shape[0])
+        return int(getattr(self.x0, "batch_size", None) or first_tensor(self.x0).shape[0])
 
     @property
     def device(self) -> torch.device:
-        device = getattr(self.x0, "device", None)
-        return torch.device(device) if device is not None else first_tensor(self.x0).device
+        return torch.device(getattr(self.x0, "device", None) or first_tensor(self.x0).device)
 
 
 def first_tensor(x: Any) -> torch.Tensor:
@@ -90,9 +84,7 @@ def first_tensor(x: Any) -> torch.Tensor:
     for v in values:
         if isinstance(v, torch.Tensor):
             return v
-    raise TypeError(
-        "Batch.x0 must be a tensor, a mapping/sequence holding tensors, or expose `batch_size` and `device`"
-    )
+    raise TypeError("Batch.x0 must be a tensor, a mapping/sequence holding tensors, or expose `batch_size` and `device`")
 
 
 @dataclass(frozen=True)
@@ -111,9 +103,6 @@ class LossTerms:
 
     def scalars(self) -> dict[str, float]:
         """Plain floats for logging."""
-        out = {"loss": float(self.total.detach()), "denoise": float(self.denoise.detach())}
-        for name, value in self.align.items():
-            out[f"align/{name}"] = float(value.detach())
-        for name, value in self.weights.items():
-            out[f"weight/{name}"] = float(value)
-        return out
+        return {"loss": float(self.total.detach()), "denoise": float(self.denoise.detach()),
+                **{f"align/{k}": float(v.detach()) for k, v in self.align.items()},
+                **{f"weight/{k}": float(v) for k, v in self.weights.items()}}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .process import Interpolant
+from reed_core import Interpolant
 
 __all__ = ["SAMPLER_METHODS", "guided_velocity", "sample"]
 
@@ -76,15 +76,16 @@ def sample(model: nn.Module, process: Interpolant, labels: torch.Tensor | None, 
     for i in range(len(times) - 1):
         t, t_next = times[i].expand(n), times[i + 1].expand(n)
         dt = times[i + 1] - times[i]
-        vel = v(x, t)
+        pred = v(x, t)  # guided model prediction; the process turns it into a velocity / score
+        vel = process.velocity(pred, x, t)
         if method == "sde" and i < len(times) - 2:
             w = 2.0 * times[i]
-            drift = vel - 0.5 * w * process.score(vel, x, t)
+            drift = vel - 0.5 * w * process.score(pred, x, t)
             noise = torch.randn(x.shape, device=device, generator=generator)
             x = x + drift * dt + torch.sqrt(w * dt.abs()) * noise
         elif method == "heun" and i < len(times) - 2:
             x_euler = x + vel * dt
-            x = x + 0.5 * (vel + v(x_euler, t_next)) * dt
+            x = x + 0.5 * (vel + process.velocity(v(x_euler, t_next), x_euler, t_next)) * dt
         else:
             x = x + vel * dt
     return x

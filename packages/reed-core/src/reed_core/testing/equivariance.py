@@ -15,8 +15,7 @@ _KINDS = ("point", "vector", "invariant")
 def random_rotation(generator: torch.Generator | None = None, reflect: bool = False,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A uniformly random 3x3 orthogonal matrix (det +1, or -1 when ``reflect``)."""
-    a = torch.randn(3, 3, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(a)
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))[None, :]
     if torch.det(q) < 0:
         q[:, 0] = -q[:, 0]
@@ -34,20 +33,10 @@ def _apply(kind: Kind, x: torch.Tensor, rot: torch.Tensor, shift: torch.Tensor) 
     return y + shift.to(x.dtype) if kind == "point" else y
 
 
-def assert_equivariant(
-    fn: Callable[..., Any],
-    inputs: Mapping[str, Any],
-    input_kinds: Mapping[str, Kind],
-    output_kinds: Sequence[Kind] | Mapping[str, Kind],
-    *,
-    trials: int = 3,
-    reflections: bool = True,
-    translations: bool = True,
-    atol: float = 1e-8,
-    rtol: float = 1e-6,
-    seed: int = 0,
-    output_mask: torch.Tensor | None = None,
-) -> None:
+def assert_equivariant(fn: Callable[..., Any], inputs: Mapping[str, Any], input_kinds: Mapping[str, Kind],
+                       output_kinds: Sequence[Kind] | Mapping[str, Kind], *, trials: int = 3, reflections: bool = True,
+                       translations: bool = True, atol: float = 1e-8, rtol: float = 1e-6, seed: int = 0,
+                       output_mask: torch.Tensor | None = None) -> None:
     """Assert ``fn(**g.inputs) == g.fn(**inputs)`` for random g in E(3).
 
     ``input_kinds`` names how each tensor argument transforms (missing names are invariant).
@@ -55,11 +44,9 @@ def assert_equivariant(
     (attribute names). ``output_mask`` (broadcastable over the leading dims of point/vector outputs) restricts
     the comparison of point/vector outputs to valid entries (e.g. real atoms).
     """
-    for kind in list(input_kinds.values()) + list(
-        output_kinds.values() if isinstance(output_kinds, Mapping) else output_kinds
-    ):
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    out_kinds = list(output_kinds.values() if isinstance(output_kinds, Mapping) else output_kinds)
+    if bad := [k for k in [*input_kinds.values(), *out_kinds] if k not in _KINDS]:
+        raise ValueError(f"kind must be one of {_KINDS}, got {bad[0]!r}")
     g = torch.Generator().manual_seed(seed)
     reference = _outputs(fn(**inputs), output_kinds)
     for trial in range(trials):
@@ -68,17 +55,13 @@ def assert_equivariant(
         moved = {k: (_apply(input_kinds[k], v, rot, shift) if k in input_kinds else v) for k, v in inputs.items()}
         got = _outputs(fn(**moved), output_kinds)
         for name, (kind, ref) in reference.items():
-            expect = _apply(kind, ref, rot, shift)
-            actual = got[name][1]
+            expect, actual = _apply(kind, ref, rot, shift), got[name][1]
             if output_mask is not None and kind != "invariant":
-                m = output_mask.bool()
-                expect, actual = expect[m], actual[m]
+                expect, actual = expect[output_mask.bool()], actual[output_mask.bool()]
             if not torch.allclose(actual, expect, atol=atol, rtol=rtol):
-                err = (actual - expect).abs().max().item()
-                raise AssertionError(
-                    f"output {name!r} ({kind}) is not equivariant: max abs error {err:.3e} "
-                    f"(trial {trial}, reflection={reflections and trial % 2 == 1})"
-                )
+                raise AssertionError(f"output {name!r} ({kind}) is not equivariant: max abs error "
+                                     f"{(actual - expect).abs().max().item():.3e} (trial {trial}, "
+                                     f"reflection={reflections and trial % 2 == 1})")
 
 
 def _outputs(out: Any, kinds: Sequence[Kind] | Mapping[str, Kind]) -> dict[str, tuple[Kind, torch.Tensor]]:
