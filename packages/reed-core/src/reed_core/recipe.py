@@ -147,9 +147,11 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     objective = REEDObjective(process, aligns, ProjectorBank(dims, hidden_dim=preset.projector_hidden),
                               denoise_schedule=preset.curriculum.denoise(train.max_steps) if reed else Constant(1.0))
 
+    condition = getattr(domain.data, "condition", None)
+
     def collate(items) -> Batch:
         x0 = domain.data.collate(items)
-        return Batch(x0=x0, representations={n: c.representation(items, x0) for n, c in caches.items()})
+        return Batch(x0, condition(items) if condition else None, {n: c.representation(items, x0) for n, c in caches.items()})
 
     weights = None if domain.data.weights is None else list(domain.data.weights)
     sampler = StepSampler(len(domain.data), batch_size, seed=train.seed, weights=weights)
