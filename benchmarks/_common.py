@@ -8,23 +8,33 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def steps_to_reach(curve: Sequence[tuple[int, float]], target: float) -> int | None:
-    """First evaluated step at which ``curve`` (step, value) reaches ``target`` (higher is better)."""
+def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, lower_is_better: bool = False) -> float | None:
+    """The step at which ``curve`` (step, value) first reaches ``target``, linearly interpolated between the two
+    evaluation points that bracket it (the first point itself when it already reaches it); None if never."""
+    sign, prev = (-1.0 if lower_is_better else 1.0), None
     for step, value in curve:
-        if value is not None and value >= target:
-            return step
+        if value is None:
+            continue
+        if sign * value >= sign * target:
+            if prev is None or sign * value == sign * prev[1]:
+                return float(step)
+            frac = (target - prev[1]) / (value - prev[1])
+            return round(prev[0] + frac * (step - prev[0]), 1)
+        prev = (step, value)
     return None
 
 
-def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[int, float]]) -> dict:
-    """Steps the candidate needs to reach the reference's final value, and the ratio reference/candidate."""
+def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[int, float]],
+            lower_is_better: bool = False) -> dict:
+    """Steps the candidate needs to reach the reference's final value (interpolated on its curve), and the ratio
+    reference steps / candidate steps."""
     final_step, final_value = reference[-1]
-    if final_value is None or final_value <= 0:  # nothing to reach: a ratio would be meaningless
+    if final_value is None or (final_value <= 0 and not lower_is_better):  # nothing to reach
         return {"target": final_value, "reference_steps": final_step, "candidate_steps": None, "speedup": None,
                 "note": "reference's final value is 0"}
-    reached = steps_to_reach(candidate, final_value)
+    reached = steps_to_reach(candidate, final_value, lower_is_better)
     return {"target": final_value, "reference_steps": final_step, "candidate_steps": reached,
-            "speedup": (final_step / reached) if reached else None}
+            "speedup": round(final_step / reached, 2) if reached else None}
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -1,0 +1,98 @@
+"""The image domain on the REED seam: ``ImageDomain`` (SiT + an interpolant over an image set) and the paper's
+presets.
+
+Paper (SiT + REED): projection coefficient 0.5; DINOv2 patch tokens (coefficient 1.0) at depth 8 of 28 and the
+VLM image + caption embedding (0.5) at depth 16 of 28; the generative loss warms up over the first 50k of 1M steps
+(5 %), alignment held constant. Here the patch-token teacher is EfficientNet-Lite0 with real ImageNet weights
+(``"image"``; DINOv2 weights are not reachable offline: ``DINOv2Teacher`` loads them from a local directory) and
+the pooled teacher is the MiniLM embedding of a caption written from the image fused with EfficientNet's pooled
+features (``"caption"``). REPA-style aligns ``"image"`` alone, without the curriculum. Both teachers are cached
+(computed once per training image).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, replace
+from typing import Any
+
+from reed_core import Curriculum, DomainPreset, Interpolant, LatentSpec, Trainer, build_trainer, run_train_config
+
+from .data import ImageSet, ImageTrainingData
+from .model import SiT, SiTConfig, sit_config
+
+__all__ = ["DOMAIN", "PRESET", "PRESETS", "ImageDomain", "image_trainer"]
+
+DOMAIN = "image"
+
+
+class ImageDomain:
+    """Denoiser = ``SiT(model)``, process = ``Interpolant(...)``; a latent's layer is ``blockK`` (1-based) or a
+    relative depth r in (0, 1] (block round(r * depth), at least 1)."""
+
+    name = DOMAIN
+
+    def __init__(self, data: ImageTrainingData, model: SiTConfig, process: Interpolant | None = None) -> None:
+        self.data, self.model, self.process = data, model, process or Interpolant()
+
+    def build_model(self, latent_dims) -> SiT:
+        return SiT(replace(self.model, latent_dims=dict(latent_dims)))
+
+    def build_process(self) -> Interpolant:
+        return self.process
+
+    def capture(self, layer: str | float) -> tuple[str, int]:
+        depth = self.model.depth
+        if isinstance(layer, str):
+            if not (layer.startswith("block") and layer[5:].isdigit() and 1 <= int(layer[5:]) <= depth):
+                raise ValueError(f"unknown SiT layer {layer!r}; use block1..block{depth} or a relative depth")
+            return layer, self.model.hidden
+        if not 0.0 < layer <= 1.0:
+            raise ValueError(f"relative depth must be in (0, 1], got {layer}")
+        return f"block{max(1, round(layer * depth))}", self.model.hidden
+
+    def model_config(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "process": asdict(self.process),
+                "class_names": list(self.data.set.class_names), "kind": self.data.set.kind}
+
+
+def _image_teacher(d: ImageDomain):
+    from .teachers import EfficientNetTeacher
+
+    return EfficientNetTeacher(grid=d.model.grid)
+
+
+def _caption_teacher(d: ImageDomain):
+    from .teachers import CaptionTeacher
+
+    return CaptionTeacher(d.data.set.class_names, d.data.set.kind, fuse_image=True)
+
+
+def paper_preset(cached: bool = True) -> DomainPreset:
+    return DomainPreset(
+        latents=(LatentSpec("image", _image_teacher, layer=8 / 28, coefficient=1.0, cached=cached),
+                 LatentSpec("caption", _caption_teacher, layer=16 / 28, coefficient=0.5, cached=cached)),
+        curriculum=Curriculum(warmup=0.05), repa_latents=("image",), align_coefficient=0.5)
+
+
+PRESETS = {"paper": paper_preset()}
+PRESET = PRESETS["paper"]
+
+
+def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike | None, *, model: str = "tiny",
+                  steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, path: str = "linear",
+                  time_sampling: str = "uniform", ema_decay: float = 0.999, preset: DomainPreset | None = None,
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
+                  precision: str = "fp32") -> Trainer:
+    """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
+    images = train_set.images
+    cfg = sit_config(model, image_size=32 if images.shape[1] == 28 else images.shape[1], in_channels=images.shape[-1],
+                     num_classes=train_set.num_classes)
+    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid, image_size=cfg.image_size)
+    process = Interpolant(path=path, time_sampling=time_sampling)
+    run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+           "data": train_set.source, "ema_decay": ema_decay}
+    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
+                             precision=precision)
+    return build_trainer(ImageDomain(data, cfg, process), preset or PRESET, method, train, batch_size, out_dir,
+                         cache_dir=cache_dir, device=device, progress=progress, run=run)
