@@ -69,7 +69,7 @@ def read_images(path: str | os.PathLike, image_size: int, channels: int = 1) -> 
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
             raise ValueError(f"{path}: 'images' must be uint8 (N,H,W) or (N,H,W,C), got {images.dtype} {images.shape}")
         labels = torch.from_numpy(z["labels"].astype(np.int64)) if "labels" in z else None
-        return to_tensor(images[..., None] if images.ndim == 3 else images, image_size), labels
+        return to_tensor(images[..., None] if images.ndim == 3 else images), labels
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:

@@ -75,15 +75,11 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epoc
 
 def default_classifier() -> ImageClassifier:
     """The classifier shipped for the embedded MNIST 5k set (``scripts/train_classifier.py`` made it)."""
-    from safetensors.torch import load_file
-
-    model = ImageClassifier(1, 10)
-    path = resources.files("reed_image").joinpath("weights/classifier_mnist5k.safetensors")
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
+    return load_classifier(str(resources.files("reed_image").joinpath("weights/classifier_mnist5k.safetensors")))
 
 
 def load_classifier(path: str | os.PathLike) -> ImageClassifier:
+    """An ``ImageClassifier`` saved by ``scripts/train_classifier.py`` (its shape in the safetensors metadata)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 

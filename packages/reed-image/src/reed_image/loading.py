@@ -1,0 +1,41 @@
+"""Trained SiT models from checkpoint directories (the shipped one by default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from reed_core import Interpolant
+from reed_core.checkpoint import build_from_config, load_config, load_weights
+
+from .model import SiT, SiTConfig
+
+__all__ = ["LoadedModel", "default_checkpoint", "load_model"]
+
+DOMAIN = "image"
+
+
+def default_checkpoint() -> Path:
+    """The small REED model trained on the embedded MNIST 5k set that ships inside the package."""
+    return Path(str(resources.files("reed_image") / "weights" / "reed_mnist5k"))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: SiT
+    process: Interpolant
+    class_names: tuple[str, ...]
+    kind: str
+
+
+def load_model(path: str | os.PathLike, which: str = "ema", device: str = "cpu") -> LoadedModel:
+    """A trained SiT (``ema`` or ``model`` weights, eval mode) with its interpolant and class names."""
+    path = Path(path)
+    mc = load_config(path, DOMAIN)["model"]
+    model = SiT(build_from_config(path, SiTConfig, {**mc["model"], "latent_dims": {}}))
+    load_weights(path, model, which)
+    process = build_from_config(path, Interpolant, mc.get("process", {}))
+    names = tuple(mc.get("class_names") or (str(c) for c in range(model.cfg.num_classes)))
+    return LoadedModel(model.to(device).eval(), process, names, mc.get("kind", "image"))
