@@ -22,8 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
-
-from reed_core import EMA, Interpolant  # noqa: E402
+from reed_core import Interpolant  # noqa: E402
 from reed_image.data import load_images, to_tensor  # noqa: E402
 from reed_image.io import save_grid  # noqa: E402
 from reed_image.metrics import default_classifier, sample_metrics  # noqa: E402
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 precision="bf16" if args.full else "fp32")
         samples = {}
 
-        def ev(t, method=method):
+        def ev(t, samples=samples):
             row = evaluate(t, real, classifier, effnet, args)
             samples["last"] = row.pop("_samples")
             return row

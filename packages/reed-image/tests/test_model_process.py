@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from reed_image.model import SIT_PRESETS, SiT, sit_config
 from reed_core import Interpolant
+from reed_image.model import SIT_PRESETS, SiT, sit_config
 from reed_image.sampler import guided_velocity, sample
 
 PAPER = dict(image_size=32, in_channels=4, num_classes=1000, learn_sigma=True)  # 256 px SD-VAE latents

@@ -13,7 +13,13 @@ from reed_core.testing import assert_loss_decreases
 from reed_image.cli import main
 from reed_image.data import load_images, to_tensor
 from reed_image.presets import PRESET, ImageDomain, image_trainer
-from reed_image.teachers import CaptionTeacher, DINOv2Teacher, EfficientNetTeacher, caption_images, efficientnet_lite0
+from reed_image.teachers import (
+    CaptionTeacher,
+    DINOv2Teacher,
+    EfficientNetTeacher,
+    caption_images,
+    efficientnet_lite0,
+)
 
 HERE = Path(__file__).parent
 

@@ -16,7 +16,15 @@ import os
 from dataclasses import asdict, replace
 from typing import Any
 
-from reed_core import Curriculum, DomainPreset, Interpolant, LatentSpec, Trainer, build_trainer, run_train_config
+from reed_core import (
+    Curriculum,
+    DomainPreset,
+    Interpolant,
+    LatentSpec,
+    Trainer,
+    build_trainer,
+    run_train_config,
+)
 
 from .data import ImageSet, ImageTrainingData
 from .model import SiT, SiTConfig, sit_config
