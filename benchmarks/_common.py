@@ -16,7 +16,7 @@ def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, lower_is_b
         if value is None:
             continue
         if sign * value >= sign * target:
-            if prev is None or sign * value == sign * prev[1]:
+            if prev is None:
                 return float(step)
             frac = (target - prev[1]) / (value - prev[1])
             return round(prev[0] + frac * (step - prev[0]), 1)

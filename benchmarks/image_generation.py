@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--num-samples", type=int, default=500, help="samples per evaluation")
     p.add_argument("--sample-steps", type=int, default=25, help="Euler steps per sample")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale of the evaluation samples")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3; --full 1e-4)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; --full 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of vanilla,repa,reed")
     p.add_argument("--data", default=None, help="image set (default: the embedded MNIST 5k)")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or (20000 if args.full else 1200)
     batch = args.batch_size or (256 if args.full else 64)
     model = args.model or ("S/2" if args.full else "tiny")
-    lr = args.lr if args.lr != 1e-3 or not args.full else 1e-4
+    lr = args.lr or (1e-4 if args.full else 1e-3)
     methods = [m for m in args.methods.split(",") if m]
     if unknown := set(methods) - set(METHODS):
         p.error(f"unknown methods {sorted(unknown)}")

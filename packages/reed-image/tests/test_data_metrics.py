@@ -75,6 +75,10 @@ def test_training_view_matches_the_feature_cache_contract():
     assert data.collate(items).shape == (2, 1, 32, 32) and data.condition(items).tolist() == train.labels[[3, 1]].tolist()
     start, mask = data.window(data.collate(items))
     assert start.tolist() == [0, 0] and mask.shape == (2, 64) and mask.all() and data.lengths.tolist() == [64] * 8
+    # ids key the on-disk feature cache: two different sets of the same size must not share them
+    other = ImageTrainingData(train.subset(np.arange(8, 16)), tokens=64)
+    assert not set(data.ids.tolist()) & set(other.ids.tolist())
+    assert np.array_equal(data.ids, ImageTrainingData(train.subset(np.arange(8)), tokens=64).ids)
 
 
 def test_frechet_distance_matches_the_gaussian_closed_form():

@@ -60,7 +60,7 @@ class FeatureCache:
         out = np.zeros((self.offsets[-1] if self.granularity == "token" else len(lengths), teacher.dim), np.float16)
         for lo in tqdm(range(0, len(order), batch_size), desc=f"caching {teacher.name} features", disable=not progress):
             items = order[lo:lo + batch_size]
-            cond = self.data.condition(items) if hasattr(self.data, "condition") else None
+            cond = self.data.condition(items).to(device) if hasattr(self.data, "condition") else None
             f = teacher(Batch(self.data.whole(items).to(device), cond)).features.float().cpu().numpy()
             if self.granularity == "pooled":
                 out[items] = f

@@ -63,7 +63,8 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 
 
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    return (list_checkpoints(root) or [None])[-1]
+    found = list_checkpoints(root)
+    return found[-1] if found else None
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor], train_state: Mapping[str, Any],

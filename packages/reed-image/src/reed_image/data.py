@@ -18,6 +18,7 @@ Images become float tensors (N,C,H,W) in [-1, 1]; 28x28 sets are zero-padded (ba
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -172,16 +173,27 @@ def load_images(source: str | os.PathLike | None = None, image_size: int = 32) -
     raise FileNotFoundError(f"{path}: no such image set (expected mnist5k, a .npz, an IDX directory or an image folder)")
 
 
+def content_ids(images: ImageSet) -> np.ndarray:
+    """(N,) int64: the first 8 bytes of a BLAKE2b digest of each image's pixels, class name and the set's kind."""
+    out = np.empty(len(images), np.int64)
+    for i, (im, label) in enumerate(zip(images.images, images.labels, strict=True)):
+        h = hashlib.blake2b(im.tobytes(), digest_size=8)
+        h.update(f"{im.shape}|{images.class_names[label]}|{images.kind}".encode())
+        out[i] = np.frombuffer(h.digest(), np.int64)[0]
+    return out
+
+
 class ImageTrainingData:
     """The trainer's view of an ``ImageSet`` (reed_core's ``TrainingData``): x0 = images (B,C,H,W) in [-1, 1],
     the condition = class ids (B,). Every image is one whole item of ``tokens`` patch tokens (no crops), so cached
-    token features index like the inputs."""
+    token features index like the inputs. ``ids`` are content hashes of (image, class name, kind): the on-disk
+    feature cache is keyed on them, so two image sets of the same size never share cached features."""
 
     def __init__(self, images: ImageSet, tokens: int, image_size: int | None = None) -> None:
         self.set, self.tokens = images, int(tokens)
         self.x = to_tensor(images.images, image_size)
         self.y = torch.from_numpy(images.labels)
-        self.ids = np.arange(len(images))
+        self.ids = content_ids(images)
         self.weights = None
 
     def __len__(self) -> int:

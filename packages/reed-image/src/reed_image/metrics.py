@@ -136,7 +136,8 @@ def sample_metrics(samples: torch.Tensor, labels: torch.Tensor | None, real: tor
     p, r = precision_recall(f_real, f_fake, k)
     out = {"fid_classifier": frechet_distance(f_real.numpy(), f_fake.numpy()), "precision": p, "recall": r}
     if labels is not None:
-        pred = extract(classifier, samples).argmax(1)
+        with torch.no_grad():
+            pred = classifier.head(f_fake).argmax(1)  # the logits of the features already extracted
         out["class_accuracy"] = float((pred == labels.cpu()).float().mean())
     for name, fn in (extra or {}).items():
         out[f"fid_{name}"] = frechet_distance(extract(fn, real).numpy(), extract(fn, samples).numpy())

@@ -26,7 +26,7 @@ from reed_core import (
     run_train_config,
 )
 
-from .data import ImageSet, ImageTrainingData
+from .data import ImageSet, ImageTrainingData, to_tensor
 from .model import SiT, SiTConfig, sit_config
 
 __all__ = ["DOMAIN", "PRESET", "PRESETS", "ImageDomain", "image_trainer"]
@@ -93,10 +93,9 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
                   cache_dir: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
                   precision: str = "fp32") -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
-    images = train_set.images
-    cfg = sit_config(model, image_size=32 if images.shape[1] == 28 else images.shape[1], in_channels=images.shape[-1],
-                     num_classes=train_set.num_classes)
-    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid, image_size=cfg.image_size)
+    _, channels, size, _ = to_tensor(train_set.images[:1]).shape  # the size training sees (28 px padded to 32)
+    cfg = sit_config(model, image_size=size, in_channels=channels, num_classes=train_set.num_classes)
+    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid)
     process = Interpolant(path=path, time_sampling=time_sampling)
     run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "data": train_set.source, "ema_decay": ema_decay}

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,10 +83,10 @@ class EfficientNetTeacher(Teacher):
 
     def __init__(self, grid: int = 8, granularity: str = "token", input_size: int | None = None,
                  weights: str | os.PathLike | None = None, pretrained: bool = True) -> None:
-        super().__init__("effnet" if granularity == "token" else "effnet_pooled", 112 if granularity == "token"
-                         else 1280, granularity)
         if granularity not in ("token", "pooled"):
             raise ValueError(f"EfficientNet teacher granularity must be token or pooled, got {granularity!r}")
+        token = granularity == "token"
+        super().__init__("effnet" if token else "effnet_pooled", 112 if token else 1280, granularity)
         self.grid, self.input_size = grid, input_size or 16 * grid
         self.net = efficientnet_lite0(weights, pretrained)
 
@@ -93,12 +94,12 @@ class EfficientNetTeacher(Teacher):
         x = x.float().expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.float()
         x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         net = self.net
+        if self.granularity == "pooled":
+            return net.forward_head(net.forward_features(x), pre_logits=True)
         h = net.bn1(net.conv_stem(x))
-        if self.granularity == "token":
-            for stage in net.blocks[:5]:
-                h = stage(h)
-            return F.adaptive_avg_pool2d(h, self.grid).flatten(2).transpose(1, 2)  # (B, grid*grid, 112)
-        return net.forward_head(net.forward_features(x), pre_logits=True)
+        for stage in net.blocks[:5]:
+            h = stage(h)
+        return F.adaptive_avg_pool2d(h, self.grid).flatten(2).transpose(1, 2)  # (B, grid*grid, 112)
 
     def encode(self, batch: Batch) -> Representation:
         return Representation(self.features(batch.x0), None, self.granularity)
@@ -193,9 +194,9 @@ class CaptionTeacher(Teacher):
         new = sorted({c for c in captions if c not in self._memo})
         if new:
             device = next(self.encoder.parameters()).device
-            if self.tokenizer is None:  # random-init test encoder: hash the words into its vocabulary
-                ids = [[101] + [hash(w) % (self.encoder.config.vocab_size - 200) + 200 for w in c.split()] + [102]
-                       for c in new]
+            if self.tokenizer is None:  # random-init test encoder: a stable hash of the words into its vocabulary
+                vocab = self.encoder.config.vocab_size - 200
+                ids = [[101] + [zlib.crc32(w.encode()) % vocab + 200 for w in c.split()] + [102] for c in new]
                 n = max(map(len, ids))
                 input_ids = torch.tensor([i + [0] * (n - len(i)) for i in ids], device=device)
                 attn = (input_ids != 0).long()
