@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reed_core import Interpolant
-from reed_image.model import SIT_PRESETS, SiT, sit_config
+from reed_image.model import SIT_PRESETS, SiT, SiTConfig, sit_config
 from reed_image.sampler import guided_velocity, sample
 
 PAPER = dict(image_size=32, in_channels=4, num_classes=1000, learn_sigma=True)  # 256 px SD-VAE latents
@@ -93,3 +93,45 @@ def test_guidance_interval_and_bad_values():
         guided_velocity(model, y, cfg=2.0, interval=(0.8, 0.2))
     with pytest.raises(ValueError, match="sampler method"):
         sample(model, Interpolant(), y, shape=(1, 32, 32), method="ddim")
+
+
+def test_hybrid_latents_start_at_zero_and_act_only_where_kept():
+    from reed_core import LatentCondition
+
+    torch.manual_seed(0)
+    cfg = SiTConfig(hidden=32, depth=2, heads=2, patch=4, latent_dims={"tok": 5, "pool": 3})
+    model = SiT(cfg).eval()
+    for p in model.parameters():  # a trained-looking model (adaLN-Zero starts at the identity)
+        torch.nn.init.normal_(p, std=0.05)
+    x, t, y = torch.randn(3, 1, 32, 32), torch.rand(3), torch.tensor([1, 2, 3])
+    keep = torch.tensor([True, False, True])
+    lat = {"tok": LatentCondition(torch.randn(3, 64, 5), keep), "pool": LatentCondition(torch.randn(3, 3), keep)}
+    base = model(x, t, y).prediction
+    with_z = model(x, t, y, latents=lat).prediction
+    assert torch.allclose(base[1], with_z[1], atol=1e-6) and not torch.allclose(base[0], with_z[0], atol=1e-3)
+    fresh = SiT(cfg).eval()  # zero-initialised embeddings: a fresh hybrid ignores z
+    assert torch.equal(fresh(x, t, y).prediction, fresh(x, t, y, latents=lat).prediction)
+    with pytest.raises(ValueError, match="16 tokens; SiT has 64"):
+        model(x, t, y, latents={"tok": LatentCondition(torch.randn(3, 16, 5), keep)})
+    with pytest.raises(ValueError, match="built for hybrid latents"):
+        model(x, t, y, latents={"other": LatentCondition(torch.randn(3, 3), keep)})
+
+
+def test_self_predicted_latents_drive_the_sampler():
+    from reed_core import AlignmentSpec, ProjectorBank
+    from reed_image.sampler import hybrid_latents
+
+    torch.manual_seed(0)
+    model = SiT(SiTConfig(hidden=32, depth=2, heads=2, patch=4, latent_dims={"z": 6})).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    specs = (AlignmentSpec("z", "block1", "pooled", condition=True),)
+    bank = ProjectorBank({"z": (32, 6)}, hidden_dim=16)
+    y = torch.tensor([0, 1])
+    kw = dict(shape=(1, 32, 32), num_steps=3, method="euler")
+    plain = sample(model, Interpolant(), y, generator=torch.Generator().manual_seed(0), **kw)
+    assert hybrid_latents(model, specs, bank, y, "none") is None
+    lat = hybrid_latents(model, specs, bank, y, "self")
+    guided = sample(model, Interpolant(), y, generator=torch.Generator().manual_seed(0), latents=lat, cfg=2.0, **kw)
+    selfz = sample(model, Interpolant(), y, generator=torch.Generator().manual_seed(0), latents=lat, **kw)
+    assert guided.shape == selfz.shape == plain.shape and not torch.allclose(plain, selfz, atol=1e-4)

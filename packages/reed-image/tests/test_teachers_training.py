@@ -130,3 +130,16 @@ def test_cli_bad_input_is_one_error_line_and_no_output(run_dir, tmp_path, capsys
     bad = tmp_path / "wrong.npz"
     np.savez(bad, images=np.zeros((20, 16, 16), np.uint8))
     assert main(["eval", str(bad)]) == 2 and "reference set has" in capsys.readouterr().err
+
+
+def test_hybrid_preset_trains_and_samples_on_its_own_latents(run_dir, tmp_path, capsys):
+    out = tmp_path / "hybrid"
+    assert main(["train", "--method", "reed", "--preset", "hybrid", "--data", str(run_dir.parent / "set.npz"),
+                 "--steps", "2", "--batch-size", "8", "--out", str(out), "--device", "cpu",
+                 "--cache-dir", str(tmp_path / "c")]) == 0
+    grid = tmp_path / "h.png"
+    for mode in ("self", "none"):
+        assert main(["sample", "--checkpoint", str(out), "--num", "4", "--steps", "3", "--latents", mode,
+                     "--grid", str(grid), "--quiet"]) == 0 and grid.is_file()
+    assert main(["sample", "--checkpoint", str(run_dir), "--latents", "self", "--grid", str(tmp_path / "x.png")]) == 2
+    assert "variational-hybrid" in capsys.readouterr().err

@@ -33,6 +33,18 @@ class ProjectorBank(nn.ModuleDict):
     def __init__(self, dims: Mapping[str, tuple[int, int]], hidden_dim: int | None = None, depth: int = 3) -> None:
         super().__init__({name: Projector(i, o, hidden_dim, depth) for name, (i, o) in dims.items()})
 
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> ProjectorBank:
+        """The bank whose ``state_dict`` is ``state`` (sizes read off the weight shapes), weights loaded."""
+        shapes: dict[str, list[tuple[int, int]]] = {}
+        for key in sorted((k for k in state if k.endswith(".weight")), key=lambda k: int(k.split(".")[-2])):
+            shapes.setdefault(key.split(".")[0], []).append(tuple(state[key].shape))
+        bank = cls({})
+        for name, ws in shapes.items():
+            bank[name] = Projector(ws[0][1], ws[-1][0], ws[0][0] if len(ws) > 1 else None, depth=len(ws))
+        bank.load_state_dict(state)
+        return bank
+
     def project(self, name: str, h: torch.Tensor) -> torch.Tensor:
         if name not in self:
             raise KeyError(f"no projector for latent {name!r}; have {sorted(self.keys())}")

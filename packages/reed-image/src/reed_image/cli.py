@@ -50,7 +50,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from .io import save_grid, save_npz
     from .loading import default_checkpoint, load_model
-    from .sampler import sample
+    from .sampler import hybrid_latents, sample
 
     if args.grid is None and args.npz is None:
         raise ValueError("give --grid PNG and/or --npz FILE")
@@ -67,13 +67,17 @@ def _sample(args: argparse.Namespace) -> int:
     classes = _classes(args.class_, loaded.class_names) or list(range(cfg.num_classes))
     labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=args.device)
     gen = torch.Generator(args.device).manual_seed(args.seed)
+    if args.latents == "self" and not loaded.hybrid:
+        raise ValueError("--latents self needs a variational-hybrid model (trained with --preset hybrid)")
     chunks = []
     from tqdm.auto import tqdm
 
     for lo in tqdm(range(0, args.num, args.batch_size), desc="sampling", disable=args.quiet):
-        chunks.append(sample(loaded.model, loaded.process, labels[lo:lo + args.batch_size],
-                             shape=(cfg.in_channels, cfg.image_size, cfg.image_size), num_steps=args.steps,
-                             method=args.method, cfg=args.cfg, guidance_interval=interval, generator=gen).cpu())
+        y = labels[lo:lo + args.batch_size]
+        lat = hybrid_latents(loaded.model, loaded.hybrid, loaded.projectors, y, args.latents)
+        chunks.append(sample(loaded.model, loaded.process, y, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
+                             num_steps=args.steps, method=args.method, cfg=args.cfg, guidance_interval=interval,
+                             generator=gen, latents=lat).cpu())
     images = torch.cat(chunks)
     if args.grid is not None:
         save_grid(images, args.grid, nrow=args.nrow)
@@ -89,17 +93,17 @@ def _train(args: argparse.Namespace) -> int:
     from reed_core.cli import parse_duration
 
     from .data import load_images
-    from .presets import image_trainer
+    from .presets import PRESETS, image_trainer
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
     train_set, _ = load_images(args.data)
-    run = {"method": args.method, "model": args.model, "data": train_set.source, "train_images": len(train_set),
+    run = {"method": args.method, "preset": args.preset, "model": args.model, "data": train_set.source, "train_images": len(train_set),
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out}
     if args.dry_run:
         print(json.dumps(run, indent=2))
         return 0
-    trainer = image_trainer(args.method, train_set, args.out, model=args.model, steps=args.steps,
+    trainer = image_trainer(args.method, train_set, args.out, model=args.model, steps=args.steps, preset=PRESETS[args.preset],
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
                             precision=args.precision)
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     from reed_core import METHODS
 
     from .model import SIT_PRESETS
+    from .presets import PRESETS
     from .sampler import SAMPLER_METHODS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -169,12 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     s.add_argument("--device", default="cpu", help="cpu / cuda")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    s.add_argument("--latents", choices=("none", "self"), default="none",
+                   help="a variational-hybrid model: sample unconditionally on z, or on its own projected z_hat")
     s.add_argument("--quiet", action="store_true", help="no progress or summary output")
     s.set_defaults(func=_sample)
 
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED SiT models", formatter_class=fmt)
     t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
     t.add_argument("--model", choices=sorted(SIT_PRESETS), default="tiny", help="SiT preset")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="REED latents: the paper's two teachers, or the same as a variational hybrid")
     t.add_argument("--data", default=None, help="image set: mnist5k (embedded), an IDX directory, an .npz or an image folder")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=64, help="images per step")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from reed_core import Interpolant
-from reed_core.checkpoint import build_from_config, load_config, load_weights
+from reed_core import AlignmentSpec, Interpolant, ProjectorBank
+from reed_core.checkpoint import PROJ_FILE, CheckpointError, build_from_config, load_config, load_weights
 
 from .model import SiT, SiTConfig
 
@@ -28,14 +28,27 @@ class LoadedModel:
     process: Interpolant
     class_names: tuple[str, ...]
     kind: str
+    hybrid: tuple[AlignmentSpec, ...] = ()  # latents a variational-hybrid model is conditioned on
+    projectors: ProjectorBank | None = None
 
 
 def load_model(path: str | os.PathLike, which: str = "ema", device: str = "cpu") -> LoadedModel:
-    """A trained SiT (``ema`` or ``model`` weights, eval mode) with its interpolant and class names."""
+    """A trained SiT (``ema`` or ``model`` weights, eval mode) with its interpolant and class names; for a
+    variational-hybrid model also its hybrid latents and trained projectors (for ``hybrid_latents``)."""
     path = Path(path)
     mc = load_config(path, DOMAIN)["model"]
-    model = SiT(build_from_config(path, SiTConfig, {**mc["model"], "latent_dims": {}}))
+    model = SiT(build_from_config(path, SiTConfig, mc["model"]))
     load_weights(path, model, which)
     process = build_from_config(path, Interpolant, mc.get("process", {}))
     names = tuple(mc.get("class_names") or (str(c) for c in range(model.cfg.num_classes)))
-    return LoadedModel(model.to(device).eval(), process, names, mc.get("kind", "image"))
+    hybrid, projectors = (), None
+    if model.cfg.latent_dims:
+        if not (path / PROJ_FILE).is_file():
+            raise CheckpointError(f"{path}: a hybrid model without {PROJ_FILE}")
+        from safetensors.torch import load_file
+
+        projectors = ProjectorBank.from_state_dict(load_file(str(path / PROJ_FILE))).to(device).eval()
+        latents = mc.get("latents", {})
+        hybrid = tuple(AlignmentSpec(n, latents[n]["layer"], latents[n]["granularity"], condition=True)
+                       for n in model.cfg.latent_dims)
+    return LoadedModel(model.to(device).eval(), process, names, mc.get("kind", "image"), hybrid, projectors)

@@ -6,6 +6,11 @@ dropout and classifier-free guidance; every adaLN modulation and the final layer
 model predicts 0 and each block starts as the identity. ``capture=("block4",)`` returns the tokens after block 4
 (1-based) as a (B, N, D) hidden state for alignment.
 
+The variational hybrid (``LatentSpec(condition=True)``): ``latents={name: LatentCondition}`` adds a linear
+embedding of each representation where ``keep`` is set: a pooled z (B, D) to the adaLN conditioning vector, a
+token z (B, N, D) on SiT's token grid to the patch tokens. The embeddings start at zero (the hybrid starts as
+the plain model).
+
 Presets match the papers' sizes (DiT/SiT on 32x32x4 SD-VAE latents with 1,000 classes and learned sigma):
 S/2 33 M, B/2 130 M, L/2 458 M, XL/2 675 M parameters; ``tiny`` is for 2 CPU cores.
 """
@@ -13,6 +18,7 @@ S/2 33 M, B/2 130 M, L/2 458 M, XL/2 675 M parameters; ``tiny`` is for 2 CPU cor
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +26,7 @@ import torch
 from timm.layers import Attention, Mlp, PatchEmbed, build_sincos2d_pos_embed
 from torch import nn
 
-from reed_core import DenoiserOutput
+from reed_core import DenoiserOutput, LatentCondition
 
 __all__ = ["SIT_PRESETS", "SiT", "SiTConfig", "sit_config"]
 
@@ -29,7 +35,8 @@ __all__ = ["SIT_PRESETS", "SiT", "SiTConfig", "sit_config"]
 class SiTConfig:
     """Architecture (``hidden``, ``depth``, ``heads``, ``patch``) and data shape (``image_size``,
     ``in_channels``, ``num_classes``). ``learn_sigma`` doubles the output channels as DiT/SiT checkpoints do
-    (the extra half is unused by velocity training; kept for parameter parity)."""
+    (the extra half is unused by velocity training; kept for parameter parity). ``latent_dims``: the hybrid's
+    representations (name -> feature dim)."""
 
     hidden: int = 384
     depth: int = 12
@@ -110,8 +117,6 @@ class SiT(nn.Module):
 
     def __init__(self, cfg: SiTConfig = SIT_PRESETS["tiny"]) -> None:
         super().__init__()
-        if cfg.latent_dims:
-            raise ValueError("SiT does not take hybrid latents yet (latent_dims must be empty)")
         self.cfg = cfg
         H = cfg.hidden
         self.patch_embed = PatchEmbed(cfg.image_size, cfg.patch, cfg.in_channels, H)
@@ -123,6 +128,7 @@ class SiT(nn.Module):
         self.final_norm = nn.LayerNorm(H, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(H, 2 * H))
         self.final = nn.Linear(H, cfg.patch * cfg.patch * cfg.out_channels)
+        self.latent_embed = nn.ModuleDict({name: nn.Linear(dim, H) for name, dim in cfg.latent_dims.items()})
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -141,8 +147,9 @@ class SiT(nn.Module):
         for ada in [b.ada for b in self.blocks] + [self.final_ada]:
             nn.init.zeros_(ada[-1].weight)
             nn.init.zeros_(ada[-1].bias)
-        nn.init.zeros_(self.final.weight)
-        nn.init.zeros_(self.final.bias)
+        for layer in [self.final, *self.latent_embed.values()]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     @property
     def null_class(self) -> int:
@@ -165,7 +172,7 @@ class SiT(nn.Module):
         return x.reshape(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, g * p, g * p)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
-                capture: tuple[str, ...] = ()) -> DenoiserOutput:
+                capture: tuple[str, ...] = (), latents: Mapping[str, LatentCondition] | None = None) -> DenoiserOutput:
         B = x_t.shape[0]
         if y is None:
             y = torch.full((B,), self.null_class, dtype=torch.long, device=x_t.device)
@@ -174,6 +181,8 @@ class SiT(nn.Module):
             y = torch.where(drop, torch.full_like(y, self.null_class), y)
         c = self.t_embed(timestep_embedding(t, 256).to(x_t.dtype)) + self.y_embed(y)
         x = self.patch_embed(x_t) + self.pos_embed.to(x_t.dtype)
+        if latents:
+            c, x = self._add_latents(latents, c, x)
         wanted, hiddens = set(capture), {}
         unknown = wanted - set(self.capture_names())
         if unknown:
@@ -185,3 +194,17 @@ class SiT(nn.Module):
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         out = self.unpatchify(self.final(modulate(self.final_norm(x), shift, scale)), self.cfg.out_channels)
         return DenoiserOutput(prediction=out[:, : self.cfg.in_channels], hiddens=hiddens)
+
+    def _add_latents(self, latents: Mapping[str, LatentCondition], c: torch.Tensor, x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if unknown := set(latents) - set(self.latent_embed):
+            raise ValueError(f"SiT was built for hybrid latents {sorted(self.latent_embed)}, got {sorted(unknown)}")
+        for name, lat in latents.items():
+            e = self.latent_embed[name](lat.z.to(x.dtype)) * lat.keep.to(x.dtype).reshape(-1, *[1] * (lat.z.dim() - 1))
+            if e.dim() == 2:  # pooled: into the conditioning vector
+                c = c + e
+            elif e.shape[1] == x.shape[1]:  # tokens on SiT's grid
+                x = x + e
+            else:
+                raise ValueError(f"hybrid latent {name!r} has {e.shape[1]} tokens; SiT has {x.shape[1]} patches")
+        return c, x

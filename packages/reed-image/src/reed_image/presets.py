@@ -44,7 +44,8 @@ class ImageDomain:
         self.data, self.model, self.process = data, model, process or Interpolant()
 
     def build_model(self, latent_dims) -> SiT:
-        return SiT(replace(self.model, latent_dims=dict(latent_dims)))
+        self.model = replace(self.model, latent_dims=dict(latent_dims))  # model_config describes what was built
+        return SiT(self.model)
 
     def build_process(self) -> Interpolant:
         return self.process
@@ -76,14 +77,16 @@ def _caption_teacher(d: ImageDomain):
     return CaptionTeacher(d.data.set.class_names, d.data.set.kind, fuse_image=True)
 
 
-def paper_preset(cached: bool = True) -> DomainPreset:
+def paper_preset(cached: bool = True, hybrid: bool = False) -> DomainPreset:
+    """The paper's two latents; ``hybrid``: both also condition the denoiser (the variational hybrid)."""
     return DomainPreset(
-        latents=(LatentSpec("image", _image_teacher, layer=8 / 28, coefficient=1.0, cached=cached),
-                 LatentSpec("caption", _caption_teacher, layer=16 / 28, coefficient=0.5, cached=cached)),
+        latents=(LatentSpec("image", _image_teacher, layer=8 / 28, coefficient=1.0, cached=cached, condition=hybrid),
+                 LatentSpec("caption", _caption_teacher, layer=16 / 28, coefficient=0.5, cached=cached,
+                            condition=hybrid)),
         curriculum=Curriculum(warmup=0.05), repa_latents=("image",), align_coefficient=0.5)
 
 
-PRESETS = {"paper": paper_preset()}
+PRESETS = {"paper": paper_preset(), "hybrid": paper_preset(hybrid=True)}
 PRESET = PRESETS["paper"]
 
 
