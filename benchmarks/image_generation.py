@@ -5,15 +5,20 @@ At each of ``--evals`` checkpoints the EMA model draws ``--num-samples`` class-b
 ``--sample-steps``) scored against the held-out images on the in-project classifier's features (FID_classifier,
 k-NN precision / recall with k = 3, class accuracy of the samples) and on EfficientNet-Lite0 pooled features
 (FID_effnet). The speed-up is the step at which a method reaches vanilla's final FID_classifier, interpolated on
-its curve. Writes a JSON, a PNG of the curves and one PNG sample grid per method.
+its curve. Writes a JSON, a PNG of the curves and one PNG sample grid per method. ``hybrid`` (opt-in) is REED
+trained as the variational hybrid (both latents condition the denoiser w.p. A_t), sampled on its own projected
+z_hat; ``--merge`` adds the curves of another result JSON run with the same settings.
 
     uv run benchmarks/image_generation.py            # default: tiny SiT on MNIST 5k, 2 CPU cores, ~25 min
     uv run benchmarks/image_generation.py --full     # GPU: SiT-S/2, 20k steps, batch 256
+    uv run benchmarks/image_generation.py --methods hybrid --out benchmarks/results/image_generation_hybrid \
+        --merge benchmarks/results/image_generation.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,11 +32,11 @@ from reed_image.data import load_images, to_tensor  # noqa: E402
 from reed_image.io import save_grid  # noqa: E402
 from reed_image.metrics import default_classifier, sample_metrics  # noqa: E402
 from reed_image.model import SiT  # noqa: E402
-from reed_image.presets import image_trainer  # noqa: E402
-from reed_image.sampler import sample  # noqa: E402
+from reed_image.presets import PRESETS, image_trainer  # noqa: E402
+from reed_image.sampler import hybrid_latents, sample  # noqa: E402
 
-METHODS = ("vanilla", "repa", "reed")
-LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED"}
+METHODS = ("vanilla", "repa", "reed", "hybrid")
+LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED", "hybrid": "REED hybrid (self z)"}
 
 
 def ema_model(trainer) -> SiT:
@@ -44,9 +49,12 @@ def evaluate(trainer, real: torch.Tensor, classifier, effnet, args) -> dict:
     model = ema_model(trainer)
     labels = torch.arange(args.num_samples, device=trainer.device) % model.cfg.num_classes
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+    hybrid = [s for s in trainer.objective.specs if s.condition]
+    lat = hybrid_latents(model, hybrid, trainer.objective.projectors, labels, "self") if hybrid else None
     t0 = time.perf_counter()
     x = sample(model, Interpolant(**trainer.model_config["process"]), labels, shape=shape, num_steps=args.sample_steps,
-               method="euler", cfg=args.cfg, generator=torch.Generator(trainer.device).manual_seed(args.seed))
+               method="euler", cfg=args.cfg, generator=torch.Generator(trainer.device).manual_seed(args.seed),
+               latents=lat)
     seconds = time.perf_counter() - t0
     out = sample_metrics(x.cpu(), labels.cpu(), real, classifier, extra={"effnet": effnet} if effnet else None)
     return {**out, "sample_seconds": seconds, "_samples": x[: 10 * model.cfg.num_classes].cpu()}
@@ -63,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale of the evaluation samples")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3; --full 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of vanilla,repa,reed")
+    p.add_argument("--methods", default="vanilla,repa,reed", help="comma-separated subset of vanilla,repa,reed,hybrid")
+    p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
     p.add_argument("--data", default=None, help="image set (default: the embedded MNIST 5k)")
     p.add_argument("--no-effnet-fid", action="store_true", help="skip FID on EfficientNet-Lite0 features")
     p.add_argument("--full", action="store_true", help="paper-like setting (GPU)")
@@ -102,8 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
     for method in methods:
         print(f"[{method}] training {steps} steps (batch {batch}, SiT {model}) ...", flush=True)
         run_dir = fresh_dir(out.parent / f".runs/image_{method}")
-        trainer = image_trainer(method, train_set, run_dir, model=model, steps=steps, batch_size=batch, lr=lr,
-                                seed=args.seed, cache_dir=args.cache_dir, progress=False, device=args.device,
+        hybrid = method == "hybrid"
+        trainer = image_trainer("reed" if hybrid else method, train_set, run_dir, model=model, steps=steps,
+                                batch_size=batch, lr=lr, seed=args.seed, preset=PRESETS["hybrid" if hybrid else "paper"],
+                                cache_dir=args.cache_dir, progress=False, device=args.device,
                                 precision="bf16" if args.full else "fp32")
         samples = {}
 
@@ -117,6 +128,16 @@ def main(argv: list[str] | None = None) -> dict:
         results["steps_per_s"][method] = round(steps / seconds, 3)
         results["params"][method] = sum(p.numel() for p in trainer.model.parameters())
         save_grid(samples["last"], f"{out}_{method}_samples.png", nrow=10)
+    for other in args.merge:
+        prev = json.loads(Path(other).read_text())
+        if {k: v for k, v in prev["settings"].items() if k != "threads"} != {
+                k: v for k, v in results["settings"].items() if k != "threads"}:
+            raise SystemExit(f"{other}: run with different settings; cannot merge")
+        for key in ("curves", "steps_per_s", "params"):
+            for m, v in prev[key].items():
+                results[key].setdefault(m, v)
+    for key in ("curves", "steps_per_s", "params"):
+        results[key] = {m: results[key][m] for m in METHODS if m in results[key]}
     report(results, out)
     return results
 

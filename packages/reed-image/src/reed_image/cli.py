@@ -62,7 +62,7 @@ def _sample(args: argparse.Namespace) -> int:
     interval = _interval(args.guidance_interval)
     if args.threads:
         torch.set_num_threads(args.threads)
-    loaded = load_model(resolve_checkpoint(args.checkpoint, default_checkpoint), device=args.device)
+    loaded = load_model(resolve_checkpoint(args.checkpoint, default_checkpoint), device=args.device, vae=args.vae)
     cfg = loaded.model.cfg
     classes = _classes(args.class_, loaded.class_names) or list(range(cfg.num_classes))
     labels = torch.tensor([classes[i % len(classes)] for i in range(args.num)], device=args.device)
@@ -77,7 +77,8 @@ def _sample(args: argparse.Namespace) -> int:
         lat = hybrid_latents(loaded.model, loaded.hybrid, loaded.projectors, y, args.latents)
         chunks.append(sample(loaded.model, loaded.process, y, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
                              num_steps=args.steps, method=args.method, cfg=args.cfg, guidance_interval=interval,
-                             generator=gen, latents=lat).cpu())
+                             generator=gen, latents=lat))
+        chunks[-1] = loaded.to_images(chunks[-1]).cpu()
     images = torch.cat(chunks)
     if args.grid is not None:
         save_grid(images, args.grid, nrow=args.nrow)
@@ -97,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
     train_set, _ = load_images(args.data)
-    run = {"method": args.method, "preset": args.preset, "model": args.model, "data": train_set.source, "train_images": len(train_set),
+    run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out}
     if args.dry_run:
@@ -106,7 +107,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = image_trainer(args.method, train_set, args.out, model=args.model, steps=args.steps, preset=PRESETS[args.preset],
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
-                            precision=args.precision)
+                            precision=args.precision, vae=args.vae)
     trainer.fit(time_budget=budget)
     state = "stopped at the time budget; rerun to resume" if trainer.budget_exhausted else "done"
     print(f"{args.out}: step {trainer.step} of {args.steps} ({state})", file=sys.stderr)
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--latents", choices=("none", "self"), default="none",
                    help="a variational-hybrid model: sample unconditionally on z, or on its own projected z_hat")
+    s.add_argument("--vae", default=None, help="a latent-space model's VAE directory (default: the one it was trained with)")
     s.add_argument("--quiet", action="store_true", help="no progress or summary output")
     s.set_defaults(func=_sample)
 
@@ -194,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/image", help="run directory; resumes if present")
     t.add_argument("--cache-dir", default=".cache/reed-image", help="cached teacher features")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    t.add_argument("--vae", default=None, help="train on the latents of this local diffusers AutoencoderKL directory (an SD-VAE)")
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 1h30m); rerun to resume")

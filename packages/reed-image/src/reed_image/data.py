@@ -189,23 +189,29 @@ class ImageTrainingData:
     token features index like the inputs. ``ids`` are content hashes of (image, class name, kind): the on-disk
     feature cache is keyed on them, so two image sets of the same size never share cached features."""
 
-    def __init__(self, images: ImageSet, tokens: int, image_size: int | None = None) -> None:
+    def __init__(self, images: ImageSet, tokens: int, image_size: int | None = None,
+                 latents: torch.Tensor | None = None) -> None:
         self.set, self.tokens = images, int(tokens)
         self.x = to_tensor(images.images, image_size)
         self.y = torch.from_numpy(images.labels)
         self.ids = content_ids(images)
         self.weights = None
+        if latents is not None and len(latents) != len(self.x):
+            raise ValueError(f"{len(latents)} VAE moments for {len(self.x)} images")
+        self.latents = latents  # VAE posterior moments: then x0 is these, and teachers still see pixels
 
     def __len__(self) -> int:
         return len(self.y)
 
     def collate(self, items: np.ndarray) -> torch.Tensor:
-        return self.x[torch.as_tensor(np.asarray(items), dtype=torch.long)]
+        return (self.x if self.latents is None else self.latents)[torch.as_tensor(np.asarray(items), dtype=torch.long)]
 
     def condition(self, items: np.ndarray) -> torch.Tensor:
         return self.y[torch.as_tensor(np.asarray(items), dtype=torch.long)]
 
-    whole = collate
+    def whole(self, items: np.ndarray) -> torch.Tensor:
+        """The pixel images (what teachers see, on either path)."""
+        return self.x[torch.as_tensor(np.asarray(items), dtype=torch.long)]
 
     @property
     def lengths(self) -> np.ndarray:

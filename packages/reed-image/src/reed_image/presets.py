@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from reed_core import (
@@ -40,8 +41,9 @@ class ImageDomain:
 
     name = DOMAIN
 
-    def __init__(self, data: ImageTrainingData, model: SiTConfig, process: Interpolant | None = None) -> None:
-        self.data, self.model, self.process = data, model, process or Interpolant()
+    def __init__(self, data: ImageTrainingData, model: SiTConfig, process: Interpolant | None = None,
+                 vae: str | None = None) -> None:
+        self.data, self.model, self.process, self.vae = data, model, process or Interpolant(), vae
 
     def build_model(self, latent_dims) -> SiT:
         self.model = replace(self.model, latent_dims=dict(latent_dims))  # model_config describes what was built
@@ -61,8 +63,9 @@ class ImageDomain:
         return f"block{max(1, round(layer * depth))}", self.model.hidden
 
     def model_config(self) -> dict[str, Any]:
-        return {"model": asdict(self.model), "process": asdict(self.process),
-                "class_names": list(self.data.set.class_names), "kind": self.data.set.kind}
+        _, channels, size, _ = self.data.x.shape
+        return {"model": asdict(self.model), "process": asdict(self.process), "vae": self.vae,
+                "pixels": [channels, size], "class_names": list(self.data.set.class_names), "kind": self.data.set.kind}
 
 
 def _image_teacher(d: ImageDomain):
@@ -94,15 +97,27 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
                   steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, path: str = "linear",
                   time_sampling: str = "uniform", ema_decay: float = 0.999, preset: DomainPreset | None = None,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
-                  precision: str = "fp32") -> Trainer:
-    """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
+                  precision: str = "fp32", vae: str | os.PathLike | None = None) -> Trainer:
+    """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this). ``vae``: a local
+    diffusers AutoencoderKL directory: SiT then trains on its latents (``reed_image.vae``)."""
+    preset = preset or PRESET
     _, channels, size, _ = to_tensor(train_set.images[:1]).shape  # the size training sees (28 px padded to 32)
+    latents, process = None, Interpolant(path=path, time_sampling=time_sampling)
+    if vae is not None:
+        from .vae import load_vae
+
+        if on_the_fly := [s.name for s in preset.for_method(method) if not s.cached]:
+            raise ValueError(f"the latent path needs cached teachers (they see pixels); not cached: {on_the_fly}")
+        codec = load_vae(vae, device or "cpu")
+        size, channels = codec.latent_size(size), codec.channels
+        latents = codec.moments(to_tensor(train_set.images), progress=progress)
+        process = codec.process(path=path, time_sampling=time_sampling)
     cfg = sit_config(model, image_size=size, in_channels=channels, num_classes=train_set.num_classes)
-    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid)
-    process = Interpolant(path=path, time_sampling=time_sampling)
+    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid, latents=latents)
     run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "data": train_set.source, "ema_decay": ema_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
                              precision=precision)
-    return build_trainer(ImageDomain(data, cfg, process), preset or PRESET, method, train, batch_size, out_dir,
+    domain = ImageDomain(data, cfg, process, vae=None if vae is None else str(Path(vae).resolve()))
+    return build_trainer(domain, preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir, device=device, progress=progress, run=run)
