@@ -144,3 +144,79 @@ def test_design_refuses_a_directory_as_output_before_any_work(tmp_path, capsys):
     assert main(["design", str(tmp_path / "a.pdb"), "--out", str(tmp_path / "out.fasta"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out.fasta: is a directory" in err[0]
+
+
+def _residue_lines(res, X, chain="A", start_serial=1):
+    lines, s = [], start_serial
+    for (rn, ri, ic), xyz in zip(res, X, strict=True):
+        for a, p in zip(("N", "CA", "C", "O"), xyz, strict=True):
+            lines.append(atom_line(s, a, rn, chain, ri, *p, icode=ic))
+            s += 1
+    return lines
+
+
+def test_repeated_residue_numbers_are_errors_not_silent_duplicates_or_merges(tmp_path):
+    seq, X, _ = real_chain()
+    res = [("GLY", 1, " "), ("ALA", 2, " "), ("SER", 3, " ")]
+    twice = _residue_lines(res, X[:3]) + _residue_lines(res, X[:3] + 1.0)  # a second model without MODEL lines
+    (tmp_path / "twice.pdb").write_text("\n".join(twice + ["END"]) + "\n")
+    with pytest.raises(StructureError, match="residue number.s. 1, 2, 3 occur more than once"):
+        read_structure(tmp_path / "twice.pdb")
+    shared = _residue_lines([("GLY", 1, " "), ("ALA", 2, " "), ("SER", 2, " "), ("LYS", 3, " ")], X[:4])
+    (tmp_path / "shared.pdb").write_text("\n".join(shared + ["END"]) + "\n")
+    with pytest.raises(StructureError, match="number.s. 2 occur more than once"):  # was merged, SER lost
+        read_structure(tmp_path / "shared.pdb")
+    dup_atom = _residue_lines(res, X[:3])
+    dup_atom.insert(2, dup_atom[1])  # one CA twice in residue 1
+    (tmp_path / "dup.pdb").write_text("\n".join(dup_atom + ["END"]) + "\n")
+    with pytest.raises(StructureError, match="GLY 1: atom CA appears twice"):
+        read_structure(tmp_path / "dup.pdb")
+
+
+def test_a_modified_residue_without_backbone_is_kept_masked_and_ligands_are_not(tmp_path):
+    seq, X, _ = real_chain()
+    lines = _residue_lines([("GLY", 1, " "), ("ALA", 2, " ")], X[:2])
+    lines.append(atom_line(20, "CB", "NLE", "A", 3, *X[2, 1], het=True))  # norleucine (unmapped), N/CA/C lost
+    lines += _residue_lines([("LYS", 4, " ")], X[3:4], start_serial=21)
+    lines.append(atom_line(30, "FE", "HEM", "A", 5, 0.0, 0.0, 0.0, het=True, element="FE"))  # a ligand
+    (tmp_path / "m.pdb").write_text("\n".join(lines + ["END"]) + "\n")
+    (c,) = read_structure(tmp_path / "m.pdb").chains
+    assert c.seq == "GAXK" and c.res_ids.tolist() == [1, 2, 3, 4] and c.mask.tolist() == [True, True, False, True]
+
+
+def test_design_survives_bad_files_in_a_directory_and_bad_numbers(tmp_path, capsys):
+    seq, X, _ = real_chain()
+    d = tmp_path / "in"
+    d.mkdir()
+    write_pdb(d / "x.pdb", [("A", seq[:30], X[:30])])
+    write_pdb(d / "good.pdb", [("A", seq[:40], X[:40])])
+    arr = __import__("biotite.structure.io.pdb", fromlist=["PDBFile"]).PDBFile.read(str(d / "x.pdb")).get_structure(model=1)
+    from biotite.structure.io import pdbx
+
+    cif = pdbx.CIFFile()
+    pdbx.set_structure(cif, arr)
+    cif.write(str(d / "x.cif"))  # same stem as x.pdb
+    (d / "broken.pdb.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)  # gzip magic, garbage (zlib.error)
+    out, probs = tmp_path / "o.fasta", tmp_path / "p.npz"
+    assert main(["design", str(d), "--out", str(out), "--probs", str(probs), "--num-seqs", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.pdb.gz: corrupt gzip file" in err and "1 of 4 structures failed" in err
+    assert out.read_text().count(">") == 6  # native + 1 design for each of the 3 good files
+    assert {"good__probs", "x.pdb__probs", "x.cif__probs"} <= set(np.load(probs).files)
+    one = d / "good.pdb"
+    for argv, msg in [(["--temperature", "nan"], "finite number > 0"), (["--temperature", "inf"], "finite number > 0"),
+                      (["--bias-aa", "A:inf"], "finite number"), (["--bias-aa", "G:nan"], "finite number")]:
+        assert main(["design", str(one), "--out", str(tmp_path / "z.fasta"), *argv]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "z.fasta").exists()
+
+
+def test_knn_in_blocks_equals_all_pairs():
+    import torch
+
+    from reed_protein.features import knn_graph
+
+    g = torch.Generator().manual_seed(0)
+    X, m = torch.randn(2, 300, 4, 3, generator=g) * 10, torch.rand(2, 300, generator=g) > 0.1
+    (i1, d1, e1), (i2, d2, e2) = knn_graph(X, m, 30), knn_graph(X, m, 30, block=1000)  # one block vs 1-row blocks
+    assert torch.equal(i1, i2) and torch.equal(e1, e2) and torch.allclose(d1, d2, atol=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -40,12 +41,12 @@ def _design(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .design import design, parse_bias, parse_omit, to_fasta
+    from .design import DesignError, design, parse_bias, parse_omit, to_fasta
     from .loading import load_model
-    from .structure import read_structure
+    from .structure import StructureError, read_structure
 
-    if args.temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if not math.isfinite(args.temperature) or args.temperature <= 0:
+        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
     for target in (args.out, args.probs):
         if target:
             output_path(target)
@@ -56,23 +57,37 @@ def _design(args: argparse.Namespace) -> int:
     ckpt = _checkpoint(args.checkpoint)
     model = load_model(ckpt, device=args.device)
     chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
-    fasta, probs = [], {}
-    for f in tqdm(files, desc="designing", disable=len(files) < 2 or args.quiet):
-        structure = read_structure(f)
-        result = design(model, structure, chains=chains, fixed_positions=args.fixed_positions,
-                        num_seqs=args.num_seqs, temperature=args.temperature, num_steps=args.steps, omit=omit,
-                        bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device)
+    fasta, probs, failed = [], {}, []
+    stems = [f.name.split(".")[0] for f in files]
+    for f, stem in tqdm(list(zip(files, stems, strict=True)), desc="designing", disable=len(files) < 2 or args.quiet):
+        try:
+            structure = read_structure(f)
+            result = design(model, structure, chains=chains, fixed_positions=args.fixed_positions,
+                            num_seqs=args.num_seqs, temperature=args.temperature, num_steps=args.steps, omit=omit,
+                            bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device)
+        except (StructureError, DesignError) as e:
+            if len(files) == 1:
+                raise
+            failed.append(str(e))
+            continue
         fasta.append(to_fasta(result, temperature=args.temperature, seed=args.seed, model_name=ckpt.name))
-        probs[f"{result.name}__probs"] = result.probs
-        probs[f"{result.name}__labels"] = np.asarray(result.labels)
-    # everything succeeded: write outputs (never a partial FASTA)
-    atomic_write(args.out, "".join(fasta))
-    if args.probs:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
-        atomic_write(args.probs, buf.getvalue())
+        key = stem if stems.count(stem) == 1 else f.name  # x.pdb and x.cif both present: keys by file name
+        probs[f"{key}__probs"] = result.probs
+        probs[f"{key}__labels"] = np.asarray(result.labels)
+    if fasta:  # the structures that designed, written whole (never a partial FASTA)
+        atomic_write(args.out, "".join(fasta))
+        if args.probs:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
+            atomic_write(args.probs, buf.getvalue())
+    if failed:
+        for msg in failed:
+            print(f"reed-protein: error: {msg}", file=sys.stderr)
+        print(f"reed-protein: {len(failed)} of {len(files)} structures failed; wrote the designs of the other "
+              f"{len(fasta)}" + (f" to {args.out}" if fasta else ""), file=sys.stderr)
+        return 1
     if not args.quiet:
-        print(f"wrote {args.num_seqs} design(s) for {len(files)} structure(s) to {args.out}")
+        print(f"wrote {args.num_seqs} design(s) per structure for {len(files)} structure(s) to {args.out}")
     return 0
 
 

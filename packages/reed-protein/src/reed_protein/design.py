@@ -3,6 +3,7 @@ ProteinMPNN-style FASTA output and per-residue probabilities."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ def parse_bias(spec: str | None) -> torch.Tensor:
             bias[AA_TO_INDEX[a.strip().upper()]] += float(v)
         except (ValueError, KeyError):
             raise DesignError(f"--bias-aa: {item!r} is not like A:0.5 (letter from {ALPHABET})") from None
+        if not math.isfinite(float(v)):
+            raise DesignError(f"--bias-aa: {item!r}: the bias must be a finite number")
     return bias
 
 

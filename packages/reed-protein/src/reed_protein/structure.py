@@ -3,7 +3,9 @@
 Every residue of a polymer chain is kept in file order with its author residue number and insertion code;
 a residue with a missing backbone atom is kept and masked (its coordinates are NaN), never dropped or
 renumbered. Alternate locations: the highest-occupancy one. Modified residues map to their parent amino acid
-(MSE -> M, ...) or to X. Waters and other HETATM groups without an N-CA-C backbone are ignored.
+(MSE -> M, ...) or to X (also when they lack N/CA/C: peptide-linking per the CCD). Waters and other groups
+without an N-CA-C backbone (ligands, ions, nucleotides) are ignored. A residue number repeated in a chain is an
+error, never a silent duplicate or merge.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +66,7 @@ def _open_text(path: Path) -> str:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise StructureError(f"{path}: corrupt gzip file ({e})") from None
     return raw.decode("utf-8", errors="replace")
 
@@ -80,10 +83,61 @@ def _kind(path: Path) -> str:
     raise StructureError(f"{path}: unknown structure format (expected .pdb, .ent, .cif or .mmcif, optionally .gz)")
 
 
+_WATER = ("HOH", "WAT", "DOD")
+
+
+def _chain(path: Path, chain_id: str, sub) -> Chain | None:
+    """The residues of one chain, vectorised over atoms. A residue starts wherever the residue number, insertion
+    code or residue name changes (biotite's residue starts ignore the name, which merges two residues that share
+    a number). A residue number seen twice in one chain is an error: it means duplicated ATOM blocks or models
+    without MODEL records, and designing it twice would be silently wrong."""
+    res_id, ins, name, atom = sub.res_id, sub.ins_code, sub.res_name, sub.atom_name
+    new = np.ones(sub.array_length(), bool)
+    new[1:] = (res_id[1:] != res_id[:-1]) | (ins[1:] != ins[:-1]) | (name[1:] != name[:-1])
+    starts, rix = np.flatnonzero(new), np.cumsum(new) - 1  # residue of each atom
+
+    def where(r: int) -> str:
+        return f"{path}: chain {chain_id} residue {name[starts[r]]} {res_id[starts[r]]}{ins[starts[r]]}".rstrip()
+
+    if not (finite := np.isfinite(sub.coord).all(axis=1)).all():
+        raise StructureError(f"{where(rix[np.argmin(finite)])}: non-finite coordinates")
+    coords = np.full((len(starts), 4, 3), np.nan)
+    for k, a in [*enumerate(BACKBONE), (3, "OXT")]:
+        sel = np.flatnonzero(atom == a)
+        if (dup := np.bincount(rix[sel], minlength=len(starts)) > 1).any():
+            raise StructureError(f"{where(np.argmax(dup))}: atom {a} appears twice (duplicated ATOM records?)")
+        if a == "OXT":  # the terminal oxygen stands in for a missing O
+            sel = sel[~np.isfinite(coords[rix[sel], 3, 0])]
+        coords[rix[sel], k] = sub.coord[sel]
+    rname = name[starts]
+    one = np.array([THREE_TO_ONE.get(n, "") for n in rname.tolist()])
+    backbone = np.isfinite(coords[:, :3]).all(axis=(1, 2))
+    unmapped = {n for n in set(rname[(one == "") & ~backbone].tolist()) if n not in _WATER}
+    peptide = {n for n in unmapped if "PEPTIDE" in str(_link_type(n)).upper()}  # modified residues, kept as X
+    keep = ~np.isin(rname, _WATER) & ((one != "") | backbone | np.isin(rname, list(peptide)))
+    if not keep.any():
+        return None
+    keys = [f"{r}{c}" for r, c in zip(res_id[starts][keep].tolist(), ins[starts][keep].tolist(), strict=True)]
+    if len(set(keys)) < len(keys):
+        seen = sorted({k for k in keys if keys.count(k) > 1}, key=keys.index)
+        raise StructureError(f"{path}: chain {chain_id}: residue number(s) {', '.join(seen[:5])} occur more than once "
+                             "(duplicated ATOM blocks, models without MODEL records, or two residues sharing a "
+                             "number without an insertion code)")
+    return Chain(chain_id, "".join(np.where(one[keep] == "", "X", one[keep]).tolist()), coords[keep],
+                 res_id[starts][keep].astype(np.int64), ins[starts][keep].astype(str))
+
+
+def _link_type(res_name: str) -> str | None:
+    try:
+        from biotite.structure.info import link_type
+
+        return link_type(res_name)
+    except Exception:  # noqa: BLE001 - an unknown name or no CCD: treat as a ligand
+        return None
+
+
 def read_structure(path: str | os.PathLike) -> Structure:
     """Parse a structure file into backbone chains (first model)."""
-    import biotite.structure as struc
-
     path = Path(path)
     if not path.is_file():
         raise StructureError(f"{path}: no such file")
@@ -108,41 +162,7 @@ def read_structure(path: str | os.PathLike) -> Structure:
         raise StructureError(f"{path}: not a readable {kind.upper()} structure ({type(e).__name__}: {e})") from None
     if atoms.array_length() == 0:
         raise StructureError(f"{path}: no atoms")
-    chains = []
-    for chain_id in dict.fromkeys(atoms.chain_id.tolist()):
-        sub = atoms[atoms.chain_id == chain_id]
-        starts = struc.get_residue_starts(sub)
-        stops = np.append(starts[1:], sub.array_length())
-        names = sub.atom_name
-        seq, coords, res_ids, ins = [], [], [], []
-        for lo, hi in zip(starts, stops, strict=True):
-            res_name = sub.res_name[lo]
-            atom_names = names[lo:hi].tolist()
-            if res_name in ("HOH", "WAT", "DOD"):
-                continue
-            one = THREE_TO_ONE.get(res_name)
-            has_backbone = all(a in atom_names for a in ("N", "CA", "C"))
-            if one is None and not has_backbone:
-                continue  # ligand / ion / nucleotide
-            if one is None:
-                one = "X"
-            if not np.isfinite(sub.coord[lo:hi]).all():
-                raise StructureError(
-                    f"{path}: chain {chain_id} residue {sub.res_name[lo]} {sub.res_id[lo]}{sub.ins_code[lo]}: "
-                    "non-finite coordinates")
-            xyz = np.full((4, 3), np.nan)
-            for k, a in enumerate(BACKBONE):
-                if a in atom_names:
-                    xyz[k] = sub.coord[lo + atom_names.index(a)]
-                elif a == "O" and "OXT" in atom_names:
-                    xyz[k] = sub.coord[lo + atom_names.index("OXT")]
-            seq.append(one)
-            coords.append(xyz)
-            res_ids.append(int(sub.res_id[lo]))
-            ins.append(str(sub.ins_code[lo]))
-        if seq:
-            chains.append(Chain(chain_id, "".join(seq), np.asarray(coords, np.float64), np.asarray(res_ids),
-                                np.asarray(ins)))
+    chains = [c for cid in dict.fromkeys(atoms.chain_id.tolist()) if (c := _chain(path, cid, atoms[atoms.chain_id == cid]))]
     if not chains:
         raise StructureError(f"{path}: no protein chain found")
     for c in chains:
