@@ -220,3 +220,33 @@ def test_knn_in_blocks_equals_all_pairs():
     X, m = torch.randn(2, 300, 4, 3, generator=g) * 10, torch.rand(2, 300, generator=g) > 0.1
     (i1, d1, e1), (i2, d2, e2) = knn_graph(X, m, 30), knn_graph(X, m, 30, block=1000)  # one block vs 1-row blocks
     assert torch.equal(i1, i2) and torch.equal(e1, e2) and torch.allclose(d1, d2, atol=0.05)
+
+
+def test_score_native_and_designed_sequences(tmp_path, capsys):
+    import json
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "p.pdb", [("A", seq[:50], X[:50]), ("B", seq[50:80], X[50:80] + 40.0)])
+    fa = tmp_path / "d.fasta"
+    assert main(["design", str(tmp_path / "p.pdb"), "--out", str(fa), "--num-seqs", "2", "--seed", "3", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "s.json"
+    assert main(["score", str(tmp_path / "p.pdb"), "--fasta", str(fa), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0].split("\t") == ["structure", "sequence", "score", "global_score"] and len(printed) == 4
+    res = json.loads(out.read_text())["p"]
+    heads = fa.read_text().splitlines()[0::2]
+    for k, r in enumerate(res):  # the design headers' score / global_score are the same quantities
+        want = dict(kv.split("=") for kv in heads[k].lstrip(">").split(", ") if "score" in kv)
+        assert abs(r["score"] - float(want["score"])) < 2e-4 and abs(r["global_score"] - float(want["global_score"])) < 2e-4
+        lp = [v for v in r["log_probs"] if v is not None]
+        assert len(r["log_probs"]) == 80 and abs(-sum(lp) / len(lp) - r["global_score"]) < 1e-3
+    assert main(["score", str(tmp_path / "p.pdb"), "--chains", "B"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("p\tnative\t")
+    bad = tmp_path / "bad.fasta"
+    for text, msg in [(">x\n" + "A" * 79 + "\n", "chain lengths"), (">x\n" + "Z" * 80 + "\n", "unknown residue"),
+                      ("ACD\n", "not FASTA")]:
+        bad.write_text(text)
+        assert main(["score", str(tmp_path / "p.pdb"), "--fasta", str(bad), "--out", str(tmp_path / "n.json")]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "n.json").exists()

@@ -91,6 +91,57 @@ def _design(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    import math
+
+    import torch
+
+    from .design import DesignError, parse_fasta, score
+    from .loading import load_model
+    from .structure import StructureError, read_structure
+
+    if args.out:
+        output_path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = _inputs(args.input)
+    sequences = None
+    if args.fasta:
+        if len(files) > 1:
+            raise ValueError("--fasta scores sequences on one structure; give a single structure file")
+        fasta = Path(args.fasta)
+        if not fasta.is_file():
+            raise FileNotFoundError(f"{fasta}: no such FASTA file")
+        sequences = parse_fasta(fasta.read_text(errors="replace"), str(fasta))
+    chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
+    model = load_model(_checkpoint(args.checkpoint), device=args.device)
+    results, failed, lines = {}, [], []
+    for f in files:
+        try:
+            r = score(model, read_structure(f), sequences, chains=chains, device=args.device)
+        except (StructureError, DesignError) as e:
+            if len(files) == 1:
+                raise
+            failed.append(str(e))
+            continue
+        key = r.name if r.name not in results else f.name
+        results[key] = [{"sequence": q, "score": sc, "global_score": gs, "labels": list(r.labels),
+                         "log_probs": [None if math.isnan(v) else round(float(v), 5) for v in lp]}
+                        for q, sc, gs, lp in zip(r.sequences, r.scores, r.global_scores, r.log_probs, strict=True)]
+        lines += [f"{key}\t{'native' if sequences is None else k + 1}\t{sc:.4f}\t{gs:.4f}"
+                  for k, (sc, gs) in enumerate(zip(r.scores, r.global_scores, strict=True))]
+    if results and args.out:
+        atomic_write(args.out, json.dumps(results, indent=1) + "\n")
+    if results:
+        print("structure\tsequence\tscore\tglobal_score")
+        print("\n".join(lines))
+    for msg in failed:
+        print(f"reed-protein: error: {msg}", file=sys.stderr)
+    if failed:
+        print(f"reed-protein: {len(failed)} of {len(files)} structures failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from reed_core.cli import parse_duration
 
@@ -174,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     d.add_argument("--quiet", action="store_true", help="no progress or summary output")
     d.set_defaults(func=_design)
+
+    sc = sub.add_parser("score", help="score the native or given sequences on structures (ProteinMPNN's --score_only)",
+                        formatter_class=fmt)
+    sc.add_argument("input", help="a .pdb/.cif file (optionally .gz) or a directory of them")
+    sc.add_argument("--fasta", default=None, help="sequences to score (one structure; chains separated by '/', as "
+                    "`design` writes them; default: the native sequence)")
+    sc.add_argument("--chains", default=None, help="chains whose residues make the score (default: all)")
+    sc.add_argument("--out", default=None, help="also write per-residue log-probabilities and scores as JSON")
+    sc.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
+    sc.add_argument("--device", default="cpu", help="cpu / cuda")
+    sc.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    sc.set_defaults(func=_score)
 
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED models on the packed chains", formatter_class=fmt)
     t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")

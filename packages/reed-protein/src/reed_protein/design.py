@@ -170,6 +170,84 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
                         tuple(scores), tuple(gscores), tuple(recs), probs, labels)
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per sequence: ``score`` (mean negative log-likelihood over the scored chains' residues, each predicted
+    with all scored residues masked: the ``score`` of the design headers), ``global_score`` (the same over every
+    residue) and ``log_probs`` (L,): the global score's per-residue terms, log p(residue) with every residue
+    masked (NaN where X or no backbone)."""
+
+    name: str
+    sequences: tuple[str, ...]
+    scores: tuple[float, ...]
+    global_scores: tuple[float, ...]
+    log_probs: np.ndarray  # (N, L)
+    labels: tuple[str, ...]
+
+
+def parse_fasta(text: str, source: str = "FASTA") -> list[str]:
+    """The sequences of a FASTA text (records joined over lines); a DesignError for text that is not FASTA."""
+    seqs: list[list[str]] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line.startswith(">"):
+            seqs.append([])
+        elif line:
+            if not seqs:
+                raise DesignError(f"{source}: line {n}: sequence before the first '>' header; not FASTA")
+            seqs[-1].append(line)
+    if not seqs or not all(seqs):
+        raise DesignError(f"{source}: no sequences (or a header without one)")
+    return ["".join(s) for s in seqs]
+
+
+def _tokens(structure: Structure, seq: str, where: str) -> np.ndarray:
+    lengths = [len(c) for c in structure.chains]
+    parts = seq.split("/") if "/" in seq else [seq]
+    if "/" not in seq and len(seq) == sum(lengths):
+        parts, lo = [], 0
+        for n in lengths:
+            parts.append(seq[lo:lo + n])
+            lo += n
+    if [len(p) for p in parts] != lengths:
+        raise DesignError(f"{where}: chain lengths {[len(p) for p in parts]} do not match the structure's {lengths} "
+                          f"(chains {[c.chain_id for c in structure.chains]}; separate chains with '/')")
+    if bad := sorted(set("".join(parts).upper()) - set(ALPHABET)):
+        raise DesignError(f"{where}: unknown residue letters {bad}; use {ALPHABET}")
+    return np.asarray(encode("".join(parts).upper()))
+
+
+@torch.no_grad()
+def score(model: ProteinDenoiser, structure: Structure, sequences: Sequence[str] | None = None, *,
+          chains: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 8) -> ScoreResult:
+    """Score the native sequence (``sequences=None``) or the given ones (``"AAA/BBB"`` per chain, or the chains
+    concatenated) on ``structure`` (ProteinMPNN's ``--score_only``). ``chains``: the chains scored (default all)."""
+    all_ids = [c.chain_id for c in structure.chains]
+    for c in chains or ():
+        if c not in all_ids:
+            raise DesignError(f"{structure.name}: no chain {c!r} to score; chains are {all_ids}")
+    item = _structure_item(structure, list(chains) if chains else all_ids, {})
+    toks = [item["S"]] if sequences is None else [_tokens(structure, s, f"sequence {k + 1}")
+                                                   for k, s in enumerate(sequences)]
+    model.eval()
+    scores, gscores, logps = [], [], []
+    for lo in range(0, len(toks), batch_size):
+        chunk = toks[lo:lo + batch_size]
+        x = pad_batch([{**item, "S": t} for t in chunk]).to(device)
+        enc = model.encode(x)
+        S = x.S
+        for positions, out in ((x.design_mask & x.mask & (S != X_INDEX), scores), (x.mask & (S != X_INDEX), gscores)):
+            S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
+            lp = F.log_softmax(model.decode(enc, S_in).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
+            w = positions.float()
+            out.extend((-(lp * w).sum(1) / w.sum(1).clamp_min(1)).tolist())
+            if out is gscores:
+                logps.append(torch.where(positions, lp, torch.nan).cpu().numpy())
+    seqs = tuple(_join(structure, t) for t in toks)
+    labels = tuple(lab for c in structure.chains for lab in c.labels())
+    return ScoreResult(structure.name, seqs, tuple(scores), tuple(gscores), np.concatenate(logps), labels)
+
+
 def _join(structure: Structure, tokens: np.ndarray) -> str:
     parts, lo = [], 0
     for c in structure.chains:
@@ -190,4 +268,5 @@ def to_fasta(result: DesignResult, *, temperature: float, seed: int, model_name:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DesignError", "DesignResult", "design", "parse_bias", "parse_fixed_positions", "parse_omit", "to_fasta"]
+__all__ = ["DesignError", "DesignResult", "ScoreResult", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
+           "parse_omit", "score", "to_fasta"]
