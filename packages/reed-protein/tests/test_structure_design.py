@@ -250,3 +250,33 @@ def test_score_native_and_designed_sequences(tmp_path, capsys):
         assert main(["score", str(tmp_path / "p.pdb"), "--fasta", str(bad), "--out", str(tmp_path / "n.json")]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "n.json").exists()
+
+
+def test_tied_positions_and_homo_oligomers_design_identical_residues(tmp_path, capsys):
+    import json
+
+    seq, X, _ = real_chain()
+    n = 40
+    write_pdb(tmp_path / "h.pdb", [("A", seq[:n], X[:n]), ("B", seq[:n], X[:n] + 30.0), ("C", seq[:n], X[:n] - 30.0)])
+    out = tmp_path / "h.fasta"
+    assert main(["design", str(tmp_path / "h.pdb"), "--out", str(out), "--num-seqs", "3", "--homo-oligomer",
+                 "--quiet"]) == 0
+    designs = out.read_text().splitlines()[3::2]
+    assert len(designs) == 3 and all(len(set(d.split("/"))) == 1 for d in designs)  # A == B == C
+    assert len(set(designs)) > 1  # and the designs still differ from each other
+    tied = tmp_path / "t.json"
+    tied.write_text(json.dumps({"h": [{"A": [1, 2], "C": [5]}, {"B": [7], "C": [7]}]}))
+    assert main(["design", str(tmp_path / "h.pdb"), "--out", str(out), "--num-seqs", "4", "--seed", "2",
+                 "--tied-positions", str(tied), "--quiet"]) == 0
+    for d in out.read_text().splitlines()[3::2]:
+        a, b, c = d.split("/")
+        assert a[0] == a[1] == c[4] and b[6] == c[6]
+    for groups, msg in [([{"A": [99]}], "not a position 1..40"), ([{"Q": [1]}], "no chain 'Q'"),
+                        ([{"A": [1]}, {"A": [1], "B": [1]}], "shares positions")]:
+        tied.write_text(json.dumps(groups))
+        assert main(["design", str(tmp_path / "h.pdb"), "--out", str(tmp_path / "x.fasta"), "--tied-positions",
+                     str(tied)]) == 2
+        assert msg in capsys.readouterr().err
+    write_pdb(tmp_path / "u.pdb", [("A", seq[:n], X[:n]), ("B", seq[:30], X[:30] + 30.0)])
+    assert main(["design", str(tmp_path / "u.pdb"), "--out", str(tmp_path / "x.fasta"), "--homo-oligomer"]) == 2
+    assert "equal length" in capsys.readouterr().err and not (tmp_path / "x.fasta").exists()

@@ -57,6 +57,7 @@ def _design(args: argparse.Namespace) -> int:
     ckpt = _checkpoint(args.checkpoint)
     model = load_model(ckpt, device=args.device)
     chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
+    tied = _tied_positions(args.tied_positions)
     fasta, probs, failed = [], {}, []
     stems = [f.name.split(".")[0] for f in files]
     for f, stem in tqdm(list(zip(files, stems, strict=True)), desc="designing", disable=len(files) < 2 or args.quiet):
@@ -64,7 +65,9 @@ def _design(args: argparse.Namespace) -> int:
             structure = read_structure(f)
             result = design(model, structure, chains=chains, fixed_positions=args.fixed_positions,
                             num_seqs=args.num_seqs, temperature=args.temperature, num_steps=args.steps, omit=omit,
-                            bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device)
+                            bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                            tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
+                            homo_oligomer=args.homo_oligomer)
         except (StructureError, DesignError) as e:
             if len(files) == 1:
                 raise
@@ -89,6 +92,23 @@ def _design(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {args.num_seqs} design(s) per structure for {len(files)} structure(s) to {args.out}")
     return 0
+
+
+def _tied_positions(arg: str | None) -> dict | list | None:
+    """ProteinMPNN's tied-positions JSON: {structure name: [{chain: [1-based positions]}, ...]}, or the list alone
+    (then it applies to every structure)."""
+    if arg is None:
+        return None
+    path = Path(arg)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such tied-positions file")
+    try:
+        tied = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(tied, (dict, list)):
+        raise ValueError(f"{path}: expected {{name: [{{chain: [positions]}}]}} or a list of {{chain: [positions]}}")
+    return tied
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -224,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="cpu / cuda")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     d.add_argument("--quiet", action="store_true", help="no progress or summary output")
+    d.add_argument("--tied-positions", default=None,
+                   help="ProteinMPNN's tied-positions JSON ({name: [{chain: [1-based positions]}, ...]}): each group "
+                        "gets one residue type")
+    d.add_argument("--homo-oligomer", action="store_true",
+                   help="tie position k of every designed chain (symmetric design of identical chains)")
     d.set_defaults(func=_design)
 
     sc = sub.add_parser("score", help="score the native or given sequences on structures (ProteinMPNN's --score_only)",

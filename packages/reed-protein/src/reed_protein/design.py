@@ -58,6 +58,48 @@ def parse_fixed_positions(spec: str | None, structure: Structure) -> dict[str, s
     return out
 
 
+def tied_index(structure: Structure, design_chains: Sequence[str], fixed: dict[str, set[int]], *,
+               groups: Sequence[dict] | None = None, homo_oligomer: bool = False) -> np.ndarray | None:
+    """(L,) for each residue the residue it is tied to (itself when untied), or None when nothing is tied.
+
+    ``groups``: ProteinMPNN's tied positions of one structure, a list of ``{chain: [1-based positions]}``, each
+    dict one group. ``homo_oligomer``: position k of every designed chain tied (the chains must be as long)."""
+    offsets, lo = {}, 0
+    for c in structure.chains:
+        offsets[c.chain_id] = lo
+        lo += len(c)
+    groups = list(groups or [])
+    if homo_oligomer:
+        lengths = {c: len(structure.chain(c)) for c in design_chains}
+        if len(set(lengths.values())) != 1:
+            raise DesignError(f"{structure.name}: --homo-oligomer needs designed chains of equal length, got {lengths}")
+        groups += [{c: [k + 1] for c in design_chains} for k in range(next(iter(lengths.values())))]
+    if not groups:
+        return None
+    tied, seen = np.arange(lo), set()
+    for g, group in enumerate(groups):
+        if not isinstance(group, dict):
+            raise DesignError(f"{structure.name}: tied group {g + 1} is not a {{chain: [positions]}} mapping")
+        members = []
+        for cid, positions in group.items():
+            if cid not in offsets:
+                raise DesignError(f"{structure.name}: tied group {g + 1}: no chain {cid!r}")
+            if cid not in design_chains:
+                raise DesignError(f"{structure.name}: tied group {g + 1}: chain {cid} is not designed")
+            for p in positions if isinstance(positions, list) else [positions]:
+                if not isinstance(p, int) or not 1 <= p <= len(structure.chain(cid)):
+                    raise DesignError(f"{structure.name}: tied group {g + 1}: {cid}{p} is not a position 1.."
+                                      f"{len(structure.chain(cid))} of chain {cid}")
+                if p - 1 in fixed.get(cid, ()):
+                    raise DesignError(f"{structure.name}: tied group {g + 1}: {cid}{p} is a fixed position")
+                members.append(offsets[cid] + p - 1)
+        if seen & set(members):
+            raise DesignError(f"{structure.name}: tied group {g + 1} shares positions with an earlier group")
+        seen |= set(members)
+        tied[members] = min(members)
+    return tied
+
+
 def parse_omit(letters: str | None) -> torch.Tensor:
     omit = torch.zeros(len(ALPHABET), dtype=torch.bool)
     for a in (letters or "").upper().replace(",", ""):
@@ -126,7 +168,8 @@ def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Te
 def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str] | None = None,
            fixed_positions: str | None = None, num_seqs: int = 1, temperature: float = 0.1, num_steps: int = 20,
            omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0, batch_size: int = 8,
-           device: str = "cpu") -> DesignResult:
+           device: str = "cpu", tied_positions: Sequence[dict] | None = None, homo_oligomer: bool = False
+           ) -> DesignResult:
     all_ids = [c.chain_id for c in structure.chains]
     design_chains = list(chains) if chains else all_ids
     for c in design_chains:
@@ -136,6 +179,11 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         raise DesignError(f"--num-seqs and --batch-size must be >= 1, got {num_seqs}, {batch_size}")
     fixed = parse_fixed_positions(fixed_positions, structure)
     item = _structure_item(structure, design_chains, fixed)
+    tied = tied_index(structure, design_chains, fixed, groups=tied_positions, homo_oligomer=homo_oligomer)
+    if tied is not None:
+        if not (item["design_mask"][tied] == item["design_mask"]).all():  # a member without backbone
+            raise DesignError(f"{structure.name}: a tied group mixes designable residues with masked ones")
+        tied = torch.as_tensor(tied, device=device)
     if not item["design_mask"].any():
         raise DesignError(f"{structure.name}: nothing to design (every residue of {design_chains} is fixed or masked)")
     model.eval()
@@ -155,7 +203,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         x = pad_batch([item] * b).to(device)
         enc = model.encode(x)  # once: for sampling and for scoring the designs
         S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, bias=bias, omit=omit,
-                            encoding=enc)
+                            encoding=enc, tied=tied)
         sc = _scores(model, enc, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
         gs = _scores(model, enc, S, x, x.mask)
         rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
@@ -269,4 +317,4 @@ def to_fasta(result: DesignResult, *, temperature: float, seed: int, model_name:
 
 
 __all__ = ["DesignError", "DesignResult", "ScoreResult", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
-           "parse_omit", "score", "to_fasta"]
+           "parse_omit", "score", "tied_index", "to_fasta"]
