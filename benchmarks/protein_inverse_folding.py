@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--teachers", choices=("mpnn", "inproject"), default=None,
                    help="pair/structure teachers (default: mpnn with --full; inproject on CPU, where ProteinMPNN's "
                         "encoder costs about 3 s per step on the fly)")
-    p.add_argument("--evals", type=int, default=3, help="evaluation checkpoints per method")
+    p.add_argument("--evals", type=int, default=6, help="evaluation checkpoints per method")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
