@@ -75,10 +75,10 @@ def _sample(args: argparse.Namespace) -> int:
     for lo in tqdm(range(0, args.num, args.batch_size), desc="sampling", disable=args.quiet):
         y = labels[lo:lo + args.batch_size]
         lat = hybrid_latents(loaded.model, loaded.hybrid, loaded.projectors, y, args.latents)
-        chunks.append(sample(loaded.model, loaded.process, y, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
-                             num_steps=args.steps, method=args.method, cfg=args.cfg, guidance_interval=interval,
-                             generator=gen, latents=lat))
-        chunks[-1] = loaded.to_images(chunks[-1]).cpu()
+        x = sample(loaded.model, loaded.process, y, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
+                   num_steps=args.steps, method=args.method, cfg=args.cfg, guidance_interval=interval, generator=gen,
+                   latents=lat)
+        chunks.append(loaded.to_images(x).cpu())
     images = torch.cat(chunks)
     if args.grid is not None:
         save_grid(images, args.grid, nrow=args.nrow)

@@ -102,7 +102,7 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
     diffusers AutoencoderKL directory: SiT then trains on its latents (``reed_image.vae``)."""
     preset = preset or PRESET
     _, channels, size, _ = to_tensor(train_set.images[:1]).shape  # the size training sees (28 px padded to 32)
-    latents, process = None, Interpolant(path=path, time_sampling=time_sampling)
+    codec, process = None, Interpolant(path=path, time_sampling=time_sampling)
     if vae is not None:
         from .vae import load_vae
 
@@ -110,10 +110,11 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
             raise ValueError(f"the latent path needs cached teachers (they see pixels); not cached: {on_the_fly}")
         codec = load_vae(vae, device or "cpu")
         size, channels = codec.latent_size(size), codec.channels
-        latents = codec.moments(to_tensor(train_set.images), progress=progress)
         process = codec.process(path=path, time_sampling=time_sampling)
     cfg = sit_config(model, image_size=size, in_channels=channels, num_classes=train_set.num_classes)
-    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid, latents=latents)
+    data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid)
+    if codec is not None:  # x0 becomes the posterior moments of the pixels data already holds
+        data.latents = codec.moments(data.x, progress=progress)
     run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "data": train_set.source, "ema_decay": ema_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,

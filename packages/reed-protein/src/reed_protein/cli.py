@@ -26,6 +26,42 @@ def _inputs(arg: str) -> list[Path]:
     return [p]
 
 
+def _each_structure(files: list[Path], fn, desc: str, quiet: bool) -> tuple[list, list[str]]:
+    """``(file, key, fn(file))`` for every structure file that works, and the errors of those that do not. With one
+    file its error is raised (one line, exit 2); among several it is collected so the good ones still count.
+    ``key``: the file's stem, or its whole name when another input shares the stem (x.pdb and x.cif)."""
+    from tqdm.auto import tqdm
+
+    from .design import DesignError
+    from .structure import StructureError
+
+    stems = [f.name.split(".")[0] for f in files]
+    done, failed = [], []
+    for f, stem in tqdm(list(zip(files, stems, strict=True)), desc=desc, disable=len(files) < 2 or quiet):
+        try:
+            value = fn(f)
+        except (StructureError, DesignError) as e:
+            if len(files) == 1:
+                raise
+            failed.append(str(e))
+            continue
+        done.append((f, stem if stems.count(stem) == 1 else f.name, value))
+    return done, failed
+
+
+def _report_failures(failed: list[str], total: int, detail: str = "") -> int:
+    """Each failure on its own error line and a summary; the exit code (1 when any failed)."""
+    for msg in failed:
+        print(f"reed-protein: error: {msg}", file=sys.stderr)
+    if failed:
+        print(f"reed-protein: {len(failed)} of {total} structures failed{detail}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _chain_list(arg: str | None) -> list[str] | None:
+    return [c.strip() for c in arg.split(",") if c.strip()] if arg else None
+
+
 def _checkpoint(arg: str | None) -> Path:
     from reed_core.cli import resolve_checkpoint
 
@@ -39,11 +75,10 @@ def _design(args: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
-    from .design import DesignError, design, parse_bias, parse_omit, to_fasta
+    from .design import design, parse_bias, parse_omit, to_fasta
     from .loading import load_model
-    from .structure import StructureError, read_structure
+    from .structure import read_structure
 
     if not math.isfinite(args.temperature) or args.temperature <= 0:
         raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
@@ -56,39 +91,29 @@ def _design(args: argparse.Namespace) -> int:
     omit, bias = parse_omit(args.omit_aa), parse_bias(args.bias_aa)
     ckpt = _checkpoint(args.checkpoint)
     model = load_model(ckpt, device=args.device)
-    chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
-    tied = _tied_positions(args.tied_positions)
-    fasta, probs, failed = [], {}, []
-    stems = [f.name.split(".")[0] for f in files]
-    for f, stem in tqdm(list(zip(files, stems, strict=True)), desc="designing", disable=len(files) < 2 or args.quiet):
-        try:
-            structure = read_structure(f)
-            result = design(model, structure, chains=chains, fixed_positions=args.fixed_positions,
-                            num_seqs=args.num_seqs, temperature=args.temperature, num_steps=args.steps, omit=omit,
-                            bias=bias, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                            tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
-                            homo_oligomer=args.homo_oligomer)
-        except (StructureError, DesignError) as e:
-            if len(files) == 1:
-                raise
-            failed.append(str(e))
-            continue
-        fasta.append(to_fasta(result, temperature=args.temperature, seed=args.seed, model_name=ckpt.name))
-        key = stem if stems.count(stem) == 1 else f.name  # x.pdb and x.cif both present: keys by file name
-        probs[f"{key}__probs"] = result.probs
-        probs[f"{key}__labels"] = np.asarray(result.labels)
+    chains, tied = _chain_list(args.chains), _tied_positions(args.tied_positions)
+
+    def one(f: Path):
+        structure = read_structure(f)
+        return design(model, structure, chains=chains, fixed_positions=args.fixed_positions, num_seqs=args.num_seqs,
+                      temperature=args.temperature, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
+                      batch_size=args.batch_size, device=args.device,
+                      tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
+                      homo_oligomer=args.homo_oligomer)
+
+    done, failed = _each_structure(files, one, "designing", args.quiet)
+    fasta = [to_fasta(r, temperature=args.temperature, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
     if fasta:  # the structures that designed, written whole (never a partial FASTA)
         atomic_write(args.out, "".join(fasta))
         if args.probs:
+            probs = {f"{key}__{part}": v for _, key, r in done
+                     for part, v in (("probs", r.probs), ("labels", np.asarray(r.labels)))}
             buf = io.BytesIO()
             np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
             atomic_write(args.probs, buf.getvalue())
     if failed:
-        for msg in failed:
-            print(f"reed-protein: error: {msg}", file=sys.stderr)
-        print(f"reed-protein: {len(failed)} of {len(files)} structures failed; wrote the designs of the other "
-              f"{len(fasta)}" + (f" to {args.out}" if fasta else ""), file=sys.stderr)
-        return 1
+        return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
+                                + (f" to {args.out}" if fasta else ""))
     if not args.quiet:
         print(f"wrote {args.num_seqs} design(s) per structure for {len(files)} structure(s) to {args.out}")
     return 0
@@ -112,13 +137,11 @@ def _tied_positions(arg: str | None) -> dict | list | None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    import math
-
     import torch
 
-    from .design import DesignError, parse_fasta, score
+    from .design import parse_fasta, score
     from .loading import load_model
-    from .structure import StructureError, read_structure
+    from .structure import read_structure
 
     if args.out:
         output_path(args.out)
@@ -133,33 +156,22 @@ def _score(args: argparse.Namespace) -> int:
         if not fasta.is_file():
             raise FileNotFoundError(f"{fasta}: no such FASTA file")
         sequences = parse_fasta(fasta.read_text(errors="replace"), str(fasta))
-    chains = [c.strip() for c in args.chains.split(",") if c.strip()] if args.chains else None
+    chains = _chain_list(args.chains)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
-    results, failed, lines = {}, [], []
-    for f in files:
-        try:
-            r = score(model, read_structure(f), sequences, chains=chains, device=args.device)
-        except (StructureError, DesignError) as e:
-            if len(files) == 1:
-                raise
-            failed.append(str(e))
-            continue
-        key = r.name if r.name not in results else f.name
-        results[key] = [{"sequence": q, "score": sc, "global_score": gs, "labels": list(r.labels),
-                         "log_probs": [None if math.isnan(v) else round(float(v), 5) for v in lp]}
-                        for q, sc, gs, lp in zip(r.sequences, r.scores, r.global_scores, r.log_probs, strict=True)]
-        lines += [f"{key}\t{'native' if sequences is None else k + 1}\t{sc:.4f}\t{gs:.4f}"
-                  for k, (sc, gs) in enumerate(zip(r.scores, r.global_scores, strict=True))]
+    done, failed = _each_structure(
+        files, lambda f: score(model, read_structure(f), sequences, chains=chains, device=args.device), "scoring", True)
+    results = {key: [{"sequence": q, "score": sc, "global_score": gs, "labels": list(r.labels),
+                      "log_probs": [None if math.isnan(v) else round(float(v), 5) for v in lp]}
+                     for q, sc, gs, lp in zip(r.sequences, r.scores, r.global_scores, r.log_probs, strict=True)]
+               for _, key, r in done}
     if results and args.out:
         atomic_write(args.out, json.dumps(results, indent=1) + "\n")
     if results:
         print("structure\tsequence\tscore\tglobal_score")
-        print("\n".join(lines))
-    for msg in failed:
-        print(f"reed-protein: error: {msg}", file=sys.stderr)
-    if failed:
-        print(f"reed-protein: {len(failed)} of {len(files)} structures failed", file=sys.stderr)
-    return 1 if failed else 0
+        for key, rows in results.items():
+            for k, row in enumerate(rows):
+                print(f"{key}\t{'native' if sequences is None else k + 1}\t{row['score']:.4f}\t{row['global_score']:.4f}")
+    return _report_failures(failed, len(files))
 
 
 def _train(args: argparse.Namespace) -> int:

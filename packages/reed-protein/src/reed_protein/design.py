@@ -155,13 +155,16 @@ def _structure_item(structure: Structure, design_chains: Sequence[str], fixed: d
             "chain_idx": np.concatenate(cidx), "design_mask": np.concatenate(design)}
 
 
+def _residue_logp(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """log p(S_i) (B,L) at every residue, predicted with all of ``positions`` (B,L) masked."""
+    S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
+    return F.log_softmax(model.decode(enc, S_in).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
+
+
 def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood per sequence over ``positions`` (B,L) with those positions masked."""
-    S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
-    logits = model.decode(enc, S_in).prediction
-    ce = F.cross_entropy(logits.float().transpose(1, 2), S, reduction="none")
     w = positions.float()
-    return (ce * w).sum(1) / w.sum(1).clamp_min(1)
+    return -(_residue_logp(model, enc, S, positions) * w).sum(1) / w.sum(1).clamp_min(1)
 
 
 @torch.no_grad()
@@ -283,14 +286,12 @@ def score(model: ProteinDenoiser, structure: Structure, sequences: Sequence[str]
         chunk = toks[lo:lo + batch_size]
         x = pad_batch([{**item, "S": t} for t in chunk]).to(device)
         enc = model.encode(x)
-        S = x.S
-        for positions, out in ((x.design_mask & x.mask & (S != X_INDEX), scores), (x.mask & (S != X_INDEX), gscores)):
-            S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
-            lp = F.log_softmax(model.decode(enc, S_in).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
-            w = positions.float()
-            out.extend((-(lp * w).sum(1) / w.sum(1).clamp_min(1)).tolist())
-            if out is gscores:
-                logps.append(torch.where(positions, lp, torch.nan).cpu().numpy())
+        S, valid = x.S, x.mask & (x.S != X_INDEX)
+        scores.extend(_scores(model, enc, S, x, x.design_mask & valid).tolist())  # design_mask implies a backbone
+        lp = _residue_logp(model, enc, S, valid)
+        w = valid.float()
+        gscores.extend((-(lp * w).sum(1) / w.sum(1).clamp_min(1)).tolist())
+        logps.append(torch.where(valid, lp, torch.nan).cpu().numpy())
     seqs = tuple(_join(structure, t) for t in toks)
     labels = tuple(lab for c in structure.chains for lab in c.labels())
     return ScoreResult(structure.name, seqs, tuple(scores), tuple(gscores), np.concatenate(logps), labels)
