@@ -280,3 +280,33 @@ def test_tied_positions_and_homo_oligomers_design_identical_residues(tmp_path, c
     write_pdb(tmp_path / "u.pdb", [("A", seq[:n], X[:n]), ("B", seq[:30], X[:30] + 30.0)])
     assert main(["design", str(tmp_path / "u.pdb"), "--out", str(tmp_path / "x.fasta"), "--homo-oligomer"]) == 2
     assert "equal length" in capsys.readouterr().err and not (tmp_path / "x.fasta").exists()
+
+
+def test_bias_per_residue_steers_the_listed_residues_only(tmp_path, capsys):
+    import json
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "b.pdb", [("A", seq[:40], X[:40]), ("B", seq[40:70], X[40:70] + 30.0)])
+    rows = [[0.0] * 21 for _ in range(40)]
+    for k in (0, 1, 2, 10):
+        rows[k]["ACDEFGHIKLMNPQRSTVWYX".index("W")] = 50.0
+    bias = tmp_path / "bias.json"
+    out = tmp_path / "b.fasta"
+    for spec in ({"b": {"A": rows}}, {"A": rows}):  # ProteinMPNN's {name: {chain: rows}} and the unnamed form
+        bias.write_text(json.dumps(spec))
+        assert main(["design", str(tmp_path / "b.pdb"), "--out", str(out), "--num-seqs", "3", "--bias-per-residue",
+                     str(bias), "--quiet"]) == 0
+        for d in out.read_text().splitlines()[3::2]:
+            a, b = d.split("/")
+            assert a[0] == a[1] == a[2] == a[10] == "W" and a.count("W") < 20 and b.count("W") < 10
+    bias.write_text(json.dumps({"other": {"A": rows}}))  # another structure's bias leaves this one alone
+    assert main(["design", str(tmp_path / "b.pdb"), "--out", str(out), "--num-seqs", "2", "--bias-per-residue",
+                 str(bias), "--quiet"]) == 0
+    assert not all(d.split("/")[0][:3] == "WWW" for d in out.read_text().splitlines()[3::2])
+    for spec, msg in [({"A": rows[:39]}, "must be 40 rows of 21"), ({"Q": rows}, "chain 'Q'"),
+                      ({"A": [[float("nan")] * 21] * 40}, "non-finite"), ([1, 2], "expected")]:
+        bias.write_text(json.dumps(spec))
+        assert main(["design", str(tmp_path / "b.pdb"), "--out", str(tmp_path / "x.fasta"), "--bias-per-residue",
+                     str(bias)]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x.fasta").exists()

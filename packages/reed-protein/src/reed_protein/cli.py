@@ -91,7 +91,12 @@ def _design(args: argparse.Namespace) -> int:
     omit, bias = parse_omit(args.omit_aa), parse_bias(args.bias_aa)
     ckpt = _checkpoint(args.checkpoint)
     model = load_model(ckpt, device=args.device)
-    chains, tied = _chain_list(args.chains), _tied_positions(args.tied_positions)
+    chains = _chain_list(args.chains)
+    tied = _json_option(args.tied_positions, "tied-positions", (dict, list),
+                        "{name: [{chain: [positions]}]} or a list of {chain: [positions]}")
+    per_res = _json_option(args.bias_per_residue, "per-residue bias", dict,
+                           "{name: {chain: [[21 biases] per residue]}} or {chain: [[21 biases] per residue]}")
+    by_name = bool(per_res) and all(isinstance(v, dict) for v in per_res.values())  # else one for every structure
 
     def one(f: Path):
         structure = read_structure(f)
@@ -99,7 +104,8 @@ def _design(args: argparse.Namespace) -> int:
                       temperature=args.temperature, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
                       batch_size=args.batch_size, device=args.device,
                       tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
-                      homo_oligomer=args.homo_oligomer)
+                      homo_oligomer=args.homo_oligomer,
+                      bias_per_residue=per_res.get(structure.name) if by_name else per_res)
 
     done, failed = _each_structure(files, one, "designing", args.quiet)
     fasta = [to_fasta(r, temperature=args.temperature, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
@@ -119,21 +125,20 @@ def _design(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tied_positions(arg: str | None) -> dict | list | None:
-    """ProteinMPNN's tied-positions JSON: {structure name: [{chain: [1-based positions]}, ...]}, or the list alone
-    (then it applies to every structure)."""
+def _json_option(arg: str | None, what: str, kinds: type | tuple[type, ...], expected: str):
+    """A JSON file option (ProteinMPNN's tied positions, per-residue bias), checked to be one of ``kinds``."""
     if arg is None:
         return None
     path = Path(arg)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such tied-positions file")
+        raise FileNotFoundError(f"{path}: no such {what} file")
     try:
-        tied = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(tied, (dict, list)):
-        raise ValueError(f"{path}: expected {{name: [{{chain: [positions]}}]}} or a list of {{chain: [positions]}}")
-    return tied
+    if not isinstance(value, kinds):
+        raise ValueError(f"{path}: expected {expected}")
+    return value
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -259,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tied-positions", default=None,
                    help="ProteinMPNN's tied-positions JSON ({name: [{chain: [1-based positions]}, ...]}): each group "
                         "gets one residue type")
+    d.add_argument("--bias-per-residue", default=None,
+                   help="ProteinMPNN's per-residue bias JSON ({name: {chain: [[21 logit biases, order "
+                        "ACDEFGHIKLMNPQRSTVWYX] per residue]}}), added to --bias-aa")
     d.add_argument("--homo-oligomer", action="store_true",
                    help="tie position k of every designed chain (symmetric design of identical chains)")
     d.set_defaults(func=_design)

@@ -124,6 +124,35 @@ def parse_bias(spec: str | None) -> torch.Tensor:
     return bias
 
 
+def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
+    """ProteinMPNN's per-residue bias of one structure, ``{chain: [[21 logit biases, order ALPHABET] per residue]}``,
+    as an (L, 21) array over all chains (zeros for chains not listed); None when ``spec`` is None."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise DesignError(f"{structure.name}: the per-residue bias must map chains to (residues x 21) lists")
+    out, lo = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET))), 0
+    starts = {}
+    for c in structure.chains:
+        starts[c.chain_id], lo = lo, lo + len(c)
+    for cid, rows in spec.items():
+        if cid not in starts:
+            raise DesignError(f"{structure.name}: per-residue bias for chain {cid!r}, which is not in the structure "
+                              f"(chains {list(starts)})")
+        n = len(structure.chain(cid))
+        try:
+            m = np.asarray(rows, np.float64)
+        except (TypeError, ValueError):
+            m = np.zeros(0)
+        if m.shape != (n, len(ALPHABET)):
+            raise DesignError(f"{structure.name}: per-residue bias of chain {cid} must be {n} rows of {len(ALPHABET)} "
+                              f"numbers (order {ALPHABET}), got shape {m.shape}")
+        if not np.isfinite(m).all():
+            raise DesignError(f"{structure.name}: per-residue bias of chain {cid} holds a non-finite number")
+        out[starts[cid]:starts[cid] + n] = m
+    return out
+
+
 @dataclass(frozen=True)
 class DesignResult:
     name: str
@@ -171,8 +200,10 @@ def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Te
 def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str] | None = None,
            fixed_positions: str | None = None, num_seqs: int = 1, temperature: float = 0.1, num_steps: int = 20,
            omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0, batch_size: int = 8,
-           device: str = "cpu", tied_positions: Sequence[dict] | None = None, homo_oligomer: bool = False
-           ) -> DesignResult:
+           device: str = "cpu", tied_positions: Sequence[dict] | None = None, homo_oligomer: bool = False,
+           bias_per_residue: dict | None = None) -> DesignResult:
+    """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native). ``bias`` (21,) is
+    added to every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's."""
     all_ids = [c.chain_id for c in structure.chains]
     design_chains = list(chains) if chains else all_ids
     for c in design_chains:
@@ -187,6 +218,10 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         if not (item["design_mask"][tied] == item["design_mask"]).all():  # a member without backbone
             raise DesignError(f"{structure.name}: a tied group mixes designable residues with masked ones")
         tied = torch.as_tensor(tied, device=device)
+    per_residue = residue_bias(structure, bias_per_residue)
+    if per_residue is not None:
+        per_residue = torch.as_tensor(per_residue, dtype=torch.float32)
+        bias = per_residue + (bias if bias is not None else 0.0)
     if not item["design_mask"].any():
         raise DesignError(f"{structure.name}: nothing to design (every residue of {design_chains} is fixed or masked)")
     model.eval()
@@ -318,4 +353,4 @@ def to_fasta(result: DesignResult, *, temperature: float, seed: int, model_name:
 
 
 __all__ = ["DesignError", "DesignResult", "ScoreResult", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
-           "parse_omit", "score", "tied_index", "to_fasta"]
+           "parse_omit", "residue_bias", "score", "tied_index", "to_fasta"]
