@@ -1,6 +1,5 @@
-"""Pack ../shared/data/protein (chains.jsonl.gz + splits.json) into the compact ``data/chains.npz`` used by
-reed-protein: coordinates as int16 hundredths of an Å around each chain's centroid (missing atoms = -32768),
-sequences as one string with offsets, split / cluster / source per chain.
+"""Pack ../shared/data/protein (chains.jsonl.gz + splits.json, with its MMseqs2 split) into the compact
+``data/chains.npz`` used by reed-protein, in the format of ``reed_protein.packing.write_packed``.
 
 ``uv run packages/reed-protein/scripts/pack_chains.py ../shared/data/protein``
 """
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from reed_protein.data import SPLITS
+from reed_protein.packing import PackRecord, write_packed
+
 OUT = Path(__file__).resolve().parents[1] / "data" / "chains.npz"
 ATOMS = ("N", "CA", "C", "O")
-MISSING = -32768
 
 
 def main() -> None:
@@ -24,9 +25,8 @@ def main() -> None:
     args = p.parse_args()
     splits = json.loads((args.source / "splits.json").read_text())
     ts50 = set(splits["test_ts50"])
-    names, seqs, centroids, coords, split, cluster, source = [], [], [], [], [], [], []
+    records, split, cluster = [], [], []
     clusters: dict[str, int] = {}
-    sources: dict[str, int] = {}
     with gzip.open(args.source / "chains.jsonl.gz", "rt") as fh:
         for line in fh:
             r = json.loads(line)
@@ -34,27 +34,12 @@ def main() -> None:
             xyz = xyz.transpose(1, 0, 2)  # (L,4,3)
             if xyz.shape[0] != len(r["seq"]):
                 raise ValueError(f"{r['name']}: {len(r['seq'])} residues but {xyz.shape[0]} coordinates")
-            c = np.nanmean(xyz[:, 1], axis=0)
-            q = np.round((xyz - c) * 100.0)
-            if np.nanmax(np.abs(q)) >= 32767:
-                raise ValueError(f"{r['name']}: extent too large for int16 packing")
-            coords.append(np.where(np.isnan(q), MISSING, q).astype(np.int16))
-            names.append(r["name"])
-            seqs.append(r["seq"])
-            centroids.append(c)
-            split.append({"train": 0, "valid": 1, "test": 2}[r["split"]])
+            records.append(PackRecord(r["name"], r["seq"], xyz, r["source"]))
+            split.append(SPLITS[r["split"]])
             cluster.append(clusters.setdefault(r["cluster"], len(clusters)))
-            source.append(sources.setdefault(r["source"], len(sources)))
-    lengths = np.array([len(s) for s in seqs])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        names=np.array(names), seq="".join(seqs), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        coords=np.concatenate(coords), centroids=np.array(centroids, np.float64), split=np.array(split, np.int8),
-        cluster=np.array(cluster, np.int32), source=np.array(source, np.int8),
-        source_names=np.array(list(sources)), ts50=np.array([n in ts50 for n in names]),
-    )
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): {len(names)} chains, {lengths.sum()} residues")
+    write_packed(args.out, records, np.array(split), np.array(cluster), np.array([r.name in ts50 for r in records]))
+    residues = sum(len(r.seq) for r in records)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): {len(records)} chains, {residues} residues")
 
 
 if __name__ == "__main__":

@@ -310,3 +310,51 @@ def test_bias_per_residue_steers_the_listed_residues_only(tmp_path, capsys):
                      str(bias)]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "x.fasta").exists()
+
+
+def test_pack_a_folder_then_fine_tune_from_a_checkpoint(tmp_path, capsys):
+    import json
+
+    from reed_protein.data import ChainSet
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    cs = ChainSet()
+    ids = cs.split("ts50")[:6]
+    for k, i in enumerate(ids):  # one two-chain file (a real chain + a short peptide that the filters drop)
+        seq, X, name = real_chain(index=int(i))
+        parts = [("A", seq, X)] + ([("B", seq[:20], X[:20] + 50.0)] if k == 0 else [])
+        write_pdb(folder / f"{name}.pdb", parts)
+    write_pdb(folder / "copy.pdb", [("A", *real_chain(index=int(ids[1]))[:2])])  # the same chain again
+    (folder / "broken.pdb").write_text("ATOM  garbage\n")
+    out = tmp_path / "mine.npz"
+    rc = main(["pack", str(folder), "--out", str(out), "--test-fraction", "0.2", "--valid-fraction", "0.2"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "broken.pdb" in captured.err  # the bad file is reported, the others packed
+    assert "packed 6 chains" in captured.out and "1 (duplicate)" in captured.out and "length outside 30-500" in captured.out
+    packed = ChainSet(out)
+    assert len(packed) == 6 and set(packed.source_names) == {"mine"}
+    for j in range(6):  # coordinates round-trip to 0.005 A, sequences exactly
+        i = int(np.nonzero(cs.names == packed.names[j][:-1])[0][0])
+        a, b = packed.item(j), cs.item(i)
+        assert np.array_equal(a["S"], b["S"]) and np.nanmax(np.abs(a["X"] - b["X"])) < 0.006
+    assert {packed.split("train").size, packed.split("valid").size, packed.split("test").size} >= {1}
+    for c in np.unique(packed.cluster):  # a cluster never straddles two splits
+        assert len(set(packed.split_code[packed.cluster == c].tolist())) == 1
+
+    run, tune = tmp_path / "run", tmp_path / "tune"
+    assert main(["train", "--data", str(out), "--preset", "tiny", "--method", "vanilla", "--steps", "2", "--batch-size",
+                 "2", "--max-length", "40", "--out", str(run), "--device", "cpu"]) == 0
+    assert main(["train", "--data", str(out), "--init", str(run), "--preset", "tiny", "--out", str(tune)]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main(["train", "--data", str(out), "--init", str(run), "--method", "vanilla", "--steps", "1", "--lr",
+                 "1e-12", "--batch-size", "2", "--max-length", "40", "--out", str(tune), "--device", "cpu"]) == 0
+    assert "fine-tuning from" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    src, dst = load_file(str(run / "checkpoints/step_00000002/ema.safetensors")), load_file(
+        str(tune / "checkpoints/step_00000001/model.safetensors"))
+    assert json.loads((tune / "checkpoints/step_00000001/config.json").read_text())["model"]["model"]["hidden"] == 64
+    assert max(float((src[k] - dst[k]).abs().max()) for k in src) < 1e-6  # started from the EMA weights
+    assert main(["pack", str(folder / "broken.pdb"), "--out", str(tmp_path / "none.npz")]) == 2
+    assert not (tmp_path / "none.npz").exists()

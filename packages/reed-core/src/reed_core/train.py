@@ -157,6 +157,12 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
+    def initialize(self, path: str | os.PathLike, which: str = "ema") -> None:
+        """Fine-tuning: a fresh run starts from checkpoint ``path``'s ``which`` weights (model and EMA); the optimizer,
+        the step count and the projectors start fresh."""
+        ckpt.load_weights(path, self.model, which)
+        self.ema = EMA(self.model, self.config.ema_decay, self.config.ema_warmup)
+
     def _truncate_metrics(self) -> None:
         mp = self.metrics_path
         if self.rank != 0 or mp is None or not mp.is_file():

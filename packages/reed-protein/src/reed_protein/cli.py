@@ -179,21 +179,60 @@ def _score(args: argparse.Namespace) -> int:
     return _report_failures(failed, len(files))
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .packing import PackRecord, chain_filter, cluster, dedupe, split_clusters, write_packed
+    from .structure import read_structure
+
+    output_path(args.out)
+    files = _inputs(args.input)
+    source = args.source or Path(args.input).resolve().name
+    done, failed = _each_structure(files, read_structure, "reading", args.quiet)
+    records, dropped = [], Counter()
+    for _, key, structure in done:
+        for c in structure.chains:
+            if why := chain_filter(c.seq, c.coords, args.min_length, args.max_length):
+                dropped[why] += 1
+            else:
+                records.append(PackRecord(f"{key}{c.chain_id}", c.seq, c.coords, source))
+    records, dups = dedupe(records)
+    if dups:
+        dropped["duplicate"] += dups
+    detail = "; dropped " + ", ".join(f"{n} ({why})" for why, n in dropped.most_common()) if dropped else ""
+    if not records:
+        _report_failures(failed, len(files))
+        raise ValueError(f"{args.input}: no chain passed the filters{detail}; nothing written")
+    labels = cluster([r.seq for r in records], min_identity=args.min_identity)
+    split = split_clusters(labels, args.valid_fraction, args.test_fraction, args.seed)
+    write_packed(args.out, records, split, labels)
+    counts = ", ".join(f"{name} {int((split == code).sum())}" for name, code in (("train", 0), ("valid", 1), ("test", 2)))
+    if not args.quiet:
+        print(f"packed {len(records)} chains ({labels.max() + 1} clusters; {counts}) from {len(done)} file(s) to "
+              f"{args.out}{detail}")
+    return _report_failures(failed, len(files), f"; packed the chains of the other {len(done)}")
+
+
 def _train(args: argparse.Namespace) -> int:
+    from reed_core.checkpoint import latest_checkpoint
     from reed_core.cli import parse_duration
 
     from .model import PROTEIN_PRESETS
     from .presets import capture_layer, teacher_preset
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
-    kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
-          "lr": args.lr, "seed": args.seed, "loss_type": args.loss, "align_coefficient": args.align_coefficient,
-          "teachers": args.teachers, "cache_teachers": not args.no_cache_teachers}
+    init = _init_model(args)
+    model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
+    kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
+          "max_length": args.max_length, "lr": args.lr, "seed": args.seed, "loss_type": args.loss,
+          "align_coefficient": args.align_coefficient, "teachers": args.teachers,
+          "cache_teachers": not args.no_cache_teachers}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers)
     if args.dry_run:
-        latents = {s.name: {"layer": capture_layer(PROTEIN_PRESETS[args.preset], s.layer), "cached": s.cached,
+        latents = {s.name: {"layer": capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient} for s in preset.for_method(args.method)}
-        print(json.dumps({"method": args.method, **kw, "model_config": asdict(PROTEIN_PRESETS[args.preset]),
+        print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
+                          "init": str(init[0]) if init else None, "model_config": asdict(model),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
                           else args.align_coefficient, "time_budget_s": budget,
                           "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
@@ -202,14 +241,40 @@ def _train(args: argparse.Namespace) -> int:
     from .presets import protein_trainer
 
     trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, preset=preset, **kw)
-    trainer.fit(time_budget=budget)
     where = Path(args.out) / "checkpoints"
+    if init and latest_checkpoint(where) is None:
+        trainer.initialize(init[0])
+        print(f"fine-tuning from {init[0]} (its EMA weights)")
+    elif init:
+        print(f"resuming the run in {args.out}; --init applies only to a fresh run")
+    trainer.fit(time_budget=budget)
     if trainer.budget_exhausted:
         print(f"time budget reached at step {trainer.step} of {args.steps}; checkpoint in {where} "
               "(run the same command again to continue)")
     else:
         print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
     return 0
+
+
+def _init_model(args: argparse.Namespace):
+    """(checkpoint, its model config without hybrid latents) for ``--init``, or None."""
+    if args.init is None:
+        return None
+    from dataclasses import replace
+
+    from reed_core.checkpoint import build_from_config, load_config
+
+    from .loading import DOMAIN
+    from .model import ProteinModelConfig
+
+    if args.preset is not None:
+        raise ValueError("--preset and --init exclude each other: the model's size comes from the --init checkpoint")
+    path = _checkpoint(None if args.init == "shipped" else args.init)
+    config = build_from_config(path, ProteinModelConfig, load_config(path, DOMAIN)["model"]["model"])
+    if config.latent_dims:
+        raise ValueError(f"{path}: a variational-hybrid model (conditioned on {sorted(config.latent_dims)}); "
+                         "--init needs a plain denoiser")
+    return path, replace(config, latent_dims={})
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -283,9 +348,26 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     sc.set_defaults(func=_score)
 
+    pk = sub.add_parser("pack", help="pack a folder of PDB/mmCIF files into a training set (.npz) with a cluster split",
+                        formatter_class=fmt)
+    pk.add_argument("input", help="a directory of .pdb/.cif files (optionally .gz), or one file")
+    pk.add_argument("--out", required=True, help="output .npz (train on it with `train --data`)")
+    pk.add_argument("--min-length", type=int, default=30, help="shortest chain kept (residues)")
+    pk.add_argument("--max-length", type=int, default=500, help="longest chain kept (residues)")
+    pk.add_argument("--min-identity", type=float, default=0.3, help="sequence identity that joins a cluster")
+    pk.add_argument("--valid-fraction", type=float, default=0.1, help="chains in the valid split (whole clusters)")
+    pk.add_argument("--test-fraction", type=float, default=0.1, help="chains in the test split (whole clusters)")
+    pk.add_argument("--seed", type=int, default=0, help="seed of the cluster split")
+    pk.add_argument("--source", default=None, help="source tag stored per chain (default: the directory name)")
+    pk.add_argument("--quiet", action="store_true", help="no progress or summary output")
+    pk.set_defaults(func=_pack)
+
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED models on the packed chains", formatter_class=fmt)
     t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
-    t.add_argument("--preset", choices=sorted(PROTEIN_PRESETS), default="paper", help="model size")
+    t.add_argument("--preset", choices=sorted(PROTEIN_PRESETS), default=None, help="model size (default: paper)")
+    t.add_argument("--init", default=None,
+                   help="fine-tune: start a fresh run from this checkpoint or run directory (its EMA weights and "
+                        "model size; `shipped`: the shipped model)")
     t.add_argument("--steps", type=int, default=20000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="chains per step")
     t.add_argument("--max-length", type=int, default=256, help="training crop length")
