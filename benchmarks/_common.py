@@ -24,17 +24,28 @@ def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, lower_is_b
     return None
 
 
+def value_at(curve: Sequence[tuple[int, float]], step: float) -> float | None:
+    """``curve``'s value at ``step``, linearly interpolated between evaluation points (None outside them)."""
+    pts = [(s, v) for s, v in curve if v is not None]
+    for (s0, v0), (s1, v1) in zip(pts, pts[1:], strict=False):
+        if s0 <= step <= s1:
+            return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
+    return pts[-1][1] if pts and pts[-1][0] == step else None
+
+
 def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[int, float]],
-            lower_is_better: bool = False) -> dict:
-    """Steps the candidate needs to reach the reference's final value (interpolated on its curve), and the ratio
-    reference steps / candidate steps."""
-    final_step, final_value = reference[-1]
+            lower_is_better: bool = False, at: float = 1.0) -> dict:
+    """Steps the candidate needs to reach the reference's value at ``at`` x its last step (its final value by
+    default; both interpolated on the curves), and the ratio reference steps / candidate steps."""
+    final_step = reference[-1][0]
+    ref_step = final_step if at == 1.0 else at * final_step
+    final_value = value_at(reference, ref_step) if at != 1.0 else reference[-1][1]
     if final_value is None or (final_value <= 0 and not lower_is_better):  # nothing to reach
-        return {"target": final_value, "reference_steps": final_step, "candidate_steps": None, "speedup": None,
-                "note": "reference's final value is 0"}
+        return {"target": final_value, "reference_steps": ref_step, "candidate_steps": None, "speedup": None,
+                "note": "reference's value is 0 or outside its curve"}
     reached = steps_to_reach(candidate, final_value, lower_is_better)
-    return {"target": final_value, "reference_steps": final_step, "candidate_steps": reached,
-            "speedup": round(final_step / reached, 2) if reached else None}
+    return {"target": final_value, "reference_steps": ref_step, "candidate_steps": reached,
+            "speedup": round(ref_step / reached, 2) if reached else None}
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

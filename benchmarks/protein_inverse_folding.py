@@ -4,7 +4,10 @@ Same code path, seed, initial weights, data order (cluster-balanced) and step bu
 checkpoints (EMA weights): sequence recovery of sampled designs (temperature 0.1) on the held-out test split and
 on TS50 alone, perplexity of the native sequence; training steps/s; design latency of 8 sequences for a
 100-residue chain. Prints a table and the speed-up (steps REED needs to reach vanilla's final recovery); writes
-JSON and a PNG. Default: about 20 minutes on 2 CPU cores (tiny preset); ``--full``: the paper size for a GPU.
+JSON and a PNG. Methods: vanilla, REPA-style (ProteinMPNN's node states), REED (all latents with ProteinMPNN's
+teachers, curriculum) and REED with the in-project teachers (``reed:inproject``); ProteinMPNN v_48_020 itself is
+the reference row. Default: about 30 minutes on 2 CPU cores (tiny preset, 128-residue crops); ``--full``: the
+paper size for a GPU.
 """
 
 from __future__ import annotations
@@ -63,6 +66,18 @@ def evaluate_checkpoint(trainer, chains: ChainSet, test, ts50, args) -> dict:
             "ts50_recovery": t5["recovery"], "ts50_perplexity": t5["perplexity"]}
 
 
+def proteinmpnn_reference(chains: ChainSet, test, ts50, args) -> dict:
+    """ProteinMPNN v_48_020 on the same chains, temperature 0.1, one design per chain, the same recovery."""
+    from reed_protein.mpnn import proteinmpnn_recovery
+
+    t0 = time.perf_counter()
+    rec = {split: proteinmpnn_recovery(chains, ids, temperature=0.1, seed=args.seed, device=args.device)
+           for split, ids in (("test_recovery", test), ("ts50_recovery", ts50))}
+    print(f"[reference] ProteinMPNN v_48_020: test {rec['test_recovery']:.2f} %, TS50 {rec['ts50_recovery']:.2f} %",
+          flush=True)
+    return {"proteinmpnn_v_48_020": {**rec, "seconds": time.perf_counter() - t0}}
+
+
 def report(results: dict, out: Path) -> None:
     """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
     methods = list(results["methods"])
@@ -71,20 +86,25 @@ def report(results: dict, out: Path) -> None:
              c["denoise_loss"]] for m, r in results["methods"].items() for c in r["curve"]]
     print()
     print(format_table(header, rows))
+    for name, ref in results.get("reference", {}).items():
+        print(f"reference {name}: test recov {ref['test_recovery']:.2f} %, TS50 recov {ref['ts50_recovery']:.2f} % "
+              "(its own sampler, temperature 0.1, one design per chain)")
     print()
     print(format_table(["method", "steps/s", "8 designs x 100 res (s)", "params"],
                        [[m, r["steps_per_s"], r["design_latency_s"], r["params"]] for m, r in results["methods"].items()]))
-    if "vanilla" in results["methods"]:
-        ref = results["methods"]["vanilla"]["curve"]
-        results["speedup"] = {}
-        for m in [m for m in methods if m != "vanilla"]:
-            cand = results["methods"][m]["curve"]
-            results["speedup"][m] = {key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
-                                     for key in ("test_recovery", "ts50_recovery")}
-            for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
-                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
-                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
+    pairs = [("vanilla", m) for m in methods if m != "vanilla" and "vanilla" in methods] + [
+        ("repa", m) for m in methods if m.startswith("reed") and "repa" in methods]
+    for base, m in pairs:
+        table = results.setdefault("speedup" if base == "vanilla" else f"speedup_vs_{base}", {})
+        table[m] = {}
+        for key in ("test_recovery", "ts50_recovery"):
+            ref, cand = ([(c["step"], c[key]) for c in results["methods"][x]["curve"]] for x in (base, m))
+            s = table[m][key] = speedup(ref, cand)
+            s["at_budget_fraction"] = {f: speedup(ref, cand, at=f) for f in (0.5, 0.75)}
+            parts = [f"{int(f * 100)} % ({base} {p['target']:.2f} at step {p['reference_steps']:g}): "
+                     + (f"{p['speedup']:.2f}x" if p["speedup"] else "not reached")
+                     for f, p in [(1.0, s), *s["at_budget_fraction"].items()]]
+            print(f"speed-up {m} vs {base} on {key}, reaching {base}'s value at " + "; ".join(parts))
     write_json(results, out.with_suffix(".json"))
     keys = ("test_recovery", "ts50_recovery", "test_perplexity")
     curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
@@ -97,21 +117,23 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 240; --full 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="chains per step (default 8; --full 32)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")
-    p.add_argument("--max-length", type=int, default=256, help="training crop length")
-    p.add_argument("--teachers", choices=("mpnn", "inproject"), default=None,
-                   help="pair/structure teachers (default: mpnn with --full; inproject on CPU, where ProteinMPNN's "
-                        "encoder costs about 3 s per step on the fly)")
-    p.add_argument("--evals", type=int, default=6, help="evaluation checkpoints per method")
+    p.add_argument("--max-length", type=int, default=None, help="training crop length (default 128; --full 256)")
+    p.add_argument("--teachers", choices=("mpnn", "inproject"), default="mpnn",
+                   help="pair/structure teachers of a method named without one (a method may name its own: reed:inproject)")
+    p.add_argument("--evals", type=int, default=8, help="evaluation checkpoints per method")
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of vanilla,repa,reed")
+    p.add_argument("--methods", default="vanilla,repa,reed,reed:inproject",
+                   help="comma-separated methods (vanilla, repa, reed), each optionally :TEACHERS (mpnn, inproject)")
     p.add_argument("--full", action="store_true", help="paper-size setting (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     p.add_argument("--out", default="benchmarks/results/protein_inverse_folding", help="output prefix (.json, .png)")
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
     p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the ProteinMPNN v_48_020 reference row (needs reed-protein[mpnn])")
     p.add_argument("--report", default=None, help="re-print table and speed-ups of an earlier result JSON; no training")
     args = p.parse_args(argv)
     if args.report:
@@ -123,8 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.steps or (20_000 if args.full else 240)
     batch = args.batch_size or (32 if args.full else 8)
     preset = args.preset or ("paper" if args.full else "tiny")
-    teachers = args.teachers or ("mpnn" if args.full else "inproject")
+    args.max_length = args.max_length or (256 if args.full else 128)
+    teachers = args.teachers
     methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        base, _, t = m.partition(":")
+        if base not in METHODS or t not in ("", "mpnn", "inproject"):
+            raise SystemExit(f"--methods: {m!r} is not METHOD[:TEACHERS] with METHOD in {sorted(METHODS)}, "
+                             "TEACHERS in mpnn, inproject")
     chains = ChainSet()
     test = chains.split("test")
     if args.test_limit:
@@ -137,10 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
                           "sample_steps": args.sample_steps, "teachers": teachers, "lr": args.lr, "seed": args.seed, "device": args.device,
                           "test_chains": len(test), "ts50_chains": len(ts50), "eval_at": eval_at}, "methods": {}}
     out = Path(args.out)
+    if not args.no_reference:
+        results["reference"] = proteinmpnn_reference(chains, test, ts50, args)
     for method in methods:
-        run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
-        trainer = protein_trainer(method, chains, run_dir, model=preset, steps=steps, batch_size=batch,
-                                  max_length=args.max_length, lr=args.lr, seed=args.seed, teachers=teachers, progress=False,
+        run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method.replace(":", "_"))
+        base, _, own = method.partition(":")
+        trainer = protein_trainer(base, chains, run_dir, model=preset, steps=steps, batch_size=batch,
+                                  max_length=args.max_length, lr=args.lr, seed=args.seed, teachers=own or teachers,
+                                  progress=False,
                                   device=args.device)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
@@ -162,9 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
             k: v for k, v in results["config"].items() if k != "device"}
         if not same:
             raise SystemExit(f"{other}: run with different settings; cannot merge")
+        results.setdefault("reference", prev.get("reference", {}))
         for m, r in prev["methods"].items():
             results["methods"].setdefault(m, r)
-    order = [m for m in METHODS if m in results["methods"]]
+    order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
     results["methods"] = {m: results["methods"][m] for m in order}
     methods = order
     report(results, out)
