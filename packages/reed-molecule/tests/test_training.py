@@ -19,7 +19,7 @@ from reed_molecule.teachers import Encoder3DTeacher, default_encoder3d_path, pre
 
 
 def test_dataset_batches_are_clean(qm9_train):
-    assert len(qm9_train) > 99_900
+    assert len(qm9_train) > 99_700  # 206 of 100,000 have no valence-exact bond graph
     b = qm9_train.collate(np.arange(16))
     m = b.mask[..., None].float()
     assert ((b.pos * m).sum(1)).abs().max() < 1e-4

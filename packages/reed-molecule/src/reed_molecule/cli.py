@@ -26,15 +26,38 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     import torch
 
+    from reed_core.cli import parse_duration
+
     from .data import QM9Dataset
     from .presets import molecule_trainer
 
+    budget = parse_duration(args.time_budget) if args.time_budget else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    ds = QM9Dataset("train", args.cache, limit=args.train_limit)
+    ds = QM9Dataset("train", args.cache, limit=args.train_limit, pack=args.pack)
     trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
-    trainer.fit()
-    print(f"trained {args.method} for {trainer.step} steps; checkpoints in {Path(args.out) / 'checkpoints'}")
+    trainer.fit(time_budget=budget)
+    where = Path(args.out) / "checkpoints"
+    if trainer.budget_exhausted:
+        print(f"time budget reached at step {trainer.step} of {args.steps}; checkpoint in {where} "
+              "(run the same command again to continue)")
+    else:
+        print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from reed_core.io import output_path
+
+    from .pack import build_pack, default_pack_path, write_pack
+    from .qm9 import graph_counts
+
+    out = output_path(args.out or default_pack_path())
+    arrays = build_pack(args.cache, progress=not args.quiet)
+    write_pack(out, arrays)
+    counts = graph_counts({"source": arrays["graph_source"]})
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(arrays['num_atoms'])} molecules; bond graphs "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
@@ -101,11 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     from reed_core import METHODS
 
     from .model import MODEL_PRESETS
+    from .pack import default_pack_path
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="reed-molecule", description=__doc__, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+
+    pk = sub.add_parser("pack", help="write the compact QM9 training pack once (needs RDKit; training from it does not)",
+                        formatter_class=fmt)
+    pk.add_argument("--out", default=None, help="pack file (default: $REED_MOLECULE_PACK or the package's data/qm9_pack.npz)")
+    pk.add_argument("--cache", default=None, help="data cache directory of the RDKit build")
+    pk.add_argument("--quiet", action="store_true", help="no progress bars")
+    pk.set_defaults(func=_pack)
 
     t = sub.add_parser("train", help="train a denoiser (vanilla, REPA-style or REED)", formatter_class=fmt)
     t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
@@ -121,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", default=None, help="data/feature cache directory")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    t.add_argument("--pack", nargs="?", const=str(default_pack_path()), default=None,
+                   help="train from the compact training pack (numpy only, no RDKit; default path if given bare)")
+    t.add_argument("--time-budget", default=None,
+                   help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 90s); rerun to resume")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .constants import CHARGE_TO_INDEX, CHARGES
-from .qm9 import Molecules, build_graphs, edm_split, molecules
+from .qm9 import build_graphs, edm_split, molecules
 
 MAX_ATOMS = 29
 
@@ -60,7 +60,8 @@ def remove_com(pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class QM9Dataset:
-    """A split of the rebuilt QM9 graphs (molecules whose bonds could not be sanitised are dropped).
+    """A split of the rebuilt QM9 graphs (molecules without a valence-exact bond graph are dropped), from the RDKit
+    build in the cache directory or, with ``pack``, from the compact training pack (``reed_molecule.pack``).
 
     Implements ``reed_core.TrainingData``: items are positions in the split, uniformly sampled; a training batch
     holds whole molecules (no crop), so ``whole`` is ``collate`` and every row's window starts at atom 0."""
@@ -68,14 +69,20 @@ class QM9Dataset:
     weights = None
 
     def __init__(self, split: str, cache: str | os.PathLike | None = None, progress: bool = True,
-                 limit: int | None = None) -> None:
-        graphs = build_graphs(cache, progress)
+                 limit: int | None = None, pack: str | os.PathLike | None = None) -> None:
+        self.graph2d = None  # raw 2-D teacher features by row, from a training pack (else computed with RDKit)
+        if pack is not None:  # the compact training pack: numpy only, no RDKit
+            from .pack import read_pack, unpack
+
+            self.all, graphs, self.graph2d = unpack(read_pack(pack))
+        else:
+            graphs = build_graphs(cache, progress)
+            self.all = molecules(None, cache, progress)
         ids = edm_split()[split]
         ids = ids[graphs["keep"][ids]]
         if limit is not None:
             ids = ids[:limit]
         self.split, self.ids = split, ids
-        self.all: Molecules = molecules(None, cache, progress)
         self.graphs = graphs
 
     def __len__(self) -> int:

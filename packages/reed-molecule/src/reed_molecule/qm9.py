@@ -29,7 +29,9 @@ NUM_MOLECULES = 130_831
 SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
 PROPERTIES = ("Dipole_debye", "Polarizability_bohr3", "HOMO_au", "LUMO_au", "HOMO_LUMO_gap_au", "R2_bohr2",
               "ZPVE_au", "InternalEnergy_0K_au", "Heatcapacity_Cv_cal_mol_K")
-CACHE_VERSION = 1
+RAW_VERSION = 1
+CACHE_VERSION = 2  # 2: explicit-hydrogen valence check of every bond graph
+GRAPH_SOURCES = ("distance table", "RDKit DetermineBonds")
 
 
 class QM9Error(RuntimeError):
@@ -166,7 +168,7 @@ def _parse_qm9pack(progress: bool) -> dict[str, np.ndarray]:
 
 def load_raw(cache: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """All 130,831 molecules in index order (cached after the first call)."""
-    path = cache_dir(cache) / f"qm9_raw_v{CACHE_VERSION}.npz"
+    path = cache_dir(cache) / f"qm9_raw_v{RAW_VERSION}.npz"
     arrays = _load_checked(path)
     if arrays is None:
         arrays = _parse_qm9pack(progress)
@@ -202,8 +204,22 @@ def molecules(split: str | None = None, cache: str | os.PathLike | None = None, 
 # ------------------------------------------------------------------------------------------- graph build
 
 
+_BASE_VALENCE = np.array([1, 4, 3, 2, 1])  # H, C, N, O, F
+_CHARGEABLE = np.array([False, False, True, True, False])  # N+ / N- / O+ / O- only
+
+
+def valence_ok(types: np.ndarray, orders: np.ndarray, charges: np.ndarray) -> bool:
+    """Whether every atom's bond-order sum is its element's valence (N and O shifted by their formal charge) with
+    no implicit hydrogen: QM9 lists every H, so an under-bonded atom means a wrong bond graph."""
+    valence = orders.sum(1)
+    expected = _BASE_VALENCE[types] + np.where(_CHARGEABLE[types], charges, 0)
+    return bool(np.all(valence == expected) and np.all(charges[~_CHARGEABLE[types]] == 0))
+
+
 def _graph_of(types: np.ndarray, positions: np.ndarray):
-    """(bond-order matrix, formal charges, edm_smiles) or None: EDM tables first, RDKit DetermineBonds next."""
+    """(bond-order matrix, formal charges, EDM's SMILES, source) or None. EDM's distance table first; when its graph
+    is not valence-exact (checked without implicit hydrogens), RDKit's bond-order determination with the known
+    total charge 0; None when that fails too."""
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
@@ -213,10 +229,10 @@ def _graph_of(types: np.ndarray, positions: np.ndarray):
     n = len(types)
     mask = np.ones((1, n), bool)
     orders = edm_bond_orders(positions[None], types[None], mask)[0]
-    mol = build_mol(types, orders)
-    smiles = mol_to_smiles(mol)
-    if smiles is not None:
-        return orders, np.zeros(n, np.int64), smiles
+    zero = np.zeros(n, np.int64)
+    smiles = mol_to_smiles(build_mol(types, orders))  # EDM's SMILES of the molecule (novelty compares with these)
+    if smiles is not None and valence_ok(types, orders, zero):
+        return orders, zero, smiles, 0
     xyz = f"{n}\n\n" + "\n".join(f"{ELEMENTS[t]} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f}" for t, p in zip(types, positions, strict=True))
     try:
         m = Chem.MolFromXYZBlock(xyz)
@@ -230,9 +246,9 @@ def _graph_of(types: np.ndarray, positions: np.ndarray):
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         orders[i, j] = orders[j, i] = int(round(bond.GetBondTypeAsDouble()))
     charges = np.array([a.GetFormalCharge() for a in m.GetAtoms()], np.int64)
-    if np.any(orders > 3) or any(c not in CHARGE_TO_INDEX for c in charges):
+    if np.any(orders > 3) or any(c not in CHARGE_TO_INDEX for c in charges) or not valence_ok(types, orders, charges):
         return None
-    return orders, charges, smiles or Chem.MolToSmiles(m)
+    return orders, charges, smiles or mol_to_smiles(build_mol(types, orders, charges)) or "", 1
 
 
 def build_graphs(cache: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
@@ -253,11 +269,11 @@ def build_graphs(cache: str | os.PathLike | None = None, progress: bool = True) 
         if out is None:
             edge_offsets.append(edge_offsets[-1])
             smiles.append("")
+            source[m] = -1
             continue
-        orders, q, smi = out
+        orders, q, smi, source[m] = out
         keep[m] = True
         charges[lo:hi] = q
-        source[m] = 0 if not q.any() and smi else 1
         ii, jj = np.nonzero(np.triu(orders, 1))
         edges.append(np.stack([ii, jj, orders[ii, jj]], 1))
         edge_offsets.append(edge_offsets[-1] + len(ii))
@@ -268,10 +284,17 @@ def build_graphs(cache: str | os.PathLike | None = None, progress: bool = True) 
         "edges": np.concatenate(edges).astype(np.int16),
         "edge_offsets": np.asarray(edge_offsets, np.int64),
         "smiles": np.asarray(smiles),
+        "source": source,
     }
     _save_checked(path, **arrays)
-    log.info("QM9 graphs: kept %d of %d molecules", keep.sum(), len(keep))
+    log.info("QM9 graphs: %s", graph_counts(arrays))
     return arrays
+
+
+def graph_counts(graphs: dict[str, np.ndarray]) -> dict[str, int]:
+    """How many bond graphs came from each source, and how many molecules were dropped."""
+    src = graphs["source"]
+    return {**{name: int((src == k).sum()) for k, name in enumerate(GRAPH_SOURCES)}, "dropped": int((src < 0).sum())}
 
 
 def training_smiles(cache: str | os.PathLike | None = None, progress: bool = True) -> set[str]:

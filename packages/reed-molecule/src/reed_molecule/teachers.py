@@ -89,8 +89,9 @@ def _batch_graph2d(x0: MoleculeBatch) -> np.ndarray:
 class Graph2DTeacher(Teacher):
     """Pooled RDKit graph features, standardised with (mean, std) buffers fitted on training molecules."""
 
-    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None, lookup=None) -> None:
         super().__init__("graph2d", GRAPH2D_DIM, "pooled")
+        self.lookup = lookup  # raw features by dataset row (a training pack's ``Graph2DLookup``): no RDKit
         mean = np.zeros(GRAPH2D_DIM, np.float32) if mean is None else mean
         std = np.ones(GRAPH2D_DIM, np.float32) if std is None else std
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
@@ -100,7 +101,11 @@ class Graph2DTeacher(Teacher):
         return (raw - self.mean) / self.std
 
     def encode(self, batch: Batch) -> Representation:
-        raw = torch.from_numpy(_batch_graph2d(batch.x0)).to(self.mean.device)
+        x0 = batch.x0
+        if self.lookup is not None and bool((x0.index < 0).any()):
+            raise ValueError("the packed 2-D teacher knows dataset molecules only (a batch row has no dataset index)")
+        raw = self.lookup(x0.index.cpu().numpy()) if self.lookup is not None else _batch_graph2d(x0)
+        raw = torch.from_numpy(raw).to(self.mean.device)
         return Representation(self.standardize(raw), None, "pooled")
 
 
@@ -223,8 +228,12 @@ def fit_graph2d_teacher(dataset: QM9Dataset, sample: int = 5000, seed: int = 0) 
     """A Graph2DTeacher standardised with statistics of ``sample`` training molecules."""
     rng = np.random.default_rng(seed)
     pos = rng.choice(len(dataset), size=min(sample, len(dataset)), replace=False)
-    raw = np.concatenate([_batch_graph2d(dataset.collate(pos[i:i + 512])) for i in range(0, len(pos), 512)])
-    return Graph2DTeacher(raw.mean(0), raw.std(0))
+    lookup = getattr(dataset, "graph2d", None)
+    if lookup is not None:
+        raw = lookup(dataset.ids[pos])
+    else:
+        raw = np.concatenate([_batch_graph2d(dataset.collate(pos[i:i + 512])) for i in range(0, len(pos), 512)])
+    return Graph2DTeacher(raw.mean(0), raw.std(0), lookup)
 
 
 def save_encoder3d(enc: Encoder3D, info: dict, path: str | os.PathLike) -> None:

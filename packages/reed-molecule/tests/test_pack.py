@@ -1,0 +1,77 @@
+"""The compact training pack equals the RDKit build; training from it needs no RDKit; a time-budgeted run that is
+resumed continues the loss curve of an unbroken one."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from reed_molecule.cli import main
+from reed_molecule.data import QM9Dataset
+from reed_molecule.pack import PackError, build_pack, read_pack, write_pack
+from reed_molecule.presets import molecule_trainer
+from reed_molecule.qm9 import valence_ok
+from reed_molecule.teachers import _batch_graph2d
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, qm9_train):
+    rows = qm9_train.ids[:64]
+    path = tmp_path_factory.mktemp("pack") / "qm9_pack.npz"
+    write_pack(path, build_pack(progress=False, feature_rows=rows))
+    return path
+
+
+def test_pack_round_trip_equals_the_rdkit_build(packed, qm9_train):
+    assert packed.stat().st_size < 25e6  # goes along with the repository to a GPU machine
+    ds = QM9Dataset("train", progress=False, pack=packed)
+    assert np.array_equal(ds.ids, qm9_train.ids)  # the same molecules in the same (EDM) order
+    for lo in (0, 50_000, len(ds) - 40):
+        a, b = ds.collate(np.arange(lo, lo + 40)), qm9_train.collate(np.arange(lo, lo + 40))
+        assert torch.equal(a.atoms, b.atoms) and torch.equal(a.charges, b.charges) and torch.equal(a.bonds, b.bonds)
+        assert torch.equal(a.mask, b.mask) and (a.pos - b.pos).abs().max() <= 1.01e-3  # 2 x 0.0005 A after centring
+    x = qm9_train.collate(np.arange(64))
+    assert np.allclose(ds.graph2d(qm9_train.ids[:64]), _batch_graph2d(x), rtol=1e-6, atol=1e-5)
+    with pytest.raises(PackError, match="no 2-D features"):
+        ds.graph2d(qm9_train.ids[64:66])
+
+
+def test_every_kept_bond_graph_is_valence_exact(qm9_train):
+    rng = np.random.default_rng(0)
+    for m in rng.choice(qm9_train.ids, 300, replace=False):
+        lo, hi = qm9_train.all.offsets[m], qm9_train.all.offsets[m + 1]
+        e = qm9_train.graphs["edges"][qm9_train.graphs["edge_offsets"][m]:qm9_train.graphs["edge_offsets"][m + 1]]
+        orders = np.zeros((hi - lo, hi - lo), int)
+        orders[e[:, 0], e[:, 1]] = orders[e[:, 1], e[:, 0]] = e[:, 2]
+        assert valence_ok(qm9_train.all.atom_types[lo:hi].astype(int), orders, qm9_train.graphs["charges"][lo:hi])
+    assert not valence_ok(np.array([1, 0, 0, 0]), np.array([[0, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]),
+                          np.zeros(4, int))  # a CH2 with an unbonded H: under-bonded
+
+
+def test_corrupt_or_missing_pack_is_one_error_line(packed, tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    arrays = read_pack(packed)
+    arrays["positions"] = arrays["positions"].copy()
+    arrays["positions"][0, 0] += 1
+    np.savez(bad, **arrays, sha256=np.array("0" * 64))
+    for path, msg in ((bad, "checksum mismatch"), (tmp_path / "none.npz", "reed-molecule pack")):
+        assert main(["train", "--pack", str(path), "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+        assert msg in capsys.readouterr().err
+
+
+def test_budgeted_chunks_continue_the_unbroken_loss_curve(packed, tmp_path):
+    ds = QM9Dataset("train", progress=False, limit=64, pack=packed)
+
+    def run(out, budgets):
+        for budget in budgets:
+            trainer = molecule_trainer("reed", ds, out, steps=6, batch_size=8, cache=tmp_path / "cache",
+                                       progress=False, device="cpu")
+            trainer.fit(time_budget=budget)
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    whole = run(tmp_path / "whole", [None])
+    chunked = run(tmp_path / "chunked", [1e-9, 1e-9, None])  # stops after one step twice, then finishes
+    assert [r["step"] for r in chunked] == list(range(1, 7))
+    for a, b in zip(whole, chunked, strict=True):
+        assert a["loss"] == b["loss"] and a["align/graph2d"] == b["align/graph2d"]
