@@ -6,8 +6,8 @@ on TS50 alone, perplexity of the native sequence; training steps/s; design laten
 100-residue chain. Prints a table and the speed-up (steps REED needs to reach vanilla's final recovery); writes
 JSON and a PNG. Methods: vanilla, REPA-style (ProteinMPNN's node states), REED (all latents with ProteinMPNN's
 teachers, curriculum) and REED with the in-project teachers (``reed:inproject``); ProteinMPNN v_48_020 itself is
-the reference row. Default: about 30 minutes on 2 CPU cores (tiny preset, 128-residue crops); ``--full``: the
-paper size for a GPU.
+the reference row. Default: tiny preset, 128-residue crops on CPU (REED with ProteinMPNN's pair teacher on the
+fly costs about 3x a vanilla CPU step, so this takes well over half an hour); ``--full``: the paper size for a GPU.
 """
 
 from __future__ import annotations
