@@ -107,3 +107,22 @@ def test_sample_sdf_eval_round_trip_with_shipped_checkpoint(tmp_path, capsys):
     assert arr["pos"].shape[0] == 6 and np.isfinite(arr["pos"]).all()
     assert main(["eval", str(out), "--no-novelty", "--energy"]) == 0
     assert "atom stability %" in capsys.readouterr().out
+
+
+def test_energy_json_is_valid_json_when_mmff_fails(tmp_path, capsys):
+    import json
+
+    sdf = tmp_path / "collapsed.sdf"  # methane with every atom at one point: MMFF gives no finite energy
+    atoms = "\n".join(["    0.0000    0.0000    0.0000 C   0  0  0  0  0  0  0  0  0  0  0  0"]
+                      + ["    0.0000    0.0000    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0"] * 4)
+    bonds = "\n".join(f"  1  {k}  1  0" for k in range(2, 6))
+    sdf.write_text(f"m\n  RDKit          3D\n\n  5  4  0  0  0  0  0  0  0  0999 V2000\n{atoms}\n{bonds}\nM  END\n$$$$\n")
+    out = tmp_path / "m.json"
+    assert main(["eval", str(sdf), "--no-novelty", "--energy", "--json", str(out)]) == 0
+
+    def no_nan(token):
+        raise AssertionError(f"invalid JSON constant {token}")
+
+    e = json.loads(out.read_text(), parse_constant=no_nan)["energy"]
+    assert e["n_failed"] == 1 and e["n_scored"] == 0 and e["energy_mean"] is None
+    assert "non-finite energy" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -44,6 +45,15 @@ def _train(args: argparse.Namespace) -> int:
     else:
         print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
     return 0
+
+
+def _finite(value):
+    """``value`` with every non-finite float as None (JSON has no NaN; a mean over no molecules is undefined)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -112,11 +122,14 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"{'MMFF94 energy (kcal/mol, mean)':<31}  {energy.energy_mean:>8.2f}")
             print(f"{'MMFF94 strain (kcal/mol, mean)':<31}  {energy.strain_mean:>8.2f}")
             print(f"{'MMFF94 opt. RMSD (Å, mean)':<31}  {energy.rmsd_mean:>8.3f}")
+            if energy.n_failed:
+                print(f"MMFF94: {energy.n_failed} molecule(s) gave a non-finite energy (atoms on top of each other?) "
+                      "and are not scored")
             result["energy"] = asdict(energy)
     if args.json:
         from reed_core.io import atomic_write
 
-        atomic_write(args.json, json.dumps(result, indent=2))
+        atomic_write(args.json, json.dumps(_finite(result), indent=2))
     return 0
 
 

@@ -8,6 +8,7 @@ computed for the whole batch at once; RDKit runs once per molecule (sanitisation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -155,6 +156,7 @@ class EnergyReport:
     strain_mean: float  # energy minus the energy after MMFF94 optimisation (kcal/mol)
     strain_median: float
     rmsd_mean: float  # heavy-atom RMSD between generated and optimised geometry (Å)
+    n_failed: int = 0  # molecules whose MMFF94 energy is not finite (e.g. atoms on top of each other): not scored
 
 
 def mmff_energies(mols: Sequence, max_iters: int = 500) -> EnergyReport | None:
@@ -162,7 +164,7 @@ def mmff_energies(mols: Sequence, max_iters: int = 500) -> EnergyReport | None:
     Chem = _rdkit()
     from rdkit.Chem import AllChem, rdMolAlign
 
-    energies, strains, rmsds = [], [], []
+    energies, strains, rmsds, failed = [], [], [], 0
     for mol in mols:
         if mol is None or mol.GetNumConformers() == 0:
             continue
@@ -181,6 +183,9 @@ def mmff_energies(mols: Sequence, max_iters: int = 500) -> EnergyReport | None:
         ref = Chem.Mol(m)
         ff.Minimize(maxIts=max_iters)
         e1 = ff.CalcEnergy()
+        if not (np.isfinite(e0) and np.isfinite(e1)):
+            failed += 1
+            continue
         heavy = Chem.RemoveHs(m, sanitize=False)
         heavy_ref = Chem.RemoveHs(ref, sanitize=False)
         try:
@@ -191,6 +196,7 @@ def mmff_energies(mols: Sequence, max_iters: int = 500) -> EnergyReport | None:
         strains.append(e0 - e1)
         rmsds.append(rmsd)
     if not energies:
-        return None
+        return None if not failed else EnergyReport(0, math.nan, math.nan, math.nan, math.nan, failed)
+    rmsd = float(np.nanmean(rmsds)) if np.isfinite(rmsds).any() else math.nan
     return EnergyReport(len(energies), float(np.mean(energies)), float(np.mean(strains)),
-                        float(np.median(strains)), float(np.nanmean(rmsds)))
+                        float(np.median(strains)), rmsd, failed)
