@@ -37,6 +37,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def report_training(trainer, method: str) -> None:
+    """The line a domain's ``train`` command ends with: where the run stopped and where its checkpoints are."""
+    where = trainer.checkpoint_root
+    if trainer.budget_exhausted:
+        print(f"time budget reached at step {trainer.step} of {trainer.config.max_steps}; checkpoint in {where} "
+              "(run the same command again to continue)")
+    else:
+        print(f"trained {method} for {trainer.step} steps; checkpoints in {where}")
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,
             user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse ``argv`` and run ``args.func(args)``. Errors a user can act on (``user_errors``, checkpoint errors,

@@ -27,7 +27,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     import torch
 
-    from reed_core.cli import parse_duration
+    from reed_core.cli import parse_duration, report_training
 
     from .data import QM9Dataset
     from .presets import molecule_trainer
@@ -38,12 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     ds = QM9Dataset("train", args.cache, limit=args.train_limit, pack=args.pack)
     trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
     trainer.fit(time_budget=budget)
-    where = Path(args.out) / "checkpoints"
-    if trainer.budget_exhausted:
-        print(f"time budget reached at step {trainer.step} of {args.steps}; checkpoint in {where} "
-              "(run the same command again to continue)")
-    else:
-        print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
+    report_training(trainer, args.method)
     return 0
 
 

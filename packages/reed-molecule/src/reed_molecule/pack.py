@@ -48,7 +48,6 @@ def build_pack(cache: str | os.PathLike | None = None, progress: bool = True, fe
     kept molecule, or of ``feature_rows`` only: a partial pack for tests)."""
     from tqdm.auto import tqdm
 
-    from .constants import CHARGES
     from .qm9 import build_graphs, load_raw
     from .teachers import DESCRIPTORS, FP_BITS, graph2d_features
 
@@ -75,7 +74,6 @@ def build_pack(cache: str | os.PathLike | None = None, progress: bool = True, fe
         counts.append(np.minimum(c[nz], 255).astype(np.uint8))
         nnz[m] = len(nz)
         desc[m] = f[FP_BITS:]
-    assert CHARGES[1] == 0  # charges are stored as formal charges (-1, 0, 1)
     return {
         "version": np.int64(PACK_VERSION), "num_atoms": np.diff(offsets).astype(np.uint8),
         "index": raw["index"].astype(np.int32), "positions": q.astype(np.int16),

@@ -182,6 +182,7 @@ def _score(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     from collections import Counter
 
+    from .data import SPLITS
     from .packing import PackRecord, chain_filter, cluster, dedupe, split_clusters, write_packed
     from .structure import read_structure
 
@@ -206,7 +207,7 @@ def _pack(args: argparse.Namespace) -> int:
     labels = cluster([r.seq for r in records], min_identity=args.min_identity)
     split = split_clusters(labels, args.valid_fraction, args.test_fraction, args.seed)
     write_packed(args.out, records, split, labels)
-    counts = ", ".join(f"{name} {int((split == code).sum())}" for name, code in (("train", 0), ("valid", 1), ("test", 2)))
+    counts = ", ".join(f"{name} {int((split == code).sum())}" for name, code in SPLITS.items())
     if not args.quiet:
         print(f"packed {len(records)} chains ({labels.max() + 1} clusters; {counts}) from {len(done)} file(s) to "
               f"{args.out}{detail}")
@@ -215,7 +216,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from reed_core.checkpoint import latest_checkpoint
-    from reed_core.cli import parse_duration
+    from reed_core.cli import parse_duration, report_training
 
     from .model import PROTEIN_PRESETS
     from .presets import capture_layer, teacher_preset
@@ -241,18 +242,13 @@ def _train(args: argparse.Namespace) -> int:
     from .presets import protein_trainer
 
     trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, preset=preset, **kw)
-    where = Path(args.out) / "checkpoints"
-    if init and latest_checkpoint(where) is None:
+    if init and latest_checkpoint(trainer.checkpoint_root) is None:
         trainer.initialize(init[0])
         print(f"fine-tuning from {init[0]} (its EMA weights)")
     elif init:
         print(f"resuming the run in {args.out}; --init applies only to a fresh run")
     trainer.fit(time_budget=budget)
-    if trainer.budget_exhausted:
-        print(f"time budget reached at step {trainer.step} of {args.steps}; checkpoint in {where} "
-              "(run the same command again to continue)")
-    else:
-        print(f"trained {args.method} for {trainer.step} steps; checkpoints in {where}")
+    report_training(trainer, args.method)
     return 0
 
 

@@ -58,16 +58,20 @@ def parse_fixed_positions(spec: str | None, structure: Structure) -> dict[str, s
     return out
 
 
+def _chain_starts(structure: Structure) -> dict[str, int]:
+    """Each chain's first position in the structure's residues, chains concatenated in file order."""
+    lengths = [len(c) for c in structure.chains]
+    return {c.chain_id: int(s) for c, s in zip(structure.chains, np.cumsum([0, *lengths[:-1]]), strict=True)}
+
+
 def tied_index(structure: Structure, design_chains: Sequence[str], fixed: dict[str, set[int]], *,
                groups: Sequence[dict] | None = None, homo_oligomer: bool = False) -> np.ndarray | None:
     """(L,) for each residue the residue it is tied to (itself when untied), or None when nothing is tied.
 
     ``groups``: ProteinMPNN's tied positions of one structure, a list of ``{chain: [1-based positions]}``, each
     dict one group. ``homo_oligomer``: position k of every designed chain tied (the chains must be as long)."""
-    offsets, lo = {}, 0
-    for c in structure.chains:
-        offsets[c.chain_id] = lo
-        lo += len(c)
+    offsets = _chain_starts(structure)
+    lo = sum(len(c) for c in structure.chains)
     groups = list(groups or [])
     if homo_oligomer:
         lengths = {c: len(structure.chain(c)) for c in design_chains}
@@ -131,10 +135,8 @@ def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
         return None
     if not isinstance(spec, dict):
         raise DesignError(f"{structure.name}: the per-residue bias must map chains to (residues x 21) lists")
-    out, lo = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET))), 0
-    starts = {}
-    for c in structure.chains:
-        starts[c.chain_id], lo = lo, lo + len(c)
+    out = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET)))
+    starts = _chain_starts(structure)
     for cid, rows in spec.items():
         if cid not in starts:
             raise DesignError(f"{structure.name}: per-residue bias for chain {cid!r}, which is not in the structure "

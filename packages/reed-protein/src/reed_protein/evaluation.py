@@ -14,6 +14,17 @@ from .model import ProteinDenoiser
 from .sampler import design_batch
 
 
+def length_sorted(chains: ChainSet, ids: np.ndarray) -> np.ndarray:
+    """``ids`` ordered by chain length (stable): batches of similar lengths, little padding."""
+    return np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
+
+
+def recovery(S: torch.Tensor, x) -> torch.Tensor:
+    """(B,) fraction of the designed residues with a backbone (native X excluded) where ``S`` is the native type."""
+    scored = x.design_mask & (x.S != X_INDEX)
+    return ((S == x.S) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
+
+
 @torch.no_grad()
 def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_steps: int = 20,
              temperature: float = 0.1, batch_size: int = 16, seed: int = 0, device: str = "cpu",
@@ -22,15 +33,14 @@ def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_s
     structure with every residue masked (one pass). Chains are batched by length (little padding)."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    ids = np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
+    ids = length_sorted(chains, ids)
     recov, nll, count = [], 0.0, 0
     for lo in range(0, len(ids), batch_size):
         x = chains.batch(ids[lo:lo + batch_size], max_length).to(device)
         enc = model.encode(x)
         S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, encoding=enc)
         scored = x.design_mask & (x.S != X_INDEX)
-        same = ((S == x.S) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
-        recov.extend(same.tolist())
+        recov.extend(recovery(S, x).tolist())
         logits = model.decode(enc, torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S)).prediction
         ce = F.cross_entropy(logits.float().transpose(1, 2), x.S, reduction="none")
         nll += float((ce * scored).sum())

@@ -135,11 +135,12 @@ def proteinmpnn_recovery(chains, ids, *, temperature: float = 0.1, seed: int = 0
     import numpy as np
 
     from .constants import X_INDEX
+    from .evaluation import length_sorted, recovery
 
     model = (model or load_proteinmpnn(noise=noise)).to(device)
     torch.manual_seed(seed)  # its sampler draws residues from the global generator
     g = torch.Generator(device=device).manual_seed(seed)
-    ids = np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
+    ids = length_sorted(chains, ids)
     omit = np.zeros(21, np.float32)
     omit[X_INDEX] = 1.0
     recov = []
@@ -150,6 +151,5 @@ def proteinmpnn_recovery(chains, ids, *, temperature: float = 0.1, seed: int = 0
                            x.chain_idx, x.residue_idx, mask=mask, temperature=temperature, omit_AAs_np=omit,
                            bias_AAs_np=np.zeros(21, np.float32), chain_M_pos=torch.ones_like(mask),
                            bias_by_res=torch.zeros(*x.S.shape, 21, device=device))
-        scored = x.design_mask & (x.S != X_INDEX)
-        recov.extend((((out["S"] == x.S) & scored).sum(1).float() / scored.sum(1).clamp_min(1)).tolist())
+        recov.extend(recovery(out["S"], x).tolist())
     return 100.0 * float(np.mean(recov))

@@ -40,6 +40,12 @@ class PackRecord:
     source: str = "user"
 
 
+def _quantized(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(CA centroid, coordinates in hundredths of an Å around it, rounded; NaN where missing)."""
+    c = np.nanmean(coords[:, 1], axis=0)
+    return c, np.round((coords - c) * 100.0)
+
+
 def chain_filter(seq: str, coords: np.ndarray, min_length: int = MIN_LENGTH, max_length: int = MAX_LENGTH
                  ) -> str | None:
     """Why a chain fails the project's filters (a short reason), or None when it passes."""
@@ -55,8 +61,7 @@ def chain_filter(seq: str, coords: np.ndarray, min_length: int = MIN_LENGTH, max
     d = d[np.isfinite(d)]
     if not d.size or not 3.6 <= float(np.median(d)) <= 4.0:
         return "median CA-CA distance outside 3.6-4.0 A"
-    c = np.nanmean(ca, axis=0)
-    if np.nanmax(np.abs(coords - c)) * 100.0 >= 32767:
+    if np.nanmax(np.abs(_quantized(coords)[1])) >= 32767:
         return "extent over 327 A (int16 packing)"
     return None
 
@@ -162,8 +167,7 @@ def write_packed(path: str | os.PathLike, records: list[PackRecord], split: np.n
 
     coords, centroids, sources = [], [], {}
     for r in records:
-        c = np.nanmean(r.coords[:, 1], axis=0)
-        q = np.round((r.coords - c) * 100.0)
+        c, q = _quantized(r.coords)
         if np.nanmax(np.abs(q)) >= 32767:
             raise ValueError(f"{r.name}: extent too large for int16 packing")
         coords.append(np.where(np.isnan(q), MISSING, q).astype(np.int16))
