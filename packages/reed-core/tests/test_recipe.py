@@ -125,7 +125,9 @@ def test_methods_differ_only_in_latents_coefficients_and_curriculum():
     assert all(torch.equal(a, b) for a, b in zip(reed.model.parameters(), vanilla.model.parameters(), strict=True))
     with pytest.raises(ValueError, match="method"):
         _trainer("repa-ish")
-    assert set(METHODS) == {"vanilla", "repa", "reed"}
+    from reed_core.cli import METHOD_NAMES
+
+    assert set(METHODS) == {"vanilla", "repa", "reed"} == set(METHOD_NAMES)  # the CLIs' torch-free copy agrees
 
 
 def test_cached_latents_match_on_the_fly_ones_on_crops():

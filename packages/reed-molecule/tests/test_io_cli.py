@@ -56,9 +56,10 @@ def test_eval_prints_table_for_xyz(tmp_path, capsys):
 BAD = {
     "empty.sdf": ("", "file is empty"),
     "trunc.xyz": ("5\ncomment\nC 0 0 0\nH 1 0 0\n", "truncated"),
-    "elem.xyz": ("2\n\nC 0 0 0\nCl 1.7 0 0\n", "unknown element"),
+    "elem.xyz": ("2\n\nC 0 0 0\nXx 1.7 0 0\n", "unknown element"),
     "nan.xyz": ("2\n\nC 0 0 0\nO nan 0 0\n", "non-finite"),
-    "one.xyz": ("1\n\nC 0 0 0\n", "at least 2 atoms"),
+    "zero.xyz": ("0\n\n", "no atoms"),
+    "notnpz.npz": ("PK not really a zip", "not a readable .npz"),
     "garbage.xyz": ("hello\nworld\n", "expected an atom count"),
     "bad.sdf": ("not a mol block\n\n\n  x  y\nM  END\n$$$$\n", "could not parse"),
 }
@@ -126,3 +127,29 @@ def test_energy_json_is_valid_json_when_mmff_fails(tmp_path, capsys):
     e = json.loads(out.read_text(), parse_constant=no_nan)["energy"]
     assert e["n_failed"] == 1 and e["n_scored"] == 0 and e["energy_mean"] is None
     assert "non-finite energy" in capsys.readouterr().out
+
+
+def test_size_distribution_fixed_range_and_out_of_histogram():
+    from reed_molecule.sampler import size_distribution
+
+    hist = np.zeros(30)
+    hist[[9, 12, 19]] = [1, 2, 7]
+    assert size_distribution(hist, 12).argmax() == 12 and size_distribution(hist, 12).sum() == 1
+    p = size_distribution(hist, (10, 20))
+    np.testing.assert_allclose(p[[12, 19]], [2 / 9, 7 / 9])  # the histogram restricted to the range
+    q = size_distribution(hist, (32, 35))  # beyond the training sizes: uniform
+    np.testing.assert_allclose(q[32:], 0.25)
+    with pytest.raises(ValueError):
+        size_distribution(hist, (5, 3))
+
+
+@pytest.mark.skipif(not (default_checkpoint() / "ema.safetensors").is_file(), reason="no shipped checkpoint")
+def test_sample_num_atoms_to_npz(tmp_path, capsys):
+    from reed_molecule.io import read_records
+
+    out = tmp_path / "m.npz"
+    assert main(["sample", "-n", "3", "--num-atoms", "31-32", "--steps", "2", "--out", str(out)]) == 0
+    good, bad = read_records(out)
+    assert not bad and all(len(r.types) in (31, 32) for r in good) and len(good) == 3
+    assert main(["sample", "-n", "1", "--num-atoms", "x", "--out", str(tmp_path / "y.sdf")]) == 2
+    assert "--num-atoms" in capsys.readouterr().err and not (tmp_path / "y.sdf").exists()

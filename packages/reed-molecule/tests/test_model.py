@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from reed_core.testing import assert_equivariant
-from reed_molecule.model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
+from reed_molecule.config import MODEL_PRESETS, ModelConfig
+from reed_molecule.model import EQGATDenoiser
 from reed_molecule.process import MolecularDiffusion
 from reed_molecule.sampler import sample
 from reed_molecule.testing import random_molecules

@@ -21,15 +21,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import umask_mode
+from .io import CheckpointError, umask_mode
 
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 MODEL_FILE, EMA_FILE, PROJ_FILE = "model.safetensors", "ema.safetensors", "projectors.safetensors"
 CONFIG_FILE, STATE_FILE = "config.json", "train_state.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match the model."""
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .checkpoint import CheckpointError, latest_checkpoint
+from .io import CheckpointError
+
+METHOD_NAMES = ("reed", "repa", "vanilla")  # recipe.METHODS' keys, here without torch: parsers build fast
 
 
 def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
@@ -18,6 +20,8 @@ def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
     if arg is None:
         return default()
     if (p := Path(arg)).joinpath("checkpoints").is_dir():
+        from .checkpoint import latest_checkpoint
+
         if (latest := latest_checkpoint(p / "checkpoints")) is None:
             raise FileNotFoundError(f"{p}: no complete checkpoint under {p / 'checkpoints'}")
         return latest

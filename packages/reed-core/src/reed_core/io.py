@@ -1,10 +1,14 @@
-"""Small file utilities shared by the domain CLIs."""
+"""Small file utilities shared by the domain CLIs (no torch import: CLIs that do not train start fast)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not match the model."""
 
 
 def umask_mode(mode: int = 0o666) -> int:

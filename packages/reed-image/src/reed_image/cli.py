@@ -149,7 +149,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core import METHODS
+    from reed_core.cli import METHOD_NAMES
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
 
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED SiT models", formatter_class=fmt)
-    t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
+    t.add_argument("--method", choices=METHOD_NAMES, default="reed", help="training method")
     t.add_argument("--model", choices=sorted(SIT_PRESETS), default="tiny", help="SiT preset")
     t.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="REED latents: the paper's two teachers, or the same as a variational hybrid")

@@ -13,7 +13,7 @@ EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (o
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .model import MODEL_PRESETS
+    from .config import MODEL_PRESETS
     from .presets import PRESET, capture_layer
 
     kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -74,64 +74,139 @@ def _checkpoint_path(arg: str | None) -> Path:
     return resolve_checkpoint(arg, default_checkpoint)
 
 
+def _atom_counts(text: str) -> int | tuple[int, int]:
+    """``19`` -> 19; ``15-20`` -> (15, 20)."""
+    try:
+        lo, _, hi = text.partition("-")
+        counts = (int(lo), int(hi)) if hi else int(lo)
+    except ValueError:
+        raise ValueError(f"--num-atoms: expected a count (19) or a range (15-20), got {text!r}") from None
+    lo, hi = counts if isinstance(counts, tuple) else (counts, counts)
+    if not 1 <= lo <= hi <= 200:
+        raise ValueError(f"--num-atoms: expected 1 <= low <= high <= 200, got {text!r}")
+    return counts
+
+
 def _sample(args: argparse.Namespace) -> int:
     from reed_core.io import output_path
 
-    from .io import MoleculeFormatError, write_molecules
+    from .io import SUFFIXES, MoleculeFormatError, write_molecules
     from .loading import load_model
     from .sampler import sample_molecules
 
     out = output_path(args.out)
-    if out.suffix.lower() not in (".sdf", ".xyz"):
-        raise MoleculeFormatError(f"{out}: output must end in .sdf or .xyz")
+    if out.suffix.lower() not in SUFFIXES:
+        raise MoleculeFormatError(f"{out}: output must end in {', '.join(SUFFIXES)}")
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
+    num_atoms = _atom_counts(args.num_atoms) if args.num_atoms else None
     loaded = load_model(_checkpoint_path(args.checkpoint), device=args.device)
     arrays = sample_molecules(loaded, args.n, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                              progress=True, device=args.device)
+                              progress=True, device=args.device, num_atoms=num_atoms)
     write_molecules(arrays, out)
     print(f"wrote {args.n} molecules to {out}")
     return 0
 
 
+def _per_molecule_csv(records, res) -> str:
+    """One row per evaluated record: EDM's validity, largest-fragment SMILES, stability (n/a outside H/C/N/O/F)."""
+    import csv
+    import io
+
+    from .metrics import GEOMETRY_PROBLEMS
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["record", "atoms", "valid", "smiles", "mol_stable", "atoms_stable", "geometry"]
+               + (["connected", "bond_mol_stable"] if res.connected is not None else []))
+    stable = res.mol_stable
+    for i, r in enumerate(records):
+        ok = res.defined[i]
+        row = [r.number, res.num_atoms[i], int(res.smiles[i] is not None), res.smiles[i] or "",
+               int(stable[i]) if ok else "n/a", f"{res.atoms_stable[i]}/{res.num_atoms[i]}" if ok else "n/a",
+               GEOMETRY_PROBLEMS[res.geometry[i]]]
+        if res.connected is not None:
+            row += [int(res.connected[i]), int(res.bond_atoms_stable[i] == res.num_atoms[i]) if ok else "n/a"]
+        w.writerow(row)
+    return buf.getvalue()
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from reed_core.io import output_path
+    from reed_core.io import atomic_write, output_path
 
-    from .io import read_molecules, to_mols
-    from .metrics import edm_metrics, mmff_energies
+    from .io import MoleculeFormatError, read_records
+    from .metrics import evaluate_records, summarise
 
-    if args.json:
-        output_path(args.json)
-    arrays = read_molecules(args.file)
+    for out in (args.json, args.per_molecule):
+        if out:
+            output_path(out)
+    records, bad = read_records(args.file)
+    if not records:
+        first = f"record {bad[0][0]}: {bad[0][1]}"
+        raise MoleculeFormatError(f"{args.file}: {first}" if len(bad) == 1
+                                  else f"{args.file}: no readable molecule in {len(bad)} records ({first}; ...)")
+    for number, why in bad[:20]:
+        print(f"{args.file}: record {number}: {why}", file=sys.stderr)
+    if len(bad) > 20:
+        print(f"{args.file}: ... and {len(bad) - 20} more bad records", file=sys.stderr)
     train = None
     if not args.no_novelty:
-        from .qm9 import training_smiles
+        from .qm9 import graphs_cached, training_smiles
 
-        train = training_smiles(args.cache)
-    report = edm_metrics(arrays["pos"], arrays["atoms"], arrays["mask"], train, arrays.get("bonds"), arrays.get("charges"))
+        if not graphs_cached(args.cache):
+            print("novelty needs the SMILES of QM9's training split: building them once from qm9pack (a few minutes, "
+                  "then cached; --no-novelty skips this)", file=sys.stderr)
+        train = training_smiles(args.cache, progress=True)
+    res = evaluate_records(records)
+    report = summarise(res, train)
     print(report.table())
     result = asdict(report)
-    if args.energy and "bonds" in arrays:
-        energy = mmff_energies(to_mols(arrays))
-        if energy is not None:
-            print(f"{'MMFF94 energy (kcal/mol, mean)':<31}  {energy.energy_mean:>8.2f}")
-            print(f"{'MMFF94 strain (kcal/mol, mean)':<31}  {energy.strain_mean:>8.2f}")
-            print(f"{'MMFF94 opt. RMSD (Å, mean)':<31}  {energy.rmsd_mean:>8.3f}")
-            if energy.n_failed:
-                print(f"MMFF94: {energy.n_failed} molecule(s) gave a non-finite energy (atoms on top of each other?) "
-                      "and are not scored")
-            result["energy"] = asdict(energy)
+    if bad:
+        result["bad_records"] = [{"record": k, "reason": why} for k, why in bad]
+        print(f"{len(bad)} of {len(bad) + len(records)} records could not be read and are not counted (listed on "
+              f"stderr){'' if args.strict else '; --strict makes that an error'}")
+    if args.energy:
+        result["energy"] = _energy(records)
+    if args.strict and bad:
+        print(f"reed-molecule: error: {args.file}: {len(bad)} bad record(s) (--strict); no output written", file=sys.stderr)
+        return 1
     if args.json:
-        from reed_core.io import atomic_write
-
         atomic_write(args.json, json.dumps(_finite(result), indent=2))
+    if args.per_molecule:
+        atomic_write(args.per_molecule, _per_molecule_csv(records, res))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from reed_core import METHODS
+def _energy(records) -> dict | None:
+    from .chem import build_mol
+    from .metrics import mmff_energies
 
-    from .model import MODEL_PRESETS
+    mols = []
+    for r in records:
+        if r.bonds is not None:
+            mol = build_mol(r.types, r.bonds, r.charges, r.pos)
+            mol.UpdatePropertyCache(strict=False)
+            mols.append(mol)
+    if not mols:
+        print("MMFF94: the file has no bonds (XYZ); --energy needs SDF or an npz with bonds")
+        return None
+    energy = mmff_energies(mols)
+    if energy is None:
+        print("MMFF94: no molecule could be typed")
+        return None
+    print(f"{'MMFF94 energy (kcal/mol, mean)':<31}  {energy.energy_mean:>8.2f}")
+    print(f"{'MMFF94 strain (kcal/mol, mean)':<31}  {energy.strain_mean:>8.2f}")
+    print(f"{'MMFF94 opt. RMSD (Å, mean)':<31}  {energy.rmsd_mean:>8.3f}")
+    if energy.n_failed:
+        print(f"MMFF94: {energy.n_failed} molecule(s) gave a non-finite energy (atoms on top of each other?) "
+              "and are not scored")
+    return asdict(energy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reed_core.cli import METHOD_NAMES
+
+    from .config import MODEL_PRESETS
     from .pack import default_pack_path
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -147,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_pack)
 
     t = sub.add_parser("train", help="train a denoiser (vanilla, REPA-style or REED)", formatter_class=fmt)
-    t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
+    t.add_argument("--method", choices=METHOD_NAMES, default="reed", help="training method")
     t.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="tiny", help="model size")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
@@ -167,9 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 
-    s = sub.add_parser("sample", help="sample molecules into an SDF or XYZ file", formatter_class=fmt)
+    s = sub.add_parser("sample", help="sample molecules into an SDF, XYZ or npz file", formatter_class=fmt)
     s.add_argument("-n", type=int, default=100, help="number of molecules")
-    s.add_argument("--out", required=True, help="output file (.sdf or .xyz)")
+    s.add_argument("--out", required=True, help="output file (.sdf, .xyz, or .npz in EDM's layout)")
+    s.add_argument("--num-atoms", default=None, metavar="N|LO-HI",
+                   help="atoms per molecule: a count or an inclusive range (the training histogram restricted to it; "
+                        "QM9 models saw 3-29); default: the training histogram")
     s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     s.add_argument("--steps", type=int, default=100, help="sampling steps")
     s.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -177,11 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu / cuda")
     s.set_defaults(func=_sample)
 
-    e = sub.add_parser("eval", help="print the metric table of an SDF or XYZ file", formatter_class=fmt)
-    e.add_argument("file", help="molecules (.sdf or .xyz)")
-    e.add_argument("--no-novelty", action="store_true", help="skip novelty (needs the QM9 training SMILES)")
-    e.add_argument("--energy", action="store_true", help="also MMFF94 energy, strain and optimisation RMSD (SDF)")
+    e = sub.add_parser("eval", help="print the metric table of any molecules (SDF, XYZ or EDM's npz; any size/element)",
+                       formatter_class=fmt)
+    e.add_argument("file", help="molecules (.sdf, .xyz or .npz)")
+    e.add_argument("--no-novelty", action="store_true",
+                   help="skip novelty (needs the QM9 training SMILES, built once from qm9pack on first use)")
+    e.add_argument("--energy", action="store_true", help="also MMFF94 energy, strain and optimisation RMSD (needs bonds)")
     e.add_argument("--json", default=None, help="also write the metrics as JSON")
+    e.add_argument("--per-molecule", default=None, metavar="CSV",
+                   help="also write one CSV row per molecule (validity, SMILES, stability or n/a, geometry check)")
+    e.add_argument("--strict", action="store_true", help="exit 1 (and write nothing) when any record is unreadable")
     e.add_argument("--cache", default=None, help="data cache directory")
     e.set_defaults(func=_eval)
     return p

@@ -14,9 +14,10 @@ from typing import Any
 
 from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
 
+from .config import MODEL_PRESETS, ModelConfig
 from .data import QM9Dataset
 from .loading import DOMAIN
-from .model import MODEL_PRESETS, EQGATDenoiser, ModelConfig
+from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
 

@@ -251,6 +251,11 @@ def _graph_of(types: np.ndarray, positions: np.ndarray):
     return orders, charges, smiles or mol_to_smiles(build_mol(types, orders, charges)) or "", 1
 
 
+def graphs_cached(cache: str | os.PathLike | None = None) -> bool:
+    """Whether the graph build (and with it the training SMILES) is already in the cache."""
+    return (cache_dir(cache) / f"qm9_graphs_v{CACHE_VERSION}.npz").is_file()
+
+
 def build_graphs(cache: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """Bonds (upper-triangle edge lists), formal charges and a keep-flag for every molecule (cached)."""
     path = cache_dir(cache) / f"qm9_graphs_v{CACHE_VERSION}.npz"

@@ -30,19 +30,38 @@ def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tenso
     return x
 
 
+def size_distribution(histogram: np.ndarray, num_atoms: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Probabilities of each atom count: the training ``histogram``; with ``num_atoms`` a count (that count) or an
+    inclusive range (the histogram restricted to it, uniform where the histogram has no mass there)."""
+    hist = np.asarray(histogram, float)
+    if num_atoms is None:
+        return hist / hist.sum()
+    lo, hi = (num_atoms, num_atoms) if isinstance(num_atoms, int) else num_atoms
+    if not 1 <= lo <= hi:
+        raise ValueError(f"atom counts must satisfy 1 <= low <= high, got {lo}-{hi}")
+    p = np.zeros(hi + 1)
+    m = min(len(hist), hi + 1)
+    p[lo:m] = hist[lo:m]
+    if p.sum() == 0:
+        p[lo:] = 1.0
+    return p / p.sum()
+
+
 def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = 100, seed: int = 0, batch_size: int = 100,
-                     progress: bool = False, device: str = "cpu") -> dict[str, np.ndarray]:
-    """``n`` molecules with atom counts drawn from the training histogram, as numpy arrays (pos, atoms,
-    charges (formal), bonds, mask)."""
+                     progress: bool = False, device: str = "cpu",
+                     num_atoms: int | tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """``n`` molecules as numpy arrays (pos, atoms, charges (formal), bonds, mask); atom counts drawn from the
+    training histogram, or fixed / restricted by ``num_atoms`` (see ``size_distribution``)."""
     from tqdm.auto import tqdm
 
     g = torch.Generator(device=device).manual_seed(seed)
-    hist = torch.as_tensor(loaded.atom_histogram / loaded.atom_histogram.sum(), dtype=torch.float)
+    hist = torch.as_tensor(size_distribution(loaded.atom_histogram, num_atoms), dtype=torch.float)
+    pad_to = max(MAX_ATOMS, len(hist) - 1)
     out: dict[str, list] = {k: [] for k in ("pos", "atoms", "charges", "bonds", "mask")}
     for lo in tqdm(range(0, n, batch_size), desc="sampling", disable=not progress):
         b = min(batch_size, n - lo)
         counts = torch.multinomial(hist, b, replacement=True, generator=torch.Generator().manual_seed(seed + lo)).to(device)
-        a = sample(loaded.model, loaded.process, counts, num_steps=num_steps, generator=g, max_atoms=MAX_ATOMS).numpy()
+        a = sample(loaded.model, loaded.process, counts, num_steps=num_steps, generator=g, max_atoms=pad_to).numpy()
         for k in ("pos", "atoms", "bonds", "mask"):
             out[k].append(a[k])
         out["charges"].append(np.asarray(CHARGES)[a["charges"]] * a["mask"])

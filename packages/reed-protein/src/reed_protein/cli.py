@@ -295,7 +295,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core import METHODS
+    from reed_core.cli import METHOD_NAMES
 
     from .model import PROTEIN_PRESETS
     from .presets import TEACHER_SETS
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_pack)
 
     t = sub.add_parser("train", help="train vanilla / REPA-style / REED models on the packed chains", formatter_class=fmt)
-    t.add_argument("--method", choices=sorted(METHODS), default="reed", help="training method")
+    t.add_argument("--method", choices=METHOD_NAMES, default="reed", help="training method")
     t.add_argument("--preset", choices=sorted(PROTEIN_PRESETS), default=None, help="model size (default: paper)")
     t.add_argument("--init", default=None,
                    help="fine-tune: start a fresh run from this checkpoint or run directory (its EMA weights and "
