@@ -84,6 +84,10 @@ def build_pack(cache: str | os.PathLike | None = None, progress: bool = True, fe
     }
 
 
+PACK_ARRAYS = ("version", "num_atoms", "index", "positions", "atom_types", "charges", "keep", "num_edges", "edges",
+               "graph_source", "fp_nnz", "fp_bits", "fp_counts", "descriptors", "has_features")
+
+
 def write_pack(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` compressed with their SHA-256 (atomically)."""
     from reed_core.io import atomic_write
@@ -107,6 +111,8 @@ def read_pack(path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     if int(arrays.get("version", -1)) != PACK_VERSION:
         raise PackError(f"{path}: pack version {int(arrays.get('version', -1))}, expected {PACK_VERSION}; "
                         "rebuild it with `reed-molecule pack`")
+    if missing := sorted(set(PACK_ARRAYS) - set(arrays)):
+        raise PackError(f"{path}: a pack of another layout (no {', '.join(missing)}); rebuild it with `reed-molecule pack`")
     if _digest(arrays) != stored:
         raise PackError(f"{path}: checksum mismatch (a corrupt or edited pack); rebuild it with `reed-molecule pack`")
     return arrays
