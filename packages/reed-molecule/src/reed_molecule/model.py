@@ -103,7 +103,7 @@ class PairMLP(nn.Module):
         hj = hi - self.li.bias if self.lj is None else self.lj(a).flatten(0, 1)
         h = hi.index_select(0, index.row) + hj.index_select(0, index.col)
         for lin, p in zip(self.lp, pairs, strict=True):
-            h = h + lin(p)
+            h = torch.addmm(h, p, lin.weight.t())  # the add inside the GEMM
         return self.out(F.silu(h))
 
 
