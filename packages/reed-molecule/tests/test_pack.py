@@ -9,7 +9,7 @@ import torch
 
 from reed_molecule.cli import main
 from reed_molecule.data import QM9Dataset
-from reed_molecule.pack import PackError, build_pack, read_pack, write_pack
+from reed_molecule.pack import PACK_ARRAYS, PackError, build_pack, read_pack, write_pack
 from reed_molecule.presets import molecule_trainer
 from reed_molecule.qm9 import valence_ok
 from reed_molecule.teachers import _batch_graph2d
@@ -25,6 +25,7 @@ def packed(tmp_path_factory, qm9_train):
 
 def test_pack_round_trip_equals_the_rdkit_build(packed, qm9_train):
     assert packed.stat().st_size < 25e6  # goes along with the repository to a GPU machine
+    assert set(read_pack(packed)) == set(PACK_ARRAYS)
     ds = QM9Dataset("train", progress=False, pack=packed)
     assert np.array_equal(ds.ids, qm9_train.ids)  # the same molecules in the same (EDM) order
     for lo in (0, 50_000, len(ds) - 40):
@@ -55,7 +56,10 @@ def test_corrupt_or_missing_pack_is_one_error_line(packed, tmp_path, capsys):
     arrays["positions"] = arrays["positions"].copy()
     arrays["positions"][0, 0] += 1
     np.savez(bad, **arrays, sha256=np.array("0" * 64))
-    for path, msg in ((bad, "checksum mismatch"), (tmp_path / "none.npz", "reed-molecule pack")):
+    old = tmp_path / "old.npz"  # another layout (an array missing), even with a valid checksum
+    write_pack(old, {k: v for k, v in read_pack(packed).items() if k != "has_features"})
+    for path, msg in ((bad, "checksum mismatch"), (tmp_path / "none.npz", "reed-molecule pack"),
+                      (old, "no has_features")):
         assert main(["train", "--pack", str(path), "--steps", "1", "--out", str(tmp_path / "r")]) == 2
         assert msg in capsys.readouterr().err
 
