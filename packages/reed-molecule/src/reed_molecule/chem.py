@@ -16,10 +16,12 @@ def pairwise_distances(positions: np.ndarray) -> np.ndarray:
         return np.sqrt((diff * diff).sum(-1))
 
 
-def edm_bond_orders(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """EDM's distance-based bond orders (0-3) for every atom pair, (B,N,N) int, zero on the diagonal/padding."""
+def edm_bond_orders(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray,
+                    distances: np.ndarray | None = None) -> np.ndarray:
+    """EDM's distance-based bond orders (0-3) for every atom pair, (B,N,N) int, zero on the diagonal/padding;
+    ``distances`` the (B,N,N) ``pairwise_distances`` of ``positions`` when the caller has them already."""
     types = np.where(mask, atom_types, 0)
-    d = 100.0 * pairwise_distances(positions)  # pm
+    d = 100.0 * (pairwise_distances(positions) if distances is None else distances)  # pm
     ti, tj = types[:, :, None], types[:, None, :]
     single = d < THRESHOLD_SINGLE[ti, tj]
     double = single & (d < THRESHOLD_DOUBLE[ti, tj])

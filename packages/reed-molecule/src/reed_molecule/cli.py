@@ -178,15 +178,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _energy(records) -> dict | None:
-    from .chem import build_mol
+    from .io import to_mol
     from .metrics import mmff_energies
 
-    mols = []
-    for r in records:
-        if r.bonds is not None:
-            mol = build_mol(r.types, r.bonds, r.charges, r.pos)
-            mol.UpdatePropertyCache(strict=False)
-            mols.append(mol)
+    mols = [to_mol(r.types, r.bonds, r.charges, r.pos) for r in records if r.bonds is not None]
     if not mols:
         print("MMFF94: the file has no bonds (XYZ); --energy needs SDF or an npz with bonds")
         return None

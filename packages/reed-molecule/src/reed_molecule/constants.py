@@ -14,9 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
-ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
-Z_TO_INDEX: dict[int, int] = {z: i for i, z in enumerate(ATOMIC_NUMBERS)}
-SYMBOL_TO_INDEX: dict[str, int] = {s: i for i, s in enumerate(ELEMENTS)}
 PERIODIC: tuple[str, ...] = tuple(
     "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr Nb "
     "Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au "

@@ -42,14 +42,19 @@ class Record:
     charges: np.ndarray | None = None
 
 
+def to_mol(types: np.ndarray, bonds: np.ndarray, charges: np.ndarray, pos: np.ndarray):
+    """An RDKit molecule with a conformer (unsanitised, property cache updated leniently)."""
+    mol = build_mol(types, bonds, charges, pos)
+    mol.UpdatePropertyCache(strict=False)
+    return mol
+
+
 def to_mols(arrays: dict[str, np.ndarray]):
     """RDKit molecules (unsanitised when RDKit rejects them) from padded arrays with bonds and charges."""
     mols = []
     for b in range(len(arrays["mask"])):
         n = int(arrays["mask"][b].sum())
-        mol = build_mol(arrays["atoms"][b, :n], arrays["bonds"][b, :n, :n], arrays["charges"][b, :n], arrays["pos"][b, :n])
-        mol.UpdatePropertyCache(strict=False)
-        mols.append(mol)
+        mols.append(to_mol(arrays["atoms"][b, :n], arrays["bonds"][b, :n, :n], arrays["charges"][b, :n], arrays["pos"][b, :n]))
     return mols
 
 
@@ -136,13 +141,11 @@ def read_records(path: str | os.PathLike) -> tuple[list[Record], list[tuple[int,
     return good, bad
 
 
-def read_molecules(path: str | os.PathLike, max_atoms: int | None = None) -> dict[str, np.ndarray]:
+def read_molecules(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Padded arrays (see ``pad``) of every record; ``MoleculeFormatError`` naming the first bad record."""
     good, bad = read_records(path)
     if bad:
         raise MoleculeFormatError(f"{path}: record {bad[0][0]}: {bad[0][1]}")
-    if max_atoms is not None and (big := next((r for r in good if len(r.types) > max_atoms), None)):
-        raise MoleculeFormatError(f"{path}: record {big.number}: {len(big.types)} atoms; at most {max_atoms} expected")
     return pad(good)
 
 

@@ -42,11 +42,12 @@ def atom_stability(atom_types: np.ndarray, bond_orders: np.ndarray, mask: np.nda
     """(B,N) bool: valence (sum of bond orders) equals the element's valence (+ formal charge for N/O/C
     when ``charges`` is given: N+ 4, O+ 3, O- 1, C- 3, N- 2). False for elements other than H, C, N, O, F."""
     valence = bond_orders.sum(-1)
-    expected = VALENCE[np.where(mask, atom_types, 0)]
+    base = VALENCE[np.where(mask, atom_types, 0)]
+    expected = base
     if charges is not None:
         # a formal charge q changes the valence of N/O/C by +q (cations) or -|q| ... as in RDKit's defaults
-        expected = expected + np.where(np.isin(atom_types, (2, 3)), charges, -np.abs(charges))
-    return (valence == expected) & mask & (VALENCE[np.where(mask, atom_types, 0)] >= 0)
+        expected = base + np.where(np.isin(atom_types, (2, 3)), charges, -np.abs(charges))
+    return (valence == expected) & mask & (base >= 0)
 
 
 def stability_defined(atom_types: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -60,11 +61,11 @@ def _covalent_radii() -> np.ndarray:
     return np.array([pt.GetRcovalent(s) for s in SYMBOLS], np.float32)
 
 
-def geometry_check(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray,
+def geometry_check(distances: np.ndarray, atom_types: np.ndarray, mask: np.ndarray,
                    bonds: np.ndarray | None = None) -> np.ndarray:
-    """(B,) int8 index into ``GEOMETRY_PROBLEMS`` (0 = plausible): two atoms closer than ``CLOSE`` Å, no pair
-    within ``FAR`` x their covalent radii sum, or a given bond longer than that."""
-    d = pairwise_distances(positions)
+    """(B,) int8 index into ``GEOMETRY_PROBLEMS`` (0 = plausible) from ``pairwise_distances`` (B,N,N): two atoms
+    closer than ``CLOSE`` Å, no pair within ``FAR`` x their covalent radii sum, or a given bond longer than that."""
+    d = distances
     r = _covalent_radii()[np.where(mask, atom_types, 0)]
     ratio = d / (r[:, :, None] + r[:, None, :])
     pair = mask[:, :, None] & mask[:, None, :] & ~np.eye(mask.shape[1], dtype=bool)[None]
@@ -92,10 +93,6 @@ class MoleculeResults:
     def mol_stable(self) -> np.ndarray:
         return self.defined & (self.atoms_stable == self.num_atoms)
 
-    @property
-    def valid(self) -> np.ndarray:
-        return np.array([s is not None for s in self.smiles], bool)
-
     def take(self, order: np.ndarray) -> MoleculeResults:
         return MoleculeResults(**{f.name: None if (v := getattr(self, f.name)) is None else v[order] for f in fields(self)})
 
@@ -113,12 +110,13 @@ def evaluate_batch(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarr
     """Every per-molecule outcome of one padded batch; bonds (B,N,N) and charges (B,N) are the model's or the
     file's own, for the bond-aware metrics."""
     positions, atom_types, mask = np.asarray(positions), np.asarray(atom_types), np.asarray(mask, dtype=bool)
-    orders = edm_bond_orders(positions, atom_types, mask)
+    d = pairwise_distances(positions)
+    orders = edm_bond_orders(positions, atom_types, mask, d)
     defined = stability_defined(atom_types, mask)
     stable = atom_stability(atom_types, orders, mask).sum(1)
     if bonds is not None:
         bonds = np.where(mask[:, :, None] & mask[:, None, :], bonds, 0)
-    geometry = geometry_check(positions, atom_types, mask, bonds)
+    geometry = geometry_check(d, atom_types, mask, bonds)
     smiles = np.full(len(mask), None, dtype=object)
     for b in np.nonzero((geometry == 0) | (geometry == 3))[0]:  # given bonds do not enter EDM validity
         k = int(mask[b].sum())

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import CHARGE_TO_INDEX, SYMBOL_TO_INDEX
+from .constants import CHARGE_TO_INDEX, SYMBOL_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _parse_qm9pack(progress: bool) -> dict[str, np.ndarray]:
         if len(el) != len(xyz_arr) or len(flat) % 3:
             raise QM9Error(f"qm9pack molecule {idx}: {len(el)} elements but {len(xyz_arr)} coordinates")
         counts.append(len(el))
-        types.extend(SYMBOL_TO_INDEX[e] for e in el)
+        types.extend(SYMBOL_INDEX[e] for e in el)
         positions.extend(xyz_arr)
     return {
         "positions": np.asarray(positions, np.float32),
@@ -251,14 +251,18 @@ def _graph_of(types: np.ndarray, positions: np.ndarray):
     return orders, charges, smiles or mol_to_smiles(build_mol(types, orders, charges)) or "", 1
 
 
+def _graphs_path(cache: str | os.PathLike | None) -> Path:
+    return cache_dir(cache) / f"qm9_graphs_v{CACHE_VERSION}.npz"
+
+
 def graphs_cached(cache: str | os.PathLike | None = None) -> bool:
     """Whether the graph build (and with it the training SMILES) is already in the cache."""
-    return (cache_dir(cache) / f"qm9_graphs_v{CACHE_VERSION}.npz").is_file()
+    return _graphs_path(cache).is_file()
 
 
 def build_graphs(cache: str | os.PathLike | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """Bonds (upper-triangle edge lists), formal charges and a keep-flag for every molecule (cached)."""
-    path = cache_dir(cache) / f"qm9_graphs_v{CACHE_VERSION}.npz"
+    path = _graphs_path(cache)
     arrays = _load_checked(path)
     if arrays is not None:
         return arrays
