@@ -8,6 +8,7 @@ import torch
 
 from reed_core import (
     METHODS,
+    Batch,
     Constant,
     Curriculum,
     Domain,
@@ -15,8 +16,10 @@ from reed_core import (
     FeatureCache,
     LatentSpec,
     LinearInterpolant,
+    Representation,
     TrainingData,
     build_trainer,
+    cache_features,
     run_train_config,
 )
 from reed_core.testing import RandomProjectionTeacher, TinyDenoiser
@@ -144,8 +147,55 @@ def test_cached_latents_match_on_the_fly_ones_on_crops():
     assert torch.allclose(got.features[got.mask], ref.features[ref.mask], atol=2e-3)  # float16 storage
     ha, hb = a.fit(resume=False), b.fit(resume=False)
     assert [h["loss"] for h in ha] == pytest.approx([h["loss"] for h in hb], rel=2e-3, abs=2e-4)
-    with pytest.raises(ValueError, match="pair"):
-        FeatureCache(RandomProjectionTeacher("p", 8, 4, "pair"), ToyData())
+
+
+def _toy_pairs(mask):
+    """Token i of a sample is paired with i+1, i+2 and the sample's first token (3 pairs; masked off the end)."""
+    L = mask.shape[1]
+    i = torch.arange(L)[:, None]
+    idx = torch.cat([i + 1, i + 2, torch.zeros_like(i)], 1).expand(mask.shape[0], L, 3)
+    ok = (idx < L) & mask[:, :, None]
+    idx = idx.clamp(max=L - 1)
+    return idx, ok & torch.gather(mask, 1, idx.flatten(1)).view_as(idx)
+
+
+class PairTeacher(RandomProjectionTeacher):
+    """Features of pair (i, j): tanh(x_i W1 + x_j W1') W2, at the ``_toy_pairs`` of the sample it is given."""
+
+    def __init__(self):
+        super().__init__("pair", 16, 4, "pair")
+
+    def encode(self, batch):
+        x, mask = batch.x0.x, batch.x0.mask
+        idx, ok = _toy_pairs(mask)
+        xj = torch.gather(x[:, None].expand(-1, x.shape[1], -1, -1), 2, idx[..., None].expand(-1, -1, -1, 8))
+        f = torch.tanh(torch.cat([x[:, :, None].expand_as(xj), xj], -1) @ self.w1) @ self.w2
+        return Representation(f * ok[..., None], ok, "pair", idx)
+
+
+def test_cached_pair_features_are_the_whole_items_features_of_the_same_two_tokens(tmp_path):
+    data = ToyData()
+    data.pairs = lambda x0: _toy_pairs(x0.mask)
+    data.ids = np.arange(len(data))
+    teacher = PairTeacher()
+    cache = cache_features([teacher, _teacher(None)], data, tmp_path, progress=False)["pair"]
+    items = np.arange(len(data))
+    x = data.collate(items)
+    assert (x.start > 0).any(), "the test must exercise crops"
+    got, fly = cache.representation(items, x), teacher(Batch(x))
+    # a pair of the crop exists in the whole item unless it joins a token to a crop's first token other than the item's
+    first = torch.zeros_like(fly.mask)
+    first[..., 2] = True
+    expect = fly.mask & ~(first & (x.start[:, None, None] > 0))
+    assert torch.equal(got.mask, expect)
+    assert torch.allclose(got.features[expect], fly.features[expect], atol=2e-3)  # float16 storage
+    assert (got.features[~got.mask] == 0).all()
+    # written once with its pair index, read back from disk
+    files = sorted(p.name for p in tmp_path.glob("teacher_pair_*.npy"))
+    assert len(files) == 2 and files[1] == files[0].replace(".npy", "_index.npy")
+    again = FeatureCache(teacher, data, tmp_path, progress=False)
+    assert again.teacher is None and isinstance(again.index, np.memmap)
+    assert torch.equal(again.representation(items, x).features, got.features)
 
 
 def test_cache_dir_is_written_once_and_reused(tmp_path):

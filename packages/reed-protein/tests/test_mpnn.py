@@ -92,3 +92,36 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert cfg["teachers"] == "inproject" and cfg["time_budget_s"] == 90.0 and cfg["cache_teachers"] is True
     assert main(["train", "--dry-run", "--time-budget", "soon", "--out", str(tmp_path / "r")]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in_one_pass(chains):
+    """Both slots share one encoder that runs once per batch; cached features equal the on-the-fly teacher's on
+    whole chains (float16 storage) and, on crops, are the whole chain's features of the same residue pair."""
+    from reed_core import cache_features
+    from reed_protein.data import ProteinTrainingData
+
+    pair, structure = ProteinMPNNTeacher("pair", 8), ProteinMPNNTeacher("structure")
+    assert pair.encoder is structure.encoder
+    calls = []
+    encode = pair.encoder._encode
+    pair.encoder._encode = lambda x: calls.append(x.X.shape) or encode(x)
+    ids = _short_ts50(chains, 4)
+    whole = ProteinTrainingData(chains, ids, max_length=None, k=8)
+    caches = cache_features([pair, structure], whole, progress=False)
+    assert len(calls) == 1  # four short chains: one batch, one encoder run for both slots
+    items = np.arange(len(ids))
+    x = whole.collate(items)
+    for teacher in (pair, structure):
+        got, fly = caches[teacher.name].representation(items, x), teacher(Batch(x0=x))
+        assert torch.equal(got.mask, fly.mask)
+        assert torch.allclose(got.features, fly.features, atol=1e-2, rtol=1e-2)
+    crops = ProteinTrainingData(chains, ids, max_length=30, crop_seed=1, k=8)
+    x = crops.collate(items)
+    got = cache_features([pair], crops, progress=False)["pair"].representation(items, x)
+    full = pair(Batch(x0=chains.batch(ids)))
+    ours, _, edge_mask = knn_graph(x.X.float(), x.mask, 8)
+    assert got.mask.sum() > 0.5 * edge_mask.sum() and not (got.mask & ~edge_mask).any()
+    b, i, j = torch.nonzero(got.mask)[len(torch.nonzero(got.mask)) // 2].tolist()
+    start = int(x.residue_idx[b, 0])
+    slot = int(torch.nonzero(full.index[b, start + i] == start + ours[b, i, j])[0, 0])
+    assert torch.allclose(got.features[b, i, j], full.features[b, start + i, slot], atol=1e-2, rtol=1e-2)

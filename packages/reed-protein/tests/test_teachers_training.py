@@ -117,7 +117,7 @@ def test_cached_teachers_see_whole_chains_cropped_like_the_inputs(chains):
 
 
 def test_cached_reed_trains_and_a_new_teacher_is_one_latent_spec(chains):
-    """Per-residue latents come from the cache (the default); a new teacher is one LatentSpec in the preset."""
+    """Every latent comes from the cache (the default); a new teacher is one LatentSpec in the preset."""
     from dataclasses import replace
 
     from reed_core import LatentSpec
@@ -126,7 +126,7 @@ def test_cached_reed_trains_and_a_new_teacher_is_one_latent_spec(chains):
     ids = chains.split("train")[:12]
     t = protein_trainer("reed", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, teachers="inproject",
                         ids=ids, progress=False, device="cpu")
-    assert [s.teacher is None for s in t.objective.specs] == [True, False, True]  # pair stays on the fly
+    assert [s.teacher is None for s in t.objective.specs] == [True, True, True]
     assert np.isfinite(t.train_step()["loss"])
     fake = LatentSpec("ca_fake", layer=0.5, teacher=lambda d: RandomProjectionTeacher(
         "ca_fake", 3, 16, "token", view=lambda b: (b.x0.X[:, :, 1].float().nan_to_num(), b.x0.mask)))

@@ -1,10 +1,13 @@
 """Teacher features computed once per dataset item and indexed like the training inputs.
 
 Token features are stored flat (all tokens of item 0, then item 1, ...) with item offsets; pooled features as
-(N, D). A batch row that is a crop (a contiguous window of its item, see ``TrainingData.window``) gets the
-features of exactly those tokens, so features see the whole item whatever the crop. Storage is float16; with
-a ``cache_dir`` the array is written once (atomically) under a key of the teacher's weights and the items
-(``data.ids``: which dataset entries the items are, so two subsets never share a file).
+(N, D); pair features as (tokens, K, D) with the token each pair joins (``Representation.index``, item
+coordinates). A batch row that is a crop (a contiguous window of its item, see ``TrainingData.window``) gets the
+features of exactly those tokens, so features see the whole item whatever the crop; a pair hidden of the crop
+(``TrainingData.pairs``) gets the cached features of the same two tokens, and is masked where the whole item has
+no such pair. Storage is float16; with a ``cache_dir`` the arrays are written once (atomically) under a key of
+the teacher's weights and the items (``data.ids``: which dataset entries the items are, so two subsets never
+share a file). ``cache_features`` fills several caches in one pass over the data.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,57 +30,118 @@ log = logging.getLogger(__name__)
 
 class FeatureCache:
     def __init__(self, teacher: Teacher, data: TrainingData, cache_dir: str | os.PathLike | None = None, *,
-                 batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True) -> None:
-        if teacher.granularity == "pair":
-            raise ValueError(f"teacher {teacher.name!r}: pair features depend on the crop's graph; run it on the fly")
-        self.name, self.granularity, self.data = teacher.name, teacher.granularity, data
-        lengths = np.asarray(data.lengths, np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        path = None
+                 batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
+                 compute: bool = True) -> None:
+        self.name, self.granularity, self.data, self.teacher = teacher.name, teacher.granularity, data, teacher
+        self.lengths = np.asarray(data.lengths, np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.features = self.index = self.path = None
         if cache_dir is not None:
             ids = getattr(data, "ids", None)
             if ids is None:
                 raise ValueError(f"teacher {teacher.name!r}: an on-disk feature cache needs `ids` on the training data")
-            key = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + lengths.tobytes())
+            key = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + self.lengths.tobytes())
             for k, v in sorted(teacher.state_dict().items()):
                 key.update(k.encode() + v.detach().cpu().numpy().tobytes())
-            path = Path(cache_dir) / f"teacher_{teacher.name}_{key.hexdigest()[:16]}.npy"
-        if path is not None and path.is_file():
-            self.features = np.load(path, mmap_mode="r")
+            self.path = Path(cache_dir) / f"teacher_{teacher.name}_{key.hexdigest()[:16]}.npy"
+            if self.path.is_file() and (self.granularity != "pair" or self._index_path.is_file()):
+                self.features = np.load(self.path, mmap_mode="r")
+                self.index = np.load(self._index_path, mmap_mode="r") if self.granularity == "pair" else None
+                self.teacher = None
+        if self.features is None and compute:
+            _fill([self], batch_size, torch.device(device), progress)
+
+    @property
+    def _index_path(self) -> Path:
+        return self.path.with_name(self.path.stem + "_index.npy")
+
+    def _store(self, items: np.ndarray, rep: Representation) -> None:
+        f, lengths = rep.features.float().cpu().numpy(), self.lengths[items]
+        if self.granularity == "pooled":
+            self.features = self.features if self.features is not None else np.zeros((len(self.lengths), f.shape[-1]), np.float16)
+            self.features[items] = f
             return
-        self.features = self._compute(teacher.to(device), torch.device(device), lengths, batch_size, progress)
-        if path is not None:  # written once, atomically
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, self.features)
-            os.replace(tmp, path)
-            log.info("cached %s features in %s", teacher.name, path)
+        pos = np.arange(f.shape[1])
+        keep = pos[None, :] < lengths[:, None]  # (B,L) real tokens of each whole item
+        rows = (self.offsets[items][:, None] + pos[None, :])[keep]
+        if self.features is None:  # pair: the first batch holds the longest items, so the most pairs per token
+            self.features = np.zeros((self.offsets[-1], *f.shape[2:]), np.float16)
+            self.index = np.full((self.offsets[-1], f.shape[2]), -1, np.int32) if self.granularity == "pair" else None
+        if self.granularity == "token":
+            self.features[rows] = f[keep]
+            return
+        if rep.index is None or f.shape[2] > self.features.shape[1]:
+            raise ValueError(f"teacher {self.name!r}: cached pair features need `index` and at most "
+                             f"{self.features.shape[1]} pairs per token (the longest items'), got {f.shape[2]}")
+        valid = rep.mask.cpu().numpy() if rep.mask is not None else np.ones(f.shape[:3], bool)
+        self.features[rows, : f.shape[2]] = f[keep]
+        self.index[rows, : f.shape[2]] = np.where(valid, rep.index.cpu().numpy(), -1)[keep]
 
-    def _compute(self, teacher: Teacher, device: torch.device, lengths: np.ndarray, batch_size: int,
-                 progress: bool) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        order = np.argsort(lengths, kind="stable")  # little padding per batch
-        out = np.zeros((self.offsets[-1] if self.granularity == "token" else len(lengths), teacher.dim), np.float16)
-        for lo in tqdm(range(0, len(order), batch_size), desc=f"caching {teacher.name} features", disable=not progress):
-            items = order[lo:lo + batch_size]
-            cond = self.data.condition(items).to(device) if hasattr(self.data, "condition") else None
-            f = teacher(Batch(self.data.whole(items).to(device), cond)).features.float().cpu().numpy()
-            if self.granularity == "pooled":
-                out[items] = f
-                continue
-            pos = np.arange(f.shape[1])
-            keep = pos[None, :] < lengths[items][:, None]  # (B,L) real tokens of each whole item
-            out[(self.offsets[items][:, None] + pos[None, :])[keep]] = f[keep]
-        return out
+    def _save(self) -> None:
+        """Written once, atomically; the features file last (its presence marks a complete pair cache)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for path, array in ((self._index_path, self.index), (self.path, self.features)):
+            if array is not None:
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(tmp, array)
+                os.replace(tmp, path)
+        log.info("cached %s features in %s", self.name, self.path)
 
     def representation(self, items: np.ndarray, x0) -> Representation:
         """Features of the batch rows built from ``items`` (the same indices ``collate`` got)."""
         if self.granularity == "pooled":
             return Representation(torch.from_numpy(np.asarray(self.features[np.asarray(items)], np.float32)), None, "pooled")
         start, mask = self.data.window(x0)
-        m = mask.cpu().numpy()
-        flat = self.offsets[items][:, None] + start.cpu().numpy()[:, None] + np.arange(m.shape[1])[None, :]
-        feats = np.zeros((*m.shape, self.features.shape[1]), np.float32)
-        feats[m] = self.features[flat[m]]
-        return Representation(torch.from_numpy(feats), mask, "token")
+        m, s = mask.cpu().numpy(), start.cpu().numpy()
+        first = np.broadcast_to((self.offsets[items] + s)[:, None], m.shape)[m]  # (M,) row of each real token's item start
+        rows = first + np.nonzero(m)[1]  # (M,)
+        if self.granularity == "token":
+            feats = np.zeros((*m.shape, self.features.shape[1]), np.float32)
+            feats[m] = self.features[rows]
+            return Representation(torch.from_numpy(feats), mask, "token")
+        pairs, pair_mask = self.data.pairs(x0)  # (B,L,K) tokens of the crop, as the denoiser pairs them
+        want = pairs.cpu().numpy()[m] + np.broadcast_to(s[:, None], m.shape)[m][:, None]  # (M,K) item coordinates
+        same = want[:, :, None] == np.asarray(self.index[rows])[:, None, :]  # (M,K,Kc)
+        found = same.any(-1) & pair_mask.cpu().numpy()[m]
+        got = np.take_along_axis(np.asarray(self.features[rows]), same.argmax(-1)[..., None], axis=1)  # (M,K,D)
+        feats = np.zeros((*pairs.shape, self.features.shape[-1]), np.float32)
+        out_mask = np.zeros(pairs.shape, bool)
+        feats[m], out_mask[m] = got * found[..., None], found
+        return Representation(torch.from_numpy(feats), torch.from_numpy(out_mask), "pair")
+
+
+def cache_features(teachers: Sequence[Teacher], data: TrainingData, cache_dir: str | os.PathLike | None = None, *,
+                   batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True
+                   ) -> dict[str, FeatureCache]:
+    """One ``FeatureCache`` per teacher, those not on disk computed in one pass over the data (each batch of
+    whole items is built once and given to every teacher in turn)."""
+    caches = {t.name: FeatureCache(t, data, cache_dir, compute=False) for t in teachers}
+    _fill([c for c in caches.values() if c.features is None], batch_size, torch.device(device), progress)
+    return caches
+
+
+def _fill(caches: list[FeatureCache], batch_size: int, device: torch.device, progress: bool, tokens: int = 16384) -> None:
+    """Compute ``caches`` over every item: longest items first, batches of at most ``batch_size`` items and
+    ``tokens`` padded tokens."""
+    if not caches:
+        return
+    from tqdm.auto import tqdm
+
+    data, lengths = caches[0].data, caches[0].lengths
+    order = np.argsort(-lengths, kind="stable")
+    groups, lo = [], 0
+    while lo < len(order):
+        n = max(1, min(batch_size, tokens // max(1, int(lengths[order[lo]]))))
+        groups.append(order[lo:lo + n])
+        lo += n
+    teachers = [c.teacher.to(device) for c in caches]
+    names = ", ".join(c.name for c in caches)
+    for items in tqdm(groups, desc=f"caching {names} features", disable=not progress):
+        cond = data.condition(items).to(device) if hasattr(data, "condition") else None
+        batch = Batch(data.whole(items).to(device), cond)
+        for cache, teacher in zip(caches, teachers, strict=True):
+            cache._store(items, teacher(batch))
+    for cache in caches:
+        cache.teacher = None  # the cache no longer needs the network
+        if cache.path is not None:
+            cache._save()

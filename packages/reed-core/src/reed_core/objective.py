@@ -29,7 +29,7 @@ unweighted mean alignment loss, ``weights`` the factor each got at this step.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -93,7 +93,7 @@ def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
         raise KeyError(f"latent {spec.name!r} has no teacher and the batch carries no cached representation")
     if rep.granularity != spec.granularity:
         raise ValueError(f"latent {spec.name!r}: representation is {rep.granularity}, spec wants {spec.granularity}")
-    return Representation(rep.features.detach(), rep.mask, rep.granularity)
+    return replace(rep, features=rep.features.detach())
 
 
 def project_hidden(spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput

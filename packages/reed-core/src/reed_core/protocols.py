@@ -58,8 +58,10 @@ class TrainingData(Protocol):
     """Items 0..len-1 of a training set. ``collate`` builds the x0 of a training batch, an optional
     ``condition(items)`` its ``Batch.cond`` (class labels...); ``weights`` (or None) are per-item sampling weights. For cached teacher features: ``whole(items)`` is the x0 of whole, uncropped
     items; ``lengths`` (N,) the tokens per item; ``window(x0)`` returns for each batch row its first token in
-    its item (B,) and which positions hold real tokens (B,L) (a crop is a contiguous window of an item). An
-    on-disk feature cache also needs ``ids`` (N,): the dataset entries the items are."""
+    its item (B,) and which positions hold real tokens (B,L) (a crop is a contiguous window of an item); for
+    cached pair features an optional ``pairs(x0)``: the token (B,L,K) each pair hidden of the denoiser joins token i
+    to, and which pairs are real (B,L,K). An on-disk feature cache also needs ``ids`` (N,): the dataset entries
+    the items are."""
 
     weights: np.ndarray | None
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from .cache import FeatureCache
+from .cache import cache_features
 from .curriculum import Constant, ConstantTime, Cosine, Linear, Schedule, TimeWeight, WarmUp
 from .data import StepData, StepSampler
 from .objective import AlignmentSpec, REEDObjective
@@ -131,12 +131,12 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     model = domain.build_model({s.name: teachers[s.name].dim for s in specs if s.condition})
     process = domain.build_process()
     teachers = teachers or {s.name: s.teacher(domain) for s in specs}
-    caches, aligns, dims, layers = {}, [], {}, {}
+    caches = cache_features([teachers[s.name] for s in specs if s.cached], domain.data, cache_dir,
+                            device=device or "cpu", progress=progress)
+    aligns, dims, layers = [], {}, {}
     for s in specs:
         teacher = teachers[s.name]
         layer, width = domain.capture(s.layer)
-        if s.cached:
-            caches[s.name] = FeatureCache(teacher, domain.data, cache_dir, device=device or "cpu", progress=progress)
         aligns.append(AlignmentSpec(
             s.name, layer, teacher.granularity, teacher=None if s.cached else teacher,
             coefficient=preset.align_coefficient * (s.coefficient if reed else 1.0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Teacher(nn.Module):
             raise ValueError(f"teacher {self.name!r} declared {self.granularity} but returned {rep.granularity}")
         if rep.features.shape[-1] != self.dim:
             raise ValueError(f"teacher {self.name!r} declared dim {self.dim} but returned {rep.features.shape[-1]}")
-        return Representation(rep.features.detach(), rep.mask, rep.granularity)
+        return replace(rep, features=rep.features.detach())
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dim={self.dim}, granularity={self.granularity!r}"

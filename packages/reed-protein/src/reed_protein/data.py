@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .constants import AA_TO_INDEX, X_INDEX
+from .features import knn_graph
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 MISSING = -32768
@@ -138,11 +139,13 @@ class ChainSet:
 class ProteinTrainingData:
     """``reed_core.TrainingData`` over training chains: items are positions in ``ids``, sampled so that clusters
     are drawn uniformly; a batch holds crops of at most ``max_length`` residues (a fixed window per chain and
-    ``crop_seed``); a crop's window starts at its first residue's index in the chain."""
+    ``crop_seed``); a crop's window starts at its first residue's index in the chain. ``k``: the denoiser's
+    neighbourhood size, for cached pair features (``pairs``)."""
 
-    def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0) -> None:
+    def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0,
+                 k: int | None = None) -> None:
         self.chains, self.ids, self.max_length, self.crop_seed = chains, np.asarray(ids), max_length, crop_seed
-        self.weights = chains.cluster_weights(self.ids)
+        self.weights, self.k = chains.cluster_weights(self.ids), k
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -159,3 +162,10 @@ class ProteinTrainingData:
 
     def window(self, x0: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return x0.residue_idx[:, 0], x0.mask
+
+    def pairs(self, x0: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The denoiser's kNN edges of ``x0`` (the same ``knn_graph`` it runs): neighbours (B,L,k), edge mask."""
+        if self.k is None:
+            raise ValueError("cached pair features need the denoiser's neighbourhood size: ProteinTrainingData(k=...)")
+        idx, _, edge_mask = knn_graph(x0.X.float(), x0.mask, self.k)
+        return idx, edge_mask

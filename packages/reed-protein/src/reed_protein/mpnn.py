@@ -16,6 +16,7 @@ It guides training only and is never used at design time.
 
 from __future__ import annotations
 
+import functools
 import os
 from importlib import resources
 from pathlib import Path
@@ -78,12 +79,21 @@ class ProteinMPNNEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.gather_nodes = _module().gather_nodes
+        self._last: tuple[torch.Tensor, tuple] | None = None  # one batch's output, for the other slot's call
 
     @property
     def width(self) -> int:
         return int(self.model.hidden_dim)
 
     def forward(self, x: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._last is not None and self._last[0] is x.X:  # the other slot's teacher on the same batch
+            out, self._last = self._last[1], None
+            return out
+        out = self._encode(x)
+        self._last = (x.X, out)
+        return out
+
+    def _encode(self, x: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         mask = x.mask.float()
         E, E_idx = m.features(x.X.float(), mask, x.residue_idx, x.chain_idx)
@@ -93,6 +103,12 @@ class ProteinMPNNEncoder(nn.Module):
         for layer in m.encoder_layers:
             h_V, h_E = layer(h_V, h_E, E_idx, mask, mask_attend)
         return h_V, h_E, E_idx
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_encoder(weights: str, noise: str) -> ProteinMPNNEncoder:
+    """One encoder per checkpoint, so the structure and pair slots encode each batch once between them."""
+    return ProteinMPNNEncoder(load_proteinmpnn(weights or None, noise))
 
 
 class ProteinMPNNTeacher(Teacher):
@@ -106,7 +122,7 @@ class ProteinMPNNTeacher(Teacher):
             raise ValueError(f"ProteinMPNN teacher slot must be 'structure' or 'pair', got {slot!r}")
         if slot == "pair" and k is None:
             raise ValueError("the pair slot needs the student's neighbourhood size k")
-        encoder = ProteinMPNNEncoder(model if model is not None else load_proteinmpnn(weights, noise))
+        encoder = ProteinMPNNEncoder(model) if model is not None else _shared_encoder(str(weights or ""), noise)
         super().__init__(slot, encoder.width, "token" if slot == "structure" else "pair")
         self.encoder, self.slot, self.k = encoder, slot, k
         self.freeze()
@@ -122,7 +138,7 @@ class ProteinMPNNTeacher(Teacher):
         slot = same.float().argmax(-1)
         feats = torch.gather(h_E, 2, slot[..., None].expand(*slot.shape, h_E.shape[-1]))
         mask = edge_mask & found
-        return Representation(feats * mask[..., None], mask, "pair")
+        return Representation(feats * mask[..., None], mask, "pair", ours)
 
 
 @torch.no_grad()

@@ -6,8 +6,10 @@ Paper (ProteinMPNN + REED): 0.2 x (0.5 single, 2.0 pair, 1.0 structure); diffusi
 geometry per residue at the first decoder layer; "pair" at the last encoder layer's edges and "structure" at the
 last encoder layer come from ProteinMPNN v_48_020's encoder (teachers ``"mpnn"``, the default; needs the
 ``reed-protein[mpnn]`` extra) or from this package's own pair geometry and pretrained structure encoder (teachers
-``"inproject"``). REPA-style aligns "structure" alone. Per-residue teachers are cached by default (computed once
-per whole chain); edge teachers depend on the crop's kNN graph and run on the fly.
+``"inproject"``). REPA-style aligns "structure" alone. Every teacher is cached by default: computed once per
+whole chain (edge features at the whole chain's k nearest neighbours), cropped like the inputs, and an edge of a
+crop's kNN graph takes the whole chain's features of the same two residues (masked where the whole chain has no
+such edge). The cache lives in ``default_cache_dir()`` unless a run says otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +30,7 @@ from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
-__all__ = ["PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "protein_trainer",
+__all__ = ["PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer",
            "teacher_preset", "train_ids"]
 
 _NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
@@ -92,8 +95,8 @@ TEACHER_SETS: dict[str, dict[str, Any]] = {
 
 
 def teacher_preset(teachers: str = "mpnn", cached: bool = True) -> DomainPreset:
-    """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: per-residue teachers
-    computed once on whole chains (pair features depend on the crop's kNN graph and stay on the fly)."""
+    """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: every teacher computed
+    once on whole chains (else on every training batch)."""
     if teachers not in TEACHER_SETS:
         raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
     t = TEACHER_SETS[teachers]
@@ -101,7 +104,7 @@ def teacher_preset(teachers: str = "mpnn", cached: bool = True) -> DomainPreset:
         latents=(
             LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
                        cached=cached),
-            LatentSpec("pair", t["pair"], layer="edge-1", coefficient=2.0, standardize=True),
+            LatentSpec("pair", t["pair"], layer="edge-1", coefficient=2.0, standardize=True, cached=cached),
             LatentSpec("structure", t["structure"], layer="enc-1", coefficient=1.0, cached=cached),
         ),
         curriculum=Curriculum(warmup=0.25, decay="cosine"),
@@ -112,6 +115,14 @@ def teacher_preset(teachers: str = "mpnn", cached: bool = True) -> DomainPreset:
 
 PRESETS = {name: teacher_preset(name) for name in TEACHER_SETS}
 PRESET = PRESETS["mpnn"]
+
+
+def default_cache_dir() -> Path:
+    """Where ``reed-protein train`` keeps teacher features: ``$REED_PROTEIN_CACHE``, else
+    ``$XDG_CACHE_HOME/reed-protein`` (``~/.cache/reed-protein``)."""
+    if env := os.environ.get("REED_PROTEIN_CACHE"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reed-protein"
 
 
 def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
@@ -127,18 +138,20 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
                     teachers: str = "mpnn", cache_teachers: bool = True, drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
-                    device: str | None = None) -> Trainer:
+                    device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
-    to ``teacher_preset(teachers, cache_teachers)``; ``ids``: the training chains (default: ``train_ids``)."""
+    to ``teacher_preset(teachers, cache_teachers)``; ``ids``: the training chains (default: ``train_ids``);
+    ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only)."""
     preset = preset or teacher_preset(teachers, cache_teachers)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
-    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed)
+    config = PROTEIN_PRESETS.get(model) if isinstance(model, str) else model
+    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k if config else None)
     run = {"method": method, "model": model if isinstance(model, str) else "custom", "steps": steps, "batch_size": batch_size, "max_length": max_length,
            "lr": lr, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
            "drop_antibodies": drop_antibodies}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200)
     return build_trainer(ProteinDomain(data, model, loss_type), preset, method, train, batch_size, out_dir,
-                         device=device, progress=progress, run=run)
+                         device=device, progress=progress, run=run, cache_dir=cache_dir)

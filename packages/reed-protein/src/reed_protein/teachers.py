@@ -76,7 +76,7 @@ class PairGeometryTeacher(Teacher):
         e_ji = torch.gather(e.transpose(1, 2), 2, E_idx)
         feats = torch.cat([rbf(o[..., 0]), torch.sin(o[..., 1:]), torch.cos(o[..., 1:]),
                            torch.stack([e_ij, e_ji], -1) / 3.0], -1)
-        return Representation(feats * edge_mask[..., None], edge_mask, "pair")
+        return Representation(feats * edge_mask[..., None], edge_mask, "pair", E_idx)
 
 
 STRUCTURE_CONFIG = ProteinModelConfig(hidden=64, encoder_layers=3, decoder_layers=1, k=24, dropout=0.0)
