@@ -192,3 +192,43 @@ def test_linear_interpolant_oracles():
         assert torch.allclose(v, c.extras["noise"] - x0, atol=1e-5)
     with pytest.raises(ValueError):
         LinearInterpolant("score")
+
+
+class _PairDenoiser(torch.nn.Module):
+    """TinyDenoiser plus pair hiddens (B,L,K,H) for pairs (i, k), k < K."""
+
+    def __init__(self, k=4):
+        super().__init__()
+        self.inner, self.edge, self.k = TinyDenoiser(8, 32, 3), torch.nn.Linear(32, 32), k
+
+    def forward(self, x_t, t, cond=None, *, capture=()):
+        out = self.inner(x_t, t, cond, capture=("block1",))
+        h = out.hiddens["block1"]
+        return type(out)(out.prediction, {"pair": self.edge(h)[:, :, None] + h[:, None, : self.k]})
+
+
+def _pair_setup(pairs_per_token):
+    torch.manual_seed(0)
+    x, _ = tiny_token_batch(6, 5, 8, seed=0)
+    view = lambda b: (b.x0[:, :, None] + b.x0[:, None, :4], None)  # noqa: E731
+    teacher = RandomProjectionTeacher("p", 8, 12, "pair", view=view)
+    spec = AlignmentSpec("p", "pair", "pair", teacher=teacher, pairs_per_token=pairs_per_token)
+    return _PairDenoiser(), REEDObjective(LinearInterpolant(), [spec], ProjectorBank({"p": (32, 12)}, hidden_dim=16)), Batch(x)
+
+
+def test_pairs_per_token_is_an_unbiased_estimate_of_the_all_pairs_alignment():
+    model, full_obj, batch = _pair_setup(None)
+    _, obj, _ = _pair_setup(2)
+    obj.load_state_dict(full_obj.state_dict())
+    # same seed, same t and noise (pairs are drawn after the model call): the difference is the sampling alone
+    diff = torch.tensor([(_run(obj, model, batch, seed=s).align["p"] - _run(full_obj, model, batch, seed=s).align["p"]
+                          ).item() for s in range(300)])
+    assert diff.std() > 1e-3  # each step aligns a different half of the pairs
+    assert abs(diff.mean().item()) < 4 * diff.std().item() / 300**0.5
+    assert _run(obj, model, batch, seed=5).align["p"].item() == _run(obj, model, batch, seed=5).align["p"].item()
+    _run(obj, model, batch).total.backward()
+    assert model.edge.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pairs_per_token"):
+        AlignmentSpec("t", "block1", "token", pairs_per_token=2)
+    with pytest.raises(ValueError, match="pairs_per_token"):
+        AlignmentSpec("p", "pair", "pair", pairs_per_token=0)

@@ -214,6 +214,10 @@ def test_cache_dir_is_written_once_and_reused(tmp_path):
     other.ids = np.arange(len(other)) + 100
     FeatureCache(teacher, other, tmp_path, progress=False)
     assert len(list(tmp_path.glob("teacher_tok_*.npy"))) == 2
+    # the same weights with another setting (in extra_repr) that changes the features: another file too
+    teacher.extra_repr = lambda: "name='tok', grid=4"
+    FeatureCache(teacher, data, tmp_path, progress=False)
+    assert len(list(tmp_path.glob("teacher_tok_*.npy"))) == 3
 
 
 def test_hybrid_latent_builds_a_conditioned_denoiser():

@@ -6,7 +6,7 @@ coordinates). A batch row that is a crop (a contiguous window of its item, see `
 features of exactly those tokens, so features see the whole item whatever the crop; a pair hidden of the crop
 (``TrainingData.pairs``) gets the cached features of the same two tokens, and is masked where the whole item has
 no such pair. Storage is float16; with a ``cache_dir`` the arrays are written once (atomically) under a key of
-the teacher's weights and the items (``data.ids``: which dataset entries the items are, so two subsets never
+the teacher (its class, ``extra_repr`` and weights) and the items (``data.ids``: which dataset entries the items are, so two subsets never
 share a file). ``cache_features`` fills several caches in one pass over the data.
 """
 
@@ -40,7 +40,8 @@ class FeatureCache:
             ids = getattr(data, "ids", None)
             if ids is None:
                 raise ValueError(f"teacher {teacher.name!r}: an on-disk feature cache needs `ids` on the training data")
-            key = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + self.lengths.tobytes())
+            key = hashlib.sha256(f"{type(teacher).__qualname__}({teacher.extra_repr()})".encode()
+                                 + np.asarray(ids, np.int64).tobytes() + self.lengths.tobytes())
             for k, v in sorted(teacher.state_dict().items()):
                 key.update(k.encode() + v.detach().cpu().numpy().tobytes())
             self.path = Path(cache_dir) / f"teacher_{teacher.name}_{key.hexdigest()[:16]}.npy"
@@ -92,21 +93,23 @@ class FeatureCache:
         if self.granularity == "pooled":
             return Representation(torch.from_numpy(np.asarray(self.features[np.asarray(items)], np.float32)), None, "pooled")
         start, mask = self.data.window(x0)
-        m, s = mask.cpu().numpy(), start.cpu().numpy()
-        first = np.broadcast_to((self.offsets[items] + s)[:, None], m.shape)[m]  # (M,) row of each real token's item start
-        rows = first + np.nonzero(m)[1]  # (M,)
+        s = start.cpu().numpy()
+        b, pos = np.nonzero(mask.cpu().numpy())  # every real token of the batch
+        rows = self.offsets[items][b] + s[b] + pos  # its row in the cache
         if self.granularity == "token":
-            feats = np.zeros((*m.shape, self.features.shape[1]), np.float32)
-            feats[m] = self.features[rows]
+            feats = np.zeros((*mask.shape, self.features.shape[1]), np.float32)
+            feats[b, pos] = self.features[rows]
             return Representation(torch.from_numpy(feats), mask, "token")
         pairs, pair_mask = self.data.pairs(x0)  # (B,L,K) tokens of the crop, as the denoiser pairs them
-        want = pairs.cpu().numpy()[m] + np.broadcast_to(s[:, None], m.shape)[m][:, None]  # (M,K) item coordinates
+        want = pairs.cpu().numpy()[b, pos] + s[b][:, None]  # (M,K) in item coordinates
         same = want[:, :, None] == np.asarray(self.index[rows])[:, None, :]  # (M,K,Kc)
-        found = same.any(-1) & pair_mask.cpu().numpy()[m]
-        got = np.take_along_axis(np.asarray(self.features[rows]), same.argmax(-1)[..., None], axis=1)  # (M,K,D)
+        found = same.any(-1) & pair_mask.cpu().numpy()[b, pos]
+        m, k = np.nonzero(found)
+        flat = rows[m] * self.index.shape[1] + same[m, k].argmax(-1)
         feats = np.zeros((*pairs.shape, self.features.shape[-1]), np.float32)
+        feats[b[m], pos[m], k] = self.features.reshape(-1, self.features.shape[-1])[flat]
         out_mask = np.zeros(pairs.shape, bool)
-        feats[m], out_mask[m] = got * found[..., None], found
+        out_mask[b[m], pos[m], k] = True
         return Representation(torch.from_numpy(feats), torch.from_numpy(out_mask), "pair")
 
 

@@ -51,6 +51,8 @@ class AlignmentSpec:
     None to read ``batch.representations[name]`` (cached features). ``coefficient`` c_l, ``schedule``
     lambda_l(step), ``time_weight`` w_l(t) per sample. ``pool``: how token hiddens are pooled for a pooled
     latent. ``condition``: train the variational hybrid (condition the denoiser on z with probability A_t).
+    ``pairs_per_token`` (pair latents): align a random subset of this many of each token's K pairs per step (an
+    unbiased estimate of the mean over all pairs, for a projector that many times cheaper); None: every pair.
     """
 
     name: str
@@ -63,8 +65,12 @@ class AlignmentSpec:
     standardize: bool = False
     pool: Literal["mean", "sum"] = "mean"
     condition: bool = False
+    pairs_per_token: int | None = None
 
     def __post_init__(self) -> None:
+        if self.pairs_per_token is not None and (self.granularity != "pair" or self.pairs_per_token < 1):
+            raise ValueError(f"latent {self.name!r}: pairs_per_token needs a pair latent and >= 1, got "
+                             f"{self.pairs_per_token} for a {self.granularity} latent")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.pool not in ("mean", "sum"):
@@ -96,12 +102,20 @@ def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
     return replace(rep, features=rep.features.detach())
 
 
-def project_hidden(spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput
+def _take_pairs(x: torch.Tensor | None, idx: torch.Tensor | None) -> torch.Tensor | None:
+    """``x`` (B,L,K,...) at pairs ``idx`` (B,L,n) of each token."""
+    if x is None or idx is None:
+        return x
+    return x.gather(2, idx.reshape(*idx.shape, *[1] * (x.dim() - 3)).expand(*idx.shape, *x.shape[3:]))
+
+
+def project_hidden(spec: AlignmentSpec, projectors: ProjectorBank, out: DenoiserOutput, pairs: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """z_hat for latent ``spec`` from a captured hidden state (pooled first when the latent is pooled)."""
+    """z_hat for latent ``spec`` from a captured hidden state (pooled first when the latent is pooled; at the
+    pairs ``pairs`` (B,L,n) of each token when given)."""
     if spec.layer not in out.hiddens:
         raise KeyError(f"denoiser did not return hidden {spec.layer!r}; got {sorted(out.hiddens)}")
-    h, h_mask = out.hiddens[spec.layer], out.masks.get(spec.layer)
+    h, h_mask = _take_pairs(out.hiddens[spec.layer], pairs), _take_pairs(out.masks.get(spec.layer), pairs)
     if spec.granularity == "pooled" and h.dim() == 3:
         h, h_mask = masked_pool(h, h_mask, spec.pool), None
     return projectors.project(spec.name, h), h_mask
@@ -144,10 +158,14 @@ class REEDObjective(nn.Module):
         mu = float(self.denoise_schedule(step))
         total, align, weights = mu * denoise, {}, {"denoise": mu}
         for spec in self.specs:
-            z = targets[spec.name]
-            z_hat, h_mask = project_hidden(spec, self.projectors, out)
-            mask = z.mask if z.mask is not None else h_mask
-            per_sample = alignment_loss(spec.granularity, z_hat, z.features, mask, standardize_target=spec.standardize)
+            z, pairs = targets[spec.name], None
+            if spec.pairs_per_token is not None and spec.pairs_per_token < z.features.shape[2]:
+                draw = torch.rand(z.features.shape[:3], generator=generator, device=t.device)
+                pairs = draw.argsort(dim=-1)[..., : spec.pairs_per_token]  # (B,L,n) without replacement
+            z_hat, h_mask = project_hidden(spec, self.projectors, out, pairs)
+            mask = _take_pairs(z.mask, pairs) if z.mask is not None else h_mask
+            per_sample = alignment_loss(spec.granularity, z_hat, _take_pairs(z.features, pairs), mask,
+                                        standardize_target=spec.standardize)
             w_t = spec.time_weight(t).to(per_sample.dtype)  # (B,) per-sample time weight
             weight = float(spec.coefficient * spec.schedule(step))
             total = total + weight * (w_t * per_sample).mean()

@@ -35,7 +35,8 @@ class LatentSpec:
     ``layer`` a capture name or a relative depth in (0, 1] that the domain resolves; ``coefficient`` c_l relative
     to the preset's ``align_coefficient``; ``time_weight`` w_l(t) per sample; ``standardize`` the teacher features
     per channel; ``cached``: features computed once per dataset item (``FeatureCache``) instead of on every batch;
-    ``condition``: train the variational hybrid (the denoiser sees z w.p. A_t)."""
+    ``condition``: train the variational hybrid (the denoiser sees z w.p. A_t); ``pairs_per_token``: align a
+    random subset of each token's pairs per step (pair latents; ``AlignmentSpec``)."""
 
     name: str
     teacher: Callable[[Domain], Teacher]
@@ -45,6 +46,7 @@ class LatentSpec:
     standardize: bool = False
     cached: bool = False
     condition: bool = False
+    pairs_per_token: int | None = None
 
 
 _DECAYS = {"constant": None, "linear": Linear, "cosine": Cosine}
@@ -141,7 +143,8 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
             s.name, layer, teacher.granularity, teacher=None if s.cached else teacher,
             coefficient=preset.align_coefficient * (s.coefficient if reed else 1.0),
             schedule=preset.curriculum.align(train.max_steps) if reed else Constant(1.0),
-            time_weight=s.time_weight, standardize=s.standardize, condition=s.condition))
+            time_weight=s.time_weight, standardize=s.standardize, condition=s.condition,
+            pairs_per_token=s.pairs_per_token))
         dims[s.name] = (width, teacher.dim)
         layers[s.name] = {"layer": layer, "granularity": teacher.granularity, "dim": teacher.dim}
     objective = REEDObjective(process, aligns, ProjectorBank(dims, hidden_dim=preset.projector_hidden),

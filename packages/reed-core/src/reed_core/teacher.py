@@ -47,6 +47,7 @@ class Teacher(nn.Module):
         return replace(rep, features=rep.features.detach())
 
     def extra_repr(self) -> str:
+        """Also part of a feature cache's key: a subclass adds every setting that changes its features."""
         return f"name={self.name!r}, dim={self.dim}, granularity={self.granularity!r}"
 
 

@@ -90,6 +90,9 @@ class EfficientNetTeacher(Teacher):
         self.grid, self.input_size = grid, input_size or 16 * grid
         self.net = efficientnet_lite0(weights, pretrained)
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, grid={self.grid}, input_size={self.input_size}"
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.float()
         x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -123,6 +126,9 @@ class DINOv2Teacher(Teacher):
         self.input_size = grid * model.config.patch_size
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, grid={self.grid}"
 
     def encode(self, batch: Batch) -> Representation:
         x = batch.x0.float()
@@ -187,6 +193,9 @@ class CaptionTeacher(Teacher):
         self.class_names, self.kind = tuple(class_names), kind
         self.image = (image_teacher or EfficientNetTeacher(granularity="pooled")) if fuse_image else None
         self._memo: dict[str, torch.Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, kind={self.kind!r}, class_names={self.class_names}"
 
     def embed(self, captions: Sequence[str]) -> torch.Tensor:
         """L2-normalised mean-pooled embeddings (the sentence-transformers recipe of all-MiniLM-L6-v2), memoised per

@@ -127,6 +127,9 @@ class ProteinMPNNTeacher(Teacher):
         self.encoder, self.slot, self.k = encoder, slot, k
         self.freeze()
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}"
+
     def encode(self, batch: Batch) -> Representation:
         x: ProteinBatch = batch.x0
         h_V, h_E, E_idx = self.encoder(x)

@@ -66,6 +66,9 @@ class PairGeometryTeacher(Teacher):
         super().__init__("pair", PAIR_DIM, "pair")
         self.k = k
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k={self.k}"
+
     def encode(self, batch: Batch) -> Representation:
         x: ProteinBatch = batch.x0
         X = x.X.float()
@@ -140,6 +143,9 @@ class ESM2Teacher(Teacher):
         table = [alphabet.get_idx(a) if a != "X" else alphabet.unk_idx for a in ALPHABET]
         self.register_buffer("to_esm", torch.tensor(table), persistent=False)
         self.freeze()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, layer={self.layer}"
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, layer: int | None = None) -> ESM2Teacher:
