@@ -6,8 +6,9 @@ on TS50 alone, perplexity of the native sequence; training steps/s; design laten
 100-residue chain. Prints a table and the speed-up (steps REED needs to reach vanilla's final recovery); writes
 JSON and a PNG. Methods: vanilla, REPA-style (ProteinMPNN's node states), REED (all latents with ProteinMPNN's
 teachers, curriculum) and REED with the in-project teachers (``reed:inproject``); ProteinMPNN v_48_020 itself is
-the reference row. Default: tiny preset, 128-residue crops on CPU (REED with ProteinMPNN's pair teacher on the
-fly costs about 3x a vanilla CPU step, so this takes well over half an hour); ``--full``: the paper size for a GPU.
+the reference row. Teacher features are cached once per training chain in ``--cache-dir`` (shared by all methods
+and later runs; the first run spends most of its time there: ProteinMPNN's encoder over 680k residues). Default:
+tiny preset, 128-residue crops on CPU; ``--full``: the paper size for a GPU.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_core import METHODS  # noqa: E402
+from reed_protein.constants import PAIRS_PER_TOKEN  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
-from reed_protein.presets import protein_trainer  # noqa: E402
+from reed_protein.presets import default_cache_dir, protein_trainer, teacher_preset  # noqa: E402
 from reed_protein.sampler import design_batch  # noqa: E402
 
 
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
     p.add_argument("--methods", default="vanilla,repa,reed,reed:inproject",
                    help="comma-separated methods (vanilla, repa, reed), each optionally :TEACHERS (mpnn, inproject)")
+    p.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
+                   help="random kNN edges per residue the pair latent aligns each step (0: all)")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="cached teacher features (shared)")
     p.add_argument("--full", action="store_true", help="paper-size setting (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     p.add_argument("--out", default="benchmarks/results/protein_inverse_folding", help="output prefix (.json, .png)")
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "max_length": args.max_length,
                           "sample_steps": args.sample_steps, "teachers": teachers, "lr": args.lr, "seed": args.seed, "device": args.device,
+                          "pairs_per_token": args.pairs_per_token or None,
                           "test_chains": len(test), "ts50_chains": len(ts50), "eval_at": eval_at}, "methods": {}}
     out = Path(args.out)
     if not args.no_reference:
@@ -172,8 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         base, _, own = method.partition(":")
         trainer = protein_trainer(base, chains, run_dir, model=preset, steps=steps, batch_size=batch,
                                   max_length=args.max_length, lr=args.lr, seed=args.seed, teachers=own or teachers,
-                                  progress=False,
-                                  device=args.device)
+                                  preset=teacher_preset(own or teachers, True, args.pairs_per_token or None),
+                                  progress=False, device=args.device, cache_dir=args.cache_dir)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
             trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from reed_core.io import atomic_write, output_path
 
+from .constants import PAIRS_PER_TOKEN
+
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
 
@@ -229,10 +231,10 @@ def _train(args: argparse.Namespace) -> int:
           "align_coefficient": args.align_coefficient, "teachers": args.teachers,
           "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
-    preset = teacher_preset(args.teachers, not args.no_cache_teachers)
+    preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None)
     if args.dry_run:
         latents = {s.name: {"layer": capture_layer(model, s.layer), "cached": s.cached,
-                            "coefficient": s.coefficient} for s in preset.for_method(args.method)}
+                            "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
         print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
@@ -381,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "in-project pair geometry + structure encoder")
     t.add_argument("--no-cache-teachers", action="store_true",
                    help="run the teachers on every crop instead of once per whole chain")
+    t.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
+                   help="random kNN edges per residue the pair latent aligns each step (0: all of them)")
     t.add_argument("--cache-dir", default=None,
                    help="where cached teacher features are kept between runs (default $REED_PROTEIN_CACHE or "
                         "~/.cache/reed-protein)")

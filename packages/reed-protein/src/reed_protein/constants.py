@@ -29,3 +29,5 @@ def encode(seq: str) -> list[int]:
 
 def decode(idx) -> str:
     return "".join(ALPHABET[int(i)] if int(i) < len(ALPHABET) else "-" for i in idx)
+
+PAIRS_PER_TOKEN = 4  # kNN edges per residue the pair latent aligns per step (presets.teacher_preset)
