@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     if not args.no_reference:
         results["reference"] = proteinmpnn_reference(chains, test, ts50, args)
-    for method in methods:
+    # REED first: its pass over the training chains caches every teacher of a set at once (ProteinMPNN's two slots
+    # in one encoder run), so REPA-style then reads the structure slot from the cache. Same seeds/data for all.
+    for method in sorted(methods, key=lambda m: not m.startswith("reed")):
         run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method.replace(":", "_"))
         base, _, own = method.partition(":")
         trainer = protein_trainer(base, chains, run_dir, model=preset, steps=steps, batch_size=batch,
