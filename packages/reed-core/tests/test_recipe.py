@@ -178,7 +178,7 @@ def test_cached_pair_features_are_the_whole_items_features_of_the_same_two_token
     data.pairs = lambda x0: _toy_pairs(x0.mask)
     data.ids = np.arange(len(data))
     teacher = PairTeacher()
-    cache = cache_features([teacher, _teacher(None)], data, tmp_path, progress=False)["pair"]
+    cache = cache_features({"p": teacher, "t": _teacher(None)}, data, tmp_path, progress=False)["p"]
     items = np.arange(len(data))
     x = data.collate(items)
     assert (x.start > 0).any(), "the test must exercise crops"

@@ -107,7 +107,7 @@ def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in
     pair.encoder._encode = lambda x: calls.append(x.X.shape) or encode(x)
     ids = _short_ts50(chains, 4)
     whole = ProteinTrainingData(chains, ids, max_length=None, k=8)
-    caches = cache_features([pair, structure], whole, progress=False)
+    caches = cache_features({"pair": pair, "structure": structure}, whole, progress=False)
     assert len(calls) == 1  # four short chains: one batch, one encoder run for both slots
     items = np.arange(len(ids))
     x = whole.collate(items)
@@ -117,7 +117,7 @@ def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in
         assert torch.allclose(got.features, fly.features, atol=1e-2, rtol=1e-2)
     crops = ProteinTrainingData(chains, ids, max_length=30, crop_seed=1, k=8)
     x = crops.collate(items)
-    got = cache_features([pair], crops, progress=False)["pair"].representation(items, x)
+    got = cache_features({"pair": pair}, crops, progress=False)["pair"].representation(items, x)
     full = pair(Batch(x0=chains.batch(ids)))
     ours, _, edge_mask = knn_graph(x.X.float(), x.mask, 8)
     assert got.mask.sum() > 0.5 * edge_mask.sum() and not (got.mask & ~edge_mask).any()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +113,12 @@ class FeatureCache:
         return Representation(torch.from_numpy(feats), torch.from_numpy(out_mask), "pair")
 
 
-def cache_features(teachers: Sequence[Teacher], data: TrainingData, cache_dir: str | os.PathLike | None = None, *,
-                   batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True
+def cache_features(teachers: Mapping[str, Teacher], data: TrainingData, cache_dir: str | os.PathLike | None = None,
+                   *, batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True
                    ) -> dict[str, FeatureCache]:
-    """One ``FeatureCache`` per teacher, those not on disk computed in one pass over the data (each batch of
-    whole items is built once and given to every teacher in turn)."""
-    caches = {t.name: FeatureCache(t, data, cache_dir, compute=False) for t in teachers}
+    """A ``FeatureCache`` per entry of ``teachers`` (latent name -> teacher), those not on disk computed in one
+    pass over the data (each batch of whole items is built once and given to every teacher in turn)."""
+    caches = {name: FeatureCache(t, data, cache_dir, compute=False) for name, t in teachers.items()}
     _fill([c for c in caches.values() if c.features is None], batch_size, torch.device(device), progress)
     return caches
 

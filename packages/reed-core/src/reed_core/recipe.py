@@ -133,7 +133,7 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     model = domain.build_model({s.name: teachers[s.name].dim for s in specs if s.condition})
     process = domain.build_process()
     teachers = teachers or {s.name: s.teacher(domain) for s in specs}
-    caches = cache_features([teachers[s.name] for s in specs if s.cached], domain.data, cache_dir,
+    caches = cache_features({s.name: teachers[s.name] for s in specs if s.cached}, domain.data, cache_dir,
                             device=device or "cpu", progress=progress)
     aligns, dims, layers = [], {}, {}
     for s in specs:
