@@ -118,6 +118,7 @@ def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in
     crops = ProteinTrainingData(chains, ids, max_length=30, crop_seed=1, k=8)
     x = crops.collate(items)
     got = cache_features({"pair": pair}, crops, progress=False)["pair"].representation(items, x)
+    assert pair.encoder._last is None  # one slot only: its last batch's states are not kept after the batch
     full = pair(Batch(x0=chains.batch(ids)))
     ours, _, edge_mask = knn_graph(x.X.float(), x.mask, 8)
     assert got.mask.sum() > 0.5 * edge_mask.sum() and not (got.mask & ~edge_mask).any()

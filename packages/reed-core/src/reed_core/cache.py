@@ -6,8 +6,8 @@ coordinates). A batch row that is a crop (a contiguous window of its item, see `
 features of exactly those tokens, so features see the whole item whatever the crop; a pair hidden of the crop
 (``TrainingData.pairs``) gets the cached features of the same two tokens, and is masked where the whole item has
 no such pair. Storage is float16; with a ``cache_dir`` the arrays are written once (atomically) under a key of
-the teacher (its class, ``extra_repr`` and weights) and the items (``data.ids``: which dataset entries the items are, so two subsets never
-share a file). ``cache_features`` fills several caches in one pass over the data.
+the teacher (its class, ``extra_repr`` and weights) and the items (``data.ids``: which dataset entries the items
+are, so two subsets never share a file). ``cache_features`` fills several caches in one pass over the data.
 """
 
 from __future__ import annotations
@@ -57,17 +57,17 @@ class FeatureCache:
         return self.path.with_name(self.path.stem + "_index.npy")
 
     def _store(self, items: np.ndarray, rep: Representation) -> None:
-        f, lengths = rep.features.float().cpu().numpy(), self.lengths[items]
-        if self.granularity == "pooled":
-            self.features = self.features if self.features is not None else np.zeros((len(self.lengths), f.shape[-1]), np.float16)
+        f, pooled = rep.features.float().cpu().numpy(), self.granularity == "pooled"
+        if self.features is None:  # the first batch holds the longest items: for pairs, the most pairs per token
+            self.features = np.zeros((len(self.lengths) if pooled else self.offsets[-1], *f.shape[1 if pooled else 2:]),
+                                     np.float16)
+            self.index = np.full((self.offsets[-1], f.shape[2]), -1, np.int32) if self.granularity == "pair" else None
+        if pooled:
             self.features[items] = f
             return
         pos = np.arange(f.shape[1])
-        keep = pos[None, :] < lengths[:, None]  # (B,L) real tokens of each whole item
+        keep = pos[None, :] < self.lengths[items][:, None]  # (B,L) real tokens of each whole item
         rows = (self.offsets[items][:, None] + pos[None, :])[keep]
-        if self.features is None:  # pair: the first batch holds the longest items, so the most pairs per token
-            self.features = np.zeros((self.offsets[-1], *f.shape[2:]), np.float16)
-            self.index = np.full((self.offsets[-1], f.shape[2]), -1, np.int32) if self.granularity == "pair" else None
         if self.granularity == "token":
             self.features[rows] = f[keep]
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -79,19 +80,24 @@ class ProteinMPNNEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.gather_nodes = _module().gather_nodes
-        self._last: tuple[torch.Tensor, tuple] | None = None  # one batch's output, for the other slot's call
+        self._last: tuple[weakref.ref, tuple] | None = None  # one batch's output, for the other slot's call
 
     @property
     def width(self) -> int:
         return int(self.model.hidden_dim)
 
     def forward(self, x: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self._last is not None and self._last[0] is x.X:  # the other slot's teacher on the same batch
+        if self._last is not None and self._last[0]() is x.X:  # the other slot's teacher on the same batch
             out, self._last = self._last[1], None
             return out
         out = self._encode(x)
-        self._last = (x.X, out)
+        self._last = (weakref.ref(x.X), out)
+        weakref.finalize(x.X, self._forget)  # a batch no other slot asks for is not kept past its own life
         return out
+
+    def _forget(self) -> None:
+        if self._last is not None and self._last[0]() is None:
+            self._last = None
 
     def _encode(self, x: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
