@@ -92,6 +92,10 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert cfg["teachers"] == "inproject" and cfg["time_budget_s"] == 90.0 and cfg["cache_teachers"] is True
     assert main(["train", "--dry-run", "--time-budget", "soon", "--out", str(tmp_path / "r")]) == 2
     assert "not a duration" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--pairs-per-token", "-3", "--out", str(tmp_path / "r")]) == 2
+    assert "--pairs-per-token must be >= 0" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--pairs-per-token", "0", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["latents"]["pair"]["pairs_per_token"] is None
 
 
 def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in_one_pass(chains):

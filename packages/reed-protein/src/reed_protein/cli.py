@@ -224,6 +224,8 @@ def _train(args: argparse.Namespace) -> int:
     from .presets import capture_layer, default_cache_dir, teacher_preset
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
+    if args.pairs_per_token < 0:
+        raise ValueError(f"--pairs-per-token must be >= 0 (0: every edge), got {args.pairs_per_token}")
     init = _init_model(args)
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
