@@ -48,6 +48,76 @@ def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[in
             "speedup": round(ref_step / reached, 2) if reached else None}
 
 
+def report_speedups(results: dict, keys: Sequence[str], lower_is_better: Sequence[str] = ()) -> None:
+    """Speed-ups of every method over vanilla (``results["speedup"]``) and of REED variants over REPA-style
+    (``results["speedup_vs_repa"]``) on each metric in ``keys``, read off ``results["methods"][m]["curve"]``:
+    the steps a method needs to reach the reference's value at the end of the budget and at 50 % / 75 % of it
+    (interpolated on both curves). With several seeds (``seed_curves``), also per seed (same seed for both)."""
+    methods = results["methods"]
+    pairs = [("vanilla", m) for m in methods if m != "vanilla" and "vanilla" in methods] + [
+        ("repa", m) for m in methods if m.startswith("reed") and "repa" in methods]
+    for base, m in pairs:
+        table = results.setdefault("speedup" if base == "vanilla" else f"speedup_vs_{base}", {})
+        table[m] = {}
+        for key in keys:
+            lower = key in lower_is_better
+
+            def points(curve, key=key):
+                return [(c["step"], c[key]) for c in curve]
+
+            ref, cand = points(methods[base]["curve"]), points(methods[m]["curve"])
+            s = table[m][key] = speedup(ref, cand, lower)
+            s["at_budget_fraction"] = {f: speedup(ref, cand, lower, at=f) for f in (0.5, 0.75)}
+            parts = [s["note"]] if "note" in s else [
+                _speedup_text(f, base, p) for f, p in [(1.0, s), *s["at_budget_fraction"].items()]]
+            seeds = sorted(set(methods[base].get("seed_curves", {})) & set(methods[m].get("seed_curves", {})))
+            if len(seeds) > 1:
+                s["per_seed"] = {k: speedup(points(methods[base]["seed_curves"][k]), points(methods[m]["seed_curves"][k]),
+                                            lower)["speedup"] for k in seeds}
+                parts.append("per seed at 100 %: " + ", ".join(f"{v:.2f}x" if v else "not reached" for v in s["per_seed"].values()))
+            print(f"speed-up {m} vs {base} on {key}, reaching {base}'s value at " + "; ".join(parts))
+
+
+def _speedup_text(fraction: float, base: str, s: dict) -> str:
+    if "note" in s:
+        return f"{int(fraction * 100)} %: {s['note']}"
+    ratio = f"{s['speedup']:.2f}x" if s["speedup"] else "not reached"
+    return f"{int(fraction * 100)} % ({base} {s['target']:.3g} at step {s['reference_steps']:g}): {ratio}"
+
+
+def mean_curve(curves: Sequence[Sequence[Mapping]]) -> list[dict]:
+    """The point-wise mean of several seeds' curves (same evaluation steps); each point also gets ``spread``:
+    max - min over the seeds of every numeric metric."""
+    out = []
+    for rows in zip(*curves, strict=True):
+        if len({r["step"] for r in rows}) != 1:
+            raise ValueError("seed curves were evaluated at different steps")
+        point: dict = {"step": rows[0]["step"], "spread": {}}
+        for key in rows[0]:
+            vals = [r.get(key) for r in rows]
+            if key == "step" or not all(isinstance(v, (int, float)) for v in vals):
+                continue
+            point[key] = sum(vals) / len(vals)
+            point["spread"][key] = max(vals) - min(vals)
+        out.append(point)
+    return out
+
+
+def merge_results(results: dict, others: Sequence[str | os.PathLike], ignore: Sequence[str] = ("device",)) -> None:
+    """Add the methods of earlier result JSONs run with the same ``config`` (keys in ``ignore`` aside)."""
+    def same(config):
+        return {k: v for k, v in config.items() if k not in ignore}
+
+    for other in others:
+        prev = json.loads(Path(other).read_text())
+        if same(prev["config"]) != same(results["config"]):
+            raise SystemExit(f"{other}: run with different settings; cannot merge")
+        if "reference" in prev:
+            results.setdefault("reference", prev["reference"])
+        for m, r in prev["methods"].items():
+            results["methods"].setdefault(m, r)
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     def cell(v):
         if v is None:

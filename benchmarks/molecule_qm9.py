@@ -1,13 +1,18 @@
 """Vanilla vs REPA-style vs REED on QM9 3-D molecule generation: ``uv run benchmarks/molecule_qm9.py``.
 
-All three methods share the code path, the seed, the initial weights, the data order and the step budget.
-Each is evaluated at several checkpoints (EMA weights; ancestral sampling; EDM metrics with novelty against the
-rebuilt training split, plus stability from the model's own bonds). Prints a table per method and step, the
-training steps/s, and the speed-up: vanilla's steps divided by the steps REED (and REPA) need to reach
-vanilla's final molecule stability (and validity). Writes JSON and a PNG of the curves.
+All methods share the code path, the seed, the initial weights, the data order and the step budget. Each is
+evaluated at ``--evals`` checkpoints (EMA weights): ancestral sampling and EDM's metrics (novelty against the
+rebuilt training split, plus stability from the model's own bonds), and the validation loss: the training
+objective on fixed validation molecules at a fixed grid of times with fixed noise (identical for every method
+and step; no sampling noise, so small differences show). Prints a table per method and step, the training
+steps/s, and the speed-ups: the steps a method needs to reach vanilla's (and REPA-style's) value at the end of
+the budget and at 50 % / 75 % of it, interpolated on the curves. ``--seeds 0,1`` repeats every method per seed
+and reports the mean curve, the seed-to-seed spread and the speed-up per seed. A method ``reed:graph2d`` (or
+``repa:encoder3d``, ``reed:graph2d+encoder3d``) uses only the named teachers: one ablation row per teacher.
+Writes JSON and a PNG of the curves.
 
-The default fits in about 20 minutes on 2 CPU cores (the tiny preset; far from converged); ``--full`` is
-the paper-scale setting for a GPU.
+The default (tiny preset, 2,000 steps, 8 evaluations of 200 molecules) takes about 22 minutes on 2 idle CPU
+cores once the QM9 build is cached; ``--full`` is the paper-scale setting for a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import copy
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +33,10 @@ from _common import (  # noqa: E402
     format_table,
     fresh_dir,
     keep_checkpoint,
+    mean_curve,
+    merge_results,
     plot_curves,
-    speedup,
+    report_speedups,
     train_with_evals,
     write_json,
 )
@@ -36,16 +44,58 @@ from reed_core import METHODS  # noqa: E402
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
-from reed_molecule.presets import molecule_trainer  # noqa: E402
+from reed_molecule.presets import PRESET, molecule_trainer  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
+VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
 
-def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[str], device: str) -> dict:
+def method_preset(method: str):
+    """The domain preset of ``method`` (``reed``, or ``reed:graph2d``: REED with only the named teachers)."""
+    base, _, own = method.partition(":")
+    names = [s.name for s in PRESET.latents]
+    wanted = own.split("+") if own else None
+    if base not in METHODS or (wanted is not None and (base == "vanilla" or not set(wanted) <= set(names))):
+        raise SystemExit(f"--methods: {method!r} is not METHOD[:TEACHER[+TEACHER]] with METHOD in {sorted(METHODS)} "
+                         f"and TEACHER in {names} (vanilla has none)")
+    if wanted is None:
+        return PRESET
+    return replace(PRESET, latents=tuple(s for s in PRESET.latents if s.name in wanted), repa_latents=tuple(wanted))
+
+
+def validation_batches(cache, n: int, batch: int, seed: int) -> list:
+    """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
+    ds = QM9Dataset("valid", cache, progress=False)
+    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+    out = []
+    for lo in range(0, len(rows), batch):
+        x0 = ds.collate(rows[lo:lo + batch])
+        for k in range(VAL_TIMES):
+            out.append((x0, torch.full((x0.batch_size,), (k + 0.5) / VAL_TIMES), 1000 * lo + k))
+    return out
+
+
+@torch.no_grad()
+def validation_loss(model, process, batches: list, device: str) -> float:
+    """The training objective (process loss, per molecule, mean) of ``model`` on ``batches``; CPU generators make
+    the noise identical on every device."""
+    total, count = 0.0, 0
+    for x0, t, noise_seed in batches:
+        c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(noise_seed))
+        x_t = c.x_t.to(device)
+        c = replace(c, x_t=x_t, t=t.to(device), target=c.target.to(device))
+        loss = process.loss(model(x_t, c.t, None).prediction, c)
+        total, count = total + float(loss.sum()), count + len(loss)
+    return total / count
+
+
+def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[str], device: str, val: list) -> dict:
     model = copy.deepcopy(trainer.model)
     trainer.ema.copy_to(model)
+    model.eval()
+    val_loss = validation_loss(model, trainer.objective.process, val, device)
     hist = np.asarray(trainer.model_config["atom_histogram"], float)
     loaded = LoadedModel(model.eval(), trainer.objective.process, hist, trainer.model_config)
     start = time.perf_counter()
@@ -53,60 +103,62 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     seconds = time.perf_counter() - start
     rep = edm_metrics(arr["pos"], arr["atoms"], arr["mask"], train_smiles, arr["bonds"], arr["charges"])
     out = {k: getattr(rep, k) for k in METRICS}
-    out["sample_seconds"] = seconds
+    out["val_loss"], out["sample_seconds"] = val_loss, seconds
     return out
 
 
 def report(results: dict, out: Path) -> None:
     """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
-    methods = list(results["methods"])
-    header = ["method", "step", "atom stab %", "mol stab %", "valid %", "V x U %", "novel %", "bond mol stab %", "loss"]
-    rows = []
-    for method, r in results["methods"].items():
-        for c in r["curve"]:
-            rows.append([method, c["step"], c["atom_stable"], c["mol_stable"], c["validity"], c["valid_unique"],
-                         c["novelty"], c["bond_mol_stable"], c["denoise_loss"]])
+    header = ["method", "step", "atom stab %", "mol stab %", "valid %", "V x U %", "novel %", "bond mol stab %",
+              "val loss", "train loss"]
+    keys = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable", "val_loss")
+
+    def cell(c, k):  # the mean, with the seed-to-seed spread (max - min) when there are several seeds
+        v, spread = c.get(k), c.get("spread", {}).get(k)
+        if v is None or not spread:
+            return v
+        return f"{v:.3f}±{spread:.3f}" if k == "val_loss" else f"{v:.2f}±{spread:.2f}"
+
+    rows = [[m, c["step"], *(cell(c, k) for k in keys), c["denoise_loss"]]
+            for m, r in results["methods"].items() for c in r["curve"]]
     print()
     print(format_table(header, rows))
+    seeds = results["config"].get("seeds", [results["config"].get("seed")])
+    if len(seeds) > 1:
+        print(f"mean over seeds {seeds}; ± is the seed-to-seed spread (max - min)")
     print()
     print(format_table(["method", "steps/s", "params"],
                        [[m, r["steps_per_s"], r["params"]] for m, r in results["methods"].items()]))
-    if "vanilla" in results["methods"]:
-        ref = results["methods"]["vanilla"]["curve"]
-        results["speedup"] = {}
-        for m in [m for m in methods if m != "vanilla"]:
-            cand = results["methods"][m]["curve"]
-            results["speedup"][m] = {
-                key: speedup([(c["step"], c[key]) for c in ref], [(c["step"], c[key]) for c in cand])
-                for key in ("mol_stable", "validity", "atom_stable")
-            }
-            for key, s in results["speedup"][m].items():
-                ratio = f"{s['speedup']:.2f}x" if s["speedup"] else s.get("note", "not reached within the budget")
-                print(f"speed-up {m} vs vanilla on {key}: vanilla final {s['target']:.2f} at {s['reference_steps']} steps; "
-                      f"{m} reaches it at {s['candidate_steps']} -> {ratio}")
+    if "val_loss" in results["methods"][next(iter(results["methods"]))]["curve"][0]:
+        report_speedups(results, ("val_loss", "atom_stable", "validity", "mol_stable"), lower_is_better=("val_loss",))
+    else:  # a result of the earlier version (no validation loss)
+        report_speedups(results, ("atom_stable", "validity", "mol_stable"))
     write_json(results, out.with_suffix(".json"))
-    curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in METRICS} for m, r in results["methods"].items()}
-    plot_curves(curves, ("atom_stable", "mol_stable", "validity", "bond_mol_stable"), out.with_suffix(".png"),
+    curves = {m: {k: [(c["step"], c.get(k)) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
+    plot_curves(curves, ("val_loss", "atom_stable", "validity", "bond_mol_stable"), out.with_suffix(".png"),
                 f"QM9, {results['config']['preset']} preset, batch {results['config']['batch_size']}")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 600; --full 100000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 2000; --full 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per step (default 32; --full 64)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")
-    p.add_argument("--evals", type=int, default=3, help="number of evaluation checkpoints per method")
+    p.add_argument("--evals", type=int, default=8, help="number of evaluation checkpoints per method")
     p.add_argument("--eval-samples", type=int, default=None, help="molecules sampled per evaluation (default 200; --full 1000)")
     p.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default 50; --full 500)")
+    p.add_argument("--val-molecules", type=int, default=512, help="validation molecules of the validation loss")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of vanilla,repa,reed")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; each method runs once per seed")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated methods (vanilla, repa, reed), each optionally :TEACHER[+TEACHER] (graph2d, encoder3d)")
     p.add_argument("--full", action="store_true", help="paper-scale setting (GPU)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device")
     p.add_argument("--cache", default=None, help="data/feature cache directory")
     p.add_argument("--out", default="benchmarks/results/molecule_qm9", help="output prefix (.json, .png) and run dirs")
-    p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint here")
+    p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint (first seed) here")
+    p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
     p.add_argument("--report", default=None, help="re-print table and speed-ups of an earlier result JSON; no training")
     args = p.parse_args(argv)
     if args.report:
@@ -116,37 +168,51 @@ def main(argv: list[str] | None = None) -> dict:
         report(results, Path(args.report).with_suffix(""))
         return results
     full = args.full
-    steps = args.steps or (100_000 if full else 600)
+    steps = args.steps or (100_000 if full else 2000)
     batch = args.batch_size or (64 if full else 32)
     preset = args.preset or ("paper" if full else "tiny")
     n_eval = args.eval_samples or (1000 if full else 200)
     sample_steps = args.sample_steps or (500 if full else 50)
     methods = [m for m in args.methods.split(",") if m]
+    presets = {m: method_preset(m) for m in methods}
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     logging.basicConfig(level=logging.WARNING)
-    torch.manual_seed(args.seed)
 
     ds = QM9Dataset("train", args.cache)
     train_smiles = training_smiles(args.cache)
+    val = validation_batches(args.cache, args.val_molecules, 256, seed=0)
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results: dict = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "eval_samples": n_eval,
-                                "sample_steps": sample_steps, "lr": args.lr, "seed": args.seed, "device": args.device,
-                                "train_molecules": len(ds), "eval_at": eval_at},
+                                "sample_steps": sample_steps, "lr": args.lr, "seeds": seeds, "device": args.device,
+                                "train_molecules": len(ds), "val_molecules": args.val_molecules,
+                                "val_times": VAL_TIMES, "eval_at": eval_at},
                      "methods": {}}
     out = Path(args.out)
     for method in methods:
-        run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method)
-        trainer = molecule_trainer(method, ds, run_dir, model=preset, steps=steps, batch_size=batch, lr=args.lr,
-                                   seed=args.seed, cache=args.cache, progress=False, device=args.device)
-        print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
-        curve, train_seconds = train_with_evals(
-            trainer, steps, eval_at, lambda tr: evaluate(tr, n_eval, sample_steps, args.seed + 1, train_smiles, args.device))
-        trainer.save()
-        if method == "reed" and args.keep_checkpoint:
-            keep_checkpoint(run_dir, args.keep_checkpoint)
-        results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
-                                      "train_seconds": train_seconds,
-                                      "params": sum(p.numel() for p in trainer.model.parameters())}
-
+        runs = {}
+        for seed in seeds:
+            run_dir = fresh_dir(out.parent / f"{out.name}_runs" / f"{method.replace(':', '_')}_seed{seed}")
+            trainer = molecule_trainer(method.partition(":")[0], ds, run_dir, model=preset, steps=steps,
+                                       batch_size=batch, lr=args.lr, seed=seed, cache=args.cache, progress=False,
+                                       device=args.device, preset=presets[method])
+            print(f"[{method} seed {seed}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
+            curve, train_seconds = train_with_evals(trainer, steps, eval_at, lambda tr, s=seed: evaluate(
+                tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val))
+            trainer.save()
+            if method == "reed" and seed == seeds[0] and args.keep_checkpoint:
+                keep_checkpoint(run_dir, args.keep_checkpoint)
+            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds}
+            params = sum(q.numel() for q in trainer.model.parameters())
+            write_json({"config": results["config"], "methods": results["methods"], "running": {method: runs}},
+                       out.with_suffix(".partial.json"))  # what a killed run leaves
+        results["methods"][method] = {
+            "curve": mean_curve([r["curve"] for r in runs.values()]) if len(runs) > 1 else runs[seeds[0]]["curve"],
+            "steps_per_s": sum(r["steps_per_s"] for r in runs.values()) / len(runs), "params": params,
+            "seed_curves": {str(k): r["curve"] for k, r in runs.items()},
+            "train_seconds": sum(r["train_seconds"] for r in runs.values())}
+    merge_results(results, args.merge)
+    order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
+    results["methods"] = {m: results["methods"][m] for m in order}
     report(results, out)
     return results
 

@@ -27,8 +27,9 @@ from _common import (  # noqa: E402
     format_table,
     fresh_dir,
     keep_checkpoint,
+    merge_results,
     plot_curves,
-    speedup,
+    report_speedups,
     train_with_evals,
     write_json,
 )
@@ -82,7 +83,6 @@ def proteinmpnn_reference(chains: ChainSet, test, ts50, args) -> dict:
 
 def report(results: dict, out: Path) -> None:
     """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
-    methods = list(results["methods"])
     header = ["method", "step", "test recov %", "test ppl", "TS50 recov %", "TS50 ppl", "loss"]
     rows = [[m, c["step"], c["test_recovery"], c["test_perplexity"], c["ts50_recovery"], c["ts50_perplexity"],
              c["denoise_loss"]] for m, r in results["methods"].items() for c in r["curve"]]
@@ -94,19 +94,7 @@ def report(results: dict, out: Path) -> None:
     print()
     print(format_table(["method", "steps/s", "8 designs x 100 res (s)", "params"],
                        [[m, r["steps_per_s"], r["design_latency_s"], r["params"]] for m, r in results["methods"].items()]))
-    pairs = [("vanilla", m) for m in methods if m != "vanilla" and "vanilla" in methods] + [
-        ("repa", m) for m in methods if m.startswith("reed") and "repa" in methods]
-    for base, m in pairs:
-        table = results.setdefault("speedup" if base == "vanilla" else f"speedup_vs_{base}", {})
-        table[m] = {}
-        for key in ("test_recovery", "ts50_recovery"):
-            ref, cand = ([(c["step"], c[key]) for c in results["methods"][x]["curve"]] for x in (base, m))
-            s = table[m][key] = speedup(ref, cand)
-            s["at_budget_fraction"] = {f: speedup(ref, cand, at=f) for f in (0.5, 0.75)}
-            parts = [f"{int(f * 100)} % ({base} {p['target']:.2f} at step {p['reference_steps']:g}): "
-                     + (f"{p['speedup']:.2f}x" if p["speedup"] else "not reached")
-                     for f, p in [(1.0, s), *s["at_budget_fraction"].items()]]
-            print(f"speed-up {m} vs {base} on {key}, reaching {base}'s value at " + "; ".join(parts))
+    report_speedups(results, ("test_recovery", "ts50_recovery"))
     write_json(results, out.with_suffix(".json"))
     keys = ("test_recovery", "ts50_recovery", "test_perplexity")
     curves = {m: {k: [(c["step"], c[k]) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
@@ -194,20 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
                                       "train_seconds": train_seconds, "design_latency_s": latency,
                                       "params": sum(q.numel() for q in trainer.model.parameters())}
-    for other in args.merge:
-        import json
-
-        prev = json.loads(Path(other).read_text())
-        same = {k: v for k, v in prev["config"].items() if k != "device"} == {
-            k: v for k, v in results["config"].items() if k != "device"}
-        if not same:
-            raise SystemExit(f"{other}: run with different settings; cannot merge")
-        results.setdefault("reference", prev.get("reference", {}))
-        for m, r in prev["methods"].items():
-            results["methods"].setdefault(m, r)
+    merge_results(results, args.merge)
     order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
     results["methods"] = {m: results["methods"][m] for m in order}
-    methods = order
     report(results, out)
     return results
 
