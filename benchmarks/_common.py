@@ -42,7 +42,7 @@ def speedup(reference: Sequence[tuple[int, float]], candidate: Sequence[tuple[in
     final_value = value_at(reference, ref_step) if at != 1.0 else reference[-1][1]
     if final_value is None or (final_value <= 0 and not lower_is_better):  # nothing to reach
         return {"target": final_value, "reference_steps": ref_step, "candidate_steps": None, "speedup": None,
-                "note": "reference's value is 0 or outside its curve"}
+                "note": "value is 0 or outside its curve"}
     reached = steps_to_reach(candidate, final_value, lower_is_better)
     return {"target": final_value, "reference_steps": ref_step, "candidate_steps": reached,
             "speedup": round(ref_step / reached, 2) if reached else None}
@@ -68,14 +68,17 @@ def report_speedups(results: dict, keys: Sequence[str], lower_is_better: Sequenc
             ref, cand = points(methods[base]["curve"]), points(methods[m]["curve"])
             s = table[m][key] = speedup(ref, cand, lower)
             s["at_budget_fraction"] = {f: speedup(ref, cand, lower, at=f) for f in (0.5, 0.75)}
-            parts = [s["note"]] if "note" in s else [
-                _speedup_text(f, base, p) for f, p in [(1.0, s), *s["at_budget_fraction"].items()]]
+            parts = [_speedup_text(f, base, p) for f, p in [(1.0, s), *s["at_budget_fraction"].items()]]
             seeds = sorted(set(methods[base].get("seed_curves", {})) & set(methods[m].get("seed_curves", {})))
             if len(seeds) > 1:
                 s["per_seed"] = {k: speedup(points(methods[base]["seed_curves"][k]), points(methods[m]["seed_curves"][k]),
                                             lower)["speedup"] for k in seeds}
                 parts.append("per seed at 100 %: " + ", ".join(f"{v:.2f}x" if v else "not reached" for v in s["per_seed"].values()))
-            print(f"speed-up {m} vs {base} on {key}, reaching {base}'s value at " + "; ".join(parts))
+            lead = f"speed-up {m} vs {base} on {key}"
+            if "note" in s:
+                print(f"{lead}: undefined ({base}'s final {s['note']})" + "".join(f"; {x}" for x in parts[3:]))
+            else:
+                print(f"{lead}, reaching {base}'s value at " + "; ".join(parts))
 
 
 def _speedup_text(fraction: float, base: str, s: dict) -> str:
