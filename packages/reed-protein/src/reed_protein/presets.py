@@ -31,7 +31,7 @@ from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
-__all__ = ["PAIRS_PER_TOKEN", "PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer",
+__all__ = ["PAIRS_PER_TOKEN", "PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer", "resolve_model",
            "teacher_preset", "train_ids"]
 
 _NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
@@ -55,6 +55,13 @@ def capture_layer(model: ProteinModelConfig, layer: str | float) -> str:
     return f"enc{k}" if k <= E else f"dec{k - E}"
 
 
+def resolve_model(model: ProteinModelConfig | str) -> ProteinModelConfig:
+    """A model config from a preset name (or the config itself)."""
+    if isinstance(model, str) and model not in PROTEIN_PRESETS:
+        raise ValueError(f"model preset must be one of {sorted(PROTEIN_PRESETS)}, got {model!r}")
+    return PROTEIN_PRESETS[model] if isinstance(model, str) else model
+
+
 class ProteinDomain:
     """Denoiser = ``ProteinDenoiser(model)``; process = ``MaskedDiffusion(loss_type)``; every captured hidden
     state (node or edge) has the model's hidden width."""
@@ -63,9 +70,7 @@ class ProteinDomain:
 
     def __init__(self, data: ProteinTrainingData, model: ProteinModelConfig | str = "tiny",
                  loss_type: str = "elbo") -> None:
-        if isinstance(model, str) and model not in PROTEIN_PRESETS:
-            raise ValueError(f"model preset must be one of {sorted(PROTEIN_PRESETS)}, got {model!r}")
-        self.data, self.model = data, PROTEIN_PRESETS[model] if isinstance(model, str) else model
+        self.data, self.model = data, resolve_model(model)
         self.loss_type = loss_type
 
     def build_model(self, latent_dims) -> ProteinDenoiser:
@@ -151,12 +156,12 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
-    config = PROTEIN_PRESETS.get(model) if isinstance(model, str) else model
-    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k if config else None)
+    config = resolve_model(model)
+    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k)
     run = {"method": method, "model": model if isinstance(model, str) else "custom", "steps": steps, "batch_size": batch_size, "max_length": max_length,
            "lr": lr, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
            "drop_antibodies": drop_antibodies}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200)
-    return build_trainer(ProteinDomain(data, model, loss_type), preset, method, train, batch_size, out_dir,
+    return build_trainer(ProteinDomain(data, config, loss_type), preset, method, train, batch_size, out_dir,
                          device=device, progress=progress, run=run, cache_dir=cache_dir)

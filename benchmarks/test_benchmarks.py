@@ -1,0 +1,81 @@
+"""The benchmarks' arithmetic: interpolated speed-ups, seed means and merging, the teacher probe, method names."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import mean_curve, merge_results, report_speedups, speedup, steps_to_reach, value_at  # noqa: E402
+
+
+def test_steps_to_reach_interpolates_between_bracketing_points():
+    curve = [(100, 10.0), (200, 20.0), (300, 40.0)]
+    assert steps_to_reach(curve, 30.0) == 250.0
+    assert steps_to_reach(curve, 5.0) == 100.0  # already reached at the first point
+    assert steps_to_reach(curve, 50.0) is None
+    assert steps_to_reach([(100, 3.0), (200, 1.0)], 2.0, lower_is_better=True) == 150.0
+    assert value_at(curve, 150) == 15.0 and value_at(curve, 400) is None
+
+
+def test_speedup_at_budget_fractions_and_undefined_reference():
+    ref = [(100, 10.0), (200, 20.0), (300, 30.0), (400, 40.0)]
+    fast = [(100, 20.0), (200, 40.0), (300, 50.0), (400, 55.0)]
+    assert speedup(ref, fast)["speedup"] == 2.0  # 40 reached at step 200 instead of 400
+    half = speedup(ref, fast, at=0.5)  # vanilla's value at step 200 (20) reached by step 100
+    assert half["target"] == 20.0 and half["speedup"] == 2.0
+    zero = speedup([(100, 0.0), (200, 0.0)], fast)
+    assert zero["speedup"] is None and "note" in zero
+
+
+def test_mean_curve_and_per_seed_speedups(capsys):
+    seed0 = [{"step": 100, "x": 10.0, "novelty": None}, {"step": 200, "x": 20.0, "novelty": 90.0}]
+    seed1 = [{"step": 100, "x": 14.0, "novelty": 80.0}, {"step": 200, "x": 22.0, "novelty": 100.0}]
+    mean = mean_curve([seed0, seed1])
+    assert mean[0]["x"] == 12.0 and mean[0]["spread"]["x"] == 4.0
+    assert "novelty" not in mean[0] and mean[1]["novelty"] == 95.0  # a metric one seed lacks is left out
+    with pytest.raises(ValueError, match="different steps"):
+        mean_curve([seed0, [{"step": 150, "x": 1.0}, {"step": 200, "x": 2.0}]])
+    fast = [{"step": 100, "x": 30.0}, {"step": 200, "x": 40.0}]
+    results = {"methods": {"vanilla": {"curve": mean, "seed_curves": {"0": seed0, "1": seed1}},
+                           "reed": {"curve": fast, "seed_curves": {"0": fast, "1": fast}}}}
+    report_speedups(results, ["x"])
+    s = results["speedup"]["reed"]["x"]
+    assert s["speedup"] == 2.0 and s["per_seed"] == {"0": 2.0, "1": 2.0}
+    assert "reed vs vanilla on x" in capsys.readouterr().out
+
+
+def test_merge_needs_the_same_settings(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"config": {"steps": 10, "device": "cuda"}, "methods": {"repa": {"curve": []}}}))
+    results = {"config": {"steps": 10, "device": "cpu"}, "methods": {"vanilla": {"curve": []}}}
+    merge_results(results, [other])
+    assert list(results["methods"]) == ["vanilla", "repa"]
+    with pytest.raises(SystemExit, match="different settings"):
+        merge_results({"config": {"steps": 20}, "methods": {}}, [other])
+
+
+def test_ridge_probe_recovers_a_linear_map():
+    from molecule_teachers import ridge_probe
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(6, 2))
+    x = rng.normal(size=(600, 6))
+    y = x @ w + 3.0
+    pred, lam = ridge_probe(x[:400], y[:400], x[400:500], y[400:500], x[500:])
+    assert np.abs(pred - y[500:]).max() < 0.05 and lam <= 1e-2
+
+
+def test_molecule_method_names_pick_teachers():
+    from molecule_qm9 import method_preset
+
+    assert [s.name for s in method_preset("reed:graph2d").latents] == ["graph2d"]
+    assert method_preset("repa:graph2d").repa_latents == ("graph2d",)
+    assert len(method_preset("reed").latents) == 2
+    for bad in ("vanilla:graph2d", "reed:esm", "diffusion"):
+        with pytest.raises(SystemExit, match="--methods"):
+            method_preset(bad)
