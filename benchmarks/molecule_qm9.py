@@ -140,6 +140,15 @@ def report(results: dict, out: Path) -> None:
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
+def summarise(runs: dict[int, dict]) -> dict:
+    """A method's entry from its runs by seed: the mean curve (with the spread), every seed's curve, mean steps/s."""
+    return {"curve": mean_curve([r["curve"] for r in runs.values()]) if len(runs) > 1 else next(iter(runs.values()))["curve"],
+            "steps_per_s": sum(r["steps_per_s"] for r in runs.values()) / len(runs),
+            "params": next((r["params"] for r in runs.values() if "params" in r), None),
+            "seed_curves": {str(k): r["curve"] for k, r in runs.items()},
+            "train_seconds": sum(r["train_seconds"] for r in runs.values())}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 2000; --full 100000)")
@@ -165,7 +174,17 @@ def main(argv: list[str] | None = None) -> dict:
         import json
 
         results = json.loads(Path(args.report).read_text())
-        report(results, Path(args.report).with_suffix(""))
+        seeds = results["config"].get("seeds", [results["config"].get("seed")])
+        for method, runs in results.pop("running", {}).items():  # a killed run: its methods that ran every seed
+            if len(runs) == len(seeds):
+                results["methods"][method] = summarise({int(k): r for k, r in runs.items()})
+                if results["methods"][method]["params"] is None:  # not in the runs of an older partial file
+                    from reed_molecule.config import MODEL_PRESETS
+                    from reed_molecule.model import EQGATDenoiser
+
+                    model = EQGATDenoiser(MODEL_PRESETS[results["config"]["preset"]])
+                    results["methods"][method]["params"] = sum(q.numel() for q in model.parameters())
+        report(results, Path(args.report.removesuffix(".partial.json").removesuffix(".json")))
         return results
     full = args.full
     steps = args.steps or (100_000 if full else 2000)
@@ -201,15 +220,11 @@ def main(argv: list[str] | None = None) -> dict:
             trainer.save()
             if method == "reed" and seed == seeds[0] and args.keep_checkpoint:
                 keep_checkpoint(run_dir, args.keep_checkpoint)
-            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds}
-            params = sum(q.numel() for q in trainer.model.parameters())
+            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds,
+                          "params": sum(q.numel() for q in trainer.model.parameters())}
             write_json({"config": results["config"], "methods": results["methods"], "running": {method: runs}},
                        out.with_suffix(".partial.json"))  # what a killed run leaves
-        results["methods"][method] = {
-            "curve": mean_curve([r["curve"] for r in runs.values()]) if len(runs) > 1 else runs[seeds[0]]["curve"],
-            "steps_per_s": sum(r["steps_per_s"] for r in runs.values()) / len(runs), "params": params,
-            "seed_curves": {str(k): r["curve"] for k, r in runs.items()},
-            "train_seconds": sum(r["train_seconds"] for r in runs.values())}
+        results["methods"][method] = summarise(runs)
     merge_results(results, args.merge)
     order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
     results["methods"] = {m: results["methods"][m] for m in order}
