@@ -106,8 +106,10 @@ def mean_curve(curves: Sequence[Sequence[Mapping]]) -> list[dict]:
     return out
 
 
-def merge_results(results: dict, others: Sequence[str | os.PathLike], ignore: Sequence[str] = ("device",)) -> None:
-    """Add the methods of earlier result JSONs run with the same ``config`` (keys in ``ignore`` aside)."""
+def merge_results(results: dict, others: Sequence[str | os.PathLike], order: Sequence[str],
+                  ignore: Sequence[str] = ("device",)) -> None:
+    """Add the methods of earlier result JSONs run with the same ``config`` (keys in ``ignore`` aside), then sort
+    the methods by ``order`` (base method names; ``reed:x`` sorts with ``reed``)."""
     def same(config):
         return {k: v for k, v in config.items() if k not in ignore}
 
@@ -119,6 +121,8 @@ def merge_results(results: dict, others: Sequence[str | os.PathLike], ignore: Se
             results.setdefault("reference", prev["reference"])
         for m, r in prev["methods"].items():
             results["methods"].setdefault(m, r)
+    names = sorted(results["methods"], key=lambda m: (list(order).index(m.partition(":")[0]), m))
+    results["methods"] = {m: results["methods"][m] for m in names}
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -225,9 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_json({"config": results["config"], "methods": results["methods"], "running": {method: runs}},
                        out.with_suffix(".partial.json"))  # what a killed run leaves
         results["methods"][method] = summarise(runs)
-    merge_results(results, args.merge)
-    order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
-    results["methods"] = {m: results["methods"][m] for m in order}
+    merge_results(results, args.merge, order=METHODS)
     report(results, out)
     return results
 

@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
                                       "train_seconds": train_seconds, "design_latency_s": latency,
                                       "params": sum(q.numel() for q in trainer.model.parameters())}
-    merge_results(results, args.merge)
-    order = sorted(results["methods"], key=lambda m: (list(METHODS).index(m.partition(":")[0]), m))
-    results["methods"] = {m: results["methods"][m] for m in order}
+    merge_results(results, args.merge, order=METHODS)
     report(results, out)
     return results
 

@@ -53,10 +53,10 @@ def test_merge_needs_the_same_settings(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"config": {"steps": 10, "device": "cuda"}, "methods": {"repa": {"curve": []}}}))
     results = {"config": {"steps": 10, "device": "cpu"}, "methods": {"vanilla": {"curve": []}}}
-    merge_results(results, [other])
+    merge_results(results, [other], order=("vanilla", "repa", "reed"))
     assert list(results["methods"]) == ["vanilla", "repa"]
     with pytest.raises(SystemExit, match="different settings"):
-        merge_results({"config": {"steps": 20}, "methods": {}}, [other])
+        merge_results({"config": {"steps": 20}, "methods": {}}, [other], order=("repa",))
 
 
 def test_ridge_probe_recovers_a_linear_map():
