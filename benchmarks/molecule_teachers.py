@@ -78,6 +78,13 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray, y_val: 
     return (design(x_test) @ best[2]).numpy() * ys + ym, best[1]
 
 
+def print_table(results: dict) -> None:
+    header = ["predictor", *results["properties"], "MAE / baseline"]
+    print()
+    print(format_table(header, [[name, *(f"{v:.4g}" for v in r["mae"].values()), r["relative_mae"]]
+                                for name, r in results["predictors"].items()]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--fit", type=int, default=20_000, help="training molecules the probes are fitted on")
@@ -87,7 +94,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cache", default=None, help="data cache directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and of the random-init encoder")
     p.add_argument("--out", default="benchmarks/results/molecule_teachers.json", help="output JSON")
+    p.add_argument("--report", default=None, help="re-print the table of an earlier result JSON; no computation")
     args = p.parse_args(argv)
+    if args.report:
+        import json
+
+        results = json.loads(Path(args.report).read_text())
+        print_table(results)
+        return results
     start = time.perf_counter()
     raw = load_raw(args.cache)["properties"]
     rng = np.random.default_rng(args.seed)
@@ -123,12 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
         r["relative_mae"] = float((r["mae"] / base_mae).mean())
         r["mae"] = {k: float(v) for k, v in zip(PROPERTIES, r["mae"], strict=True)}
 
-    header = ["predictor", *PROPERTIES, "MAE / baseline"]
-    print()
-    print(format_table(header, [[name, *r["mae"].values(), r["relative_mae"]] for name, r in rows_out.items()]))
     results = {"config": {**{k: v for k, v in vars(args).items() if k != "out"},
                           "molecules": {s: len(v[1]) for s, v in splits.items()}},
                "properties": list(PROPERTIES), "predictors": rows_out, "seconds": time.perf_counter() - start}
+    print_table(results)
     write_json(results, args.out)
     print(f"wrote {args.out} ({results['seconds']:.0f} s)")
     return results
