@@ -97,7 +97,7 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     model.eval()
     val_loss = validation_loss(model, trainer.objective.process, val, device)
     hist = np.asarray(trainer.model_config["atom_histogram"], float)
-    loaded = LoadedModel(model.eval(), trainer.objective.process, hist, trainer.model_config)
+    loaded = LoadedModel(model, trainer.objective.process, hist, trainer.model_config)
     start = time.perf_counter()
     arr = sample_molecules(loaded, n, num_steps=sample_steps, seed=seed, batch_size=min(n, 250), device=device)
     seconds = time.perf_counter() - start
@@ -111,7 +111,7 @@ def report(results: dict, out: Path) -> None:
     """Print the table and speed-ups of ``results``, write JSON and PNG next to ``out``."""
     header = ["method", "step", "atom stab %", "mol stab %", "valid %", "V x U %", "novel %", "bond mol stab %",
               "val loss", "train loss"]
-    keys = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable", "val_loss")
+    keys = (*METRICS, "val_loss")
 
     def cell(c, k):  # the mean, with the seed-to-seed spread (max - min) when there are several seeds
         v, spread = c.get(k), c.get("spread", {}).get(k)
@@ -140,11 +140,18 @@ def report(results: dict, out: Path) -> None:
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
-def summarise(runs: dict[int, dict]) -> dict:
+def denoiser_params(preset: str) -> int:
+    """Parameters of the denoiser of model ``preset`` (the same for every method: alignment adds projectors only)."""
+    from reed_molecule.config import MODEL_PRESETS
+    from reed_molecule.model import EQGATDenoiser
+
+    return sum(q.numel() for q in EQGATDenoiser(MODEL_PRESETS[preset]).parameters())
+
+
+def summarise(runs: dict[int, dict], params: int) -> dict:
     """A method's entry from its runs by seed: the mean curve (with the spread), every seed's curve, mean steps/s."""
     return {"curve": mean_curve([r["curve"] for r in runs.values()]) if len(runs) > 1 else next(iter(runs.values()))["curve"],
-            "steps_per_s": sum(r["steps_per_s"] for r in runs.values()) / len(runs),
-            "params": next((r["params"] for r in runs.values() if "params" in r), None),
+            "steps_per_s": sum(r["steps_per_s"] for r in runs.values()) / len(runs), "params": params,
             "seed_curves": {str(k): r["curve"] for k, r in runs.items()},
             "train_seconds": sum(r["train_seconds"] for r in runs.values())}
 
@@ -177,13 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
         seeds = results["config"].get("seeds", [results["config"].get("seed")])
         for method, runs in results.pop("running", {}).items():  # a killed run: its methods that ran every seed
             if len(runs) == len(seeds):
-                results["methods"][method] = summarise({int(k): r for k, r in runs.items()})
-                if results["methods"][method]["params"] is None:  # not in the runs of an older partial file
-                    from reed_molecule.config import MODEL_PRESETS
-                    from reed_molecule.model import EQGATDenoiser
-
-                    model = EQGATDenoiser(MODEL_PRESETS[results["config"]["preset"]])
-                    results["methods"][method]["params"] = sum(q.numel() for q in model.parameters())
+                results["methods"][method] = summarise({int(k): r for k, r in runs.items()},
+                                                       denoiser_params(results["config"]["preset"]))
         report(results, Path(args.report.removesuffix(".partial.json").removesuffix(".json")))
         return results
     full = args.full
@@ -220,11 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
             trainer.save()
             if method == "reed" and seed == seeds[0] and args.keep_checkpoint:
                 keep_checkpoint(run_dir, args.keep_checkpoint)
-            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds,
-                          "params": sum(q.numel() for q in trainer.model.parameters())}
+            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds}
             write_json({"config": results["config"], "methods": results["methods"], "running": {method: runs}},
                        out.with_suffix(".partial.json"))  # what a killed run leaves
-        results["methods"][method] = summarise(runs)
+        results["methods"][method] = summarise(runs, sum(q.numel() for q in trainer.model.parameters()))
     merge_results(results, args.merge, order=METHODS)
     report(results, out)
     return results

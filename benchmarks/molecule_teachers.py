@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         ds = QM9Dataset(name, args.cache, pack=args.pack)
         rows = np.sort(rng.choice(len(ds), size=min(n, len(ds)), replace=False)) if n else np.arange(len(ds))
         splits[name] = (ds, rows, raw[ds.ids[rows]])
-    train_all = QM9Dataset("train", args.cache, pack=args.pack)
-    y_train_all = raw[train_all.ids]  # the encoder's pretraining standardisation (the whole training split)
+    y_train_all = raw[splits["train"][0].ids]  # the encoder's pretraining standardisation (the whole training split)
     head_mean, head_std = y_train_all.mean(0), y_train_all.std(0) + 1e-8
 
     pretrained = Encoder3DTeacher().encoder.eval()
