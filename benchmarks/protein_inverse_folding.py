@@ -6,7 +6,9 @@ on TS50 alone, perplexity of the native sequence; training steps/s; design laten
 100-residue chain. Prints a table and the speed-up (steps REED needs to reach vanilla's final recovery); writes
 JSON and a PNG. Methods: vanilla, REPA-style (ProteinMPNN's node states), REED (all latents with ProteinMPNN's
 teachers, curriculum) and REED with the in-project teachers (``reed:inproject``); ProteinMPNN v_48_020 itself is
-the reference row. Teacher features are cached once per training chain in ``--cache-dir`` (shared by all methods
+the reference row. ``hybrid`` (opt-in) is REED trained as the variational hybrid (its per-residue latents also
+condition the decoder w.p. A_t), evaluated twice from the same run: designing on its own projected z
+(``hybrid``) and with no z (``hybrid:none``). Teacher features are cached once per training chain in ``--cache-dir`` (shared by all methods
 and later runs; the first run spends most of its time there: ProteinMPNN's encoder over 680k residues). Default:
 tiny preset, 128-residue crops on CPU; ``--full``: the paper size for a GPU.
 """
@@ -41,8 +43,9 @@ from reed_protein.presets import default_cache_dir, protein_trainer, teacher_pre
 from reed_protein.sampler import design_batch  # noqa: E402
 
 
-def design_latency(model, chains: ChainSet, device: str, steps: int, repeats: int = 3) -> float:
-    """Seconds to design 8 sequences for one 100-residue test chain (encoder once, ``steps`` decoder passes)."""
+def design_latency(model, chains: ChainSet, device: str, steps: int, hybrid=None, repeats: int = 3) -> float:
+    """Seconds to design 8 sequences for one 100-residue test chain (encoder once, ``steps`` decoder passes; a
+    ``hybrid`` objective: on the model's own z)."""
     ts = chains.split("test")
     lengths = np.diff(chains.offsets)[ts]
     i = int(ts[np.argmin(np.abs(lengths - 100))])
@@ -52,7 +55,8 @@ def design_latency(model, chains: ChainSet, device: str, steps: int, repeats: in
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        design_batch(model, x, num_steps=steps, generator=torch.Generator(device=device).manual_seed(r))
+        design_batch(model, x, num_steps=steps, generator=torch.Generator(device=device).manual_seed(r),
+                     **({"specs": hybrid.specs, "projectors": hybrid.projectors, "latents": "self"} if hybrid else {}))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if r:
@@ -60,13 +64,24 @@ def design_latency(model, chains: ChainSet, device: str, steps: int, repeats: in
     return float(np.median(times))
 
 
+ORDER = (*METHODS, "hybrid")
+NONE_Z = "nonez_"  # a hybrid's metrics when designing with no z (its row "hybrid:none")
+
+
 def evaluate_checkpoint(trainer, chains: ChainSet, test, ts50, args) -> dict:
+    """Recovery / perplexity of the EMA weights on test and TS50; a hybrid model also with no z (keys NONE_Z...)."""
     model = copy.deepcopy(trainer.model)
     trainer.ema.copy_to(model)
-    te = evaluate(model, chains, test, num_steps=args.sample_steps, seed=args.seed, device=args.device)
-    t5 = evaluate(model, chains, ts50, num_steps=args.sample_steps, seed=args.seed, device=args.device)
-    return {"test_recovery": te["recovery"], "test_perplexity": te["perplexity"],
-            "ts50_recovery": t5["recovery"], "ts50_perplexity": t5["perplexity"]}
+    hybrid = any(s.condition for s in trainer.objective.specs)
+    row = {}
+    for mode in ("self", "none") if hybrid else ("none",):
+        kw = {"num_steps": args.sample_steps, "seed": args.seed, "device": args.device, "latents": mode,
+              "specs": trainer.objective.specs, "projectors": trainer.objective.projectors}
+        te, t5 = evaluate(model, chains, test, **kw), evaluate(model, chains, ts50, **kw)
+        prefix = NONE_Z if hybrid and mode == "none" else ""
+        row |= {prefix + "test_recovery": te["recovery"], prefix + "test_perplexity": te["perplexity"],
+                prefix + "ts50_recovery": t5["recovery"], prefix + "ts50_perplexity": t5["perplexity"]}
+    return row
 
 
 def proteinmpnn_reference(chains: ChainSet, test, ts50, args) -> dict:
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
     p.add_argument("--methods", default="vanilla,repa,reed,reed:inproject",
-                   help="comma-separated methods (vanilla, repa, reed), each optionally :TEACHERS (mpnn, inproject)")
+                   help="comma-separated methods (vanilla, repa, reed, hybrid), each optionally :TEACHERS (mpnn, inproject)")
     p.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
                    help="random kNN edges per residue the pair latent aligns each step (0: all)")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="cached teacher features (shared)")
@@ -143,8 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         base, _, t = m.partition(":")
-        if base not in METHODS or t not in ("", "mpnn", "inproject"):
-            raise SystemExit(f"--methods: {m!r} is not METHOD[:TEACHERS] with METHOD in {sorted(METHODS)}, "
+        if base not in ORDER or t not in ("", "mpnn", "inproject"):
+            raise SystemExit(f"--methods: {m!r} is not METHOD[:TEACHERS] with METHOD in {sorted(ORDER)}, "
                              "TEACHERS in mpnn, inproject")
     chains = ChainSet()
     test = chains.split("test")
@@ -163,12 +178,14 @@ def main(argv: list[str] | None = None) -> dict:
         results["reference"] = proteinmpnn_reference(chains, test, ts50, args)
     # REED first: its pass over the training chains caches every teacher of a set at once (ProteinMPNN's two slots
     # in one encoder run), so REPA-style then reads the structure slot from the cache. Same seeds/data for all.
-    for method in sorted(methods, key=lambda m: not m.startswith("reed")):
+    for method in sorted(methods, key=lambda m: not m.startswith(("reed", "hybrid"))):
         run_dir = fresh_dir(out.parent / f"{out.name}_runs" / method.replace(":", "_"))
         base, _, own = method.partition(":")
-        trainer = protein_trainer(base, chains, run_dir, model=preset, steps=steps, batch_size=batch,
-                                  max_length=args.max_length, lr=args.lr, seed=args.seed, teachers=own or teachers,
-                                  preset=teacher_preset(own or teachers, True, args.pairs_per_token or None),
+        hybrid = base == "hybrid"
+        trainer = protein_trainer("reed" if hybrid else base, chains, run_dir, model=preset, steps=steps,
+                                  batch_size=batch, max_length=args.max_length, lr=args.lr, seed=args.seed,
+                                  teachers=own or teachers, preset=teacher_preset(
+                                      own or teachers, True, args.pairs_per_token or None, hybrid=hybrid),
                                   progress=False, device=args.device, cache_dir=args.cache_dir)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
@@ -176,13 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.save()
         model = copy.deepcopy(trainer.model)
         trainer.ema.copy_to(model)
-        latency = design_latency(model, chains, args.device, args.sample_steps)
+        latency = design_latency(model, chains, args.device, args.sample_steps, trainer.objective if hybrid else None)
         if method == "reed" and args.keep_checkpoint:
             keep_checkpoint(run_dir, args.keep_checkpoint)
-        results["methods"][method] = {"curve": curve, "steps_per_s": steps / train_seconds,
-                                      "train_seconds": train_seconds, "design_latency_s": latency,
-                                      "params": sum(q.numel() for q in trainer.model.parameters())}
-    merge_results(results, args.merge, order=METHODS)
+        stats = {"steps_per_s": steps / train_seconds, "train_seconds": train_seconds, "design_latency_s": latency,
+                 "params": sum(q.numel() for q in trainer.model.parameters())}
+        results["methods"][method] = {"curve": [{k: v for k, v in c.items() if not k.startswith(NONE_Z)} for c in curve],
+                                      **stats}
+        if hybrid:  # the same run designing with no z; latency above is with its own z
+            none = [{k.removeprefix(NONE_Z): v for k, v in c.items() if k.startswith(NONE_Z) or k in ("step", "denoise_loss")}
+                    for c in curve]
+            results["methods"][f"hybrid:none{':' + own if own else ''}"] = {"curve": none, **stats}
+    merge_results(results, args.merge, order=ORDER)
     report(results, out)
     return results
 

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,8 +15,10 @@ from reed_core import (
     ProjectorBank,
     REEDObjective,
     Representation,
+    condition_features,
     euler_sample,
     latent_conditions,
+    project_hidden,
 )
 from reed_core.testing import RandomProjectionTeacher, TinyDenoiser, tiny_token_batch
 
@@ -131,7 +134,7 @@ class _Recorder(TinyDenoiser):
 
     def forward(self, x_t, t, cond=None, *, capture=(), latents=None):
         if latents is not None:
-            self.seen.append((t.clone(), latents["t"].keep.clone()))
+            self.seen.append((t.clone(), latents["t"].keep.clone(), latents["t"].z.clone()))
         return super().forward(x_t, t, cond, capture=capture, latents=latents)
 
 
@@ -151,6 +154,25 @@ def test_hybrid_conditioning_follows_cumulative_weight():
         n = int(sel.sum())
         se = math.sqrt(float(p * (1 - p)) / n) + 1e-3
         assert abs(float(keep[sel].mean()) - float(p)) < 4 * se, (lo, float(keep[sel].mean()), float(p))
+
+
+def test_hybrid_sees_teacher_z_and_predicted_z_at_the_same_scale():
+    _, obj, batch = _setup(condition=True, granularity="pooled")
+    spec = obj.specs[0]
+    model = _Recorder()
+    _run(obj, model, batch)
+    z = obj.teachers["t"](batch).features
+    torch.testing.assert_close(model.seen[0][2], condition_features(spec, z))  # training: the teacher's direction
+    torch.testing.assert_close(model.seen[0][2].pow(2).mean(-1), torch.ones(z.shape[0]))  # at unit RMS
+    torch.testing.assert_close(condition_features(spec, 7.0 * z), condition_features(spec, z))  # norm-free
+    t = torch.full((6,), 0.5)
+    lat = latent_conditions("self", obj.specs, model=model, projectors=obj.projectors, x_t=batch.x0["x"], t=t)
+    z_hat, _ = project_hidden(spec, obj.projectors, model(batch.x0["x"], t, None, capture=("block1",)))
+    torch.testing.assert_close(lat["t"].z, condition_features(spec, z_hat))  # sampling: the projector's direction
+    std = replace(spec, standardize=True)  # a standardised teacher: per-channel shifts and scales vanish,
+    scale = torch.rand(12) + 0.5  # and a prediction (already in the standardised space) is only normalised
+    torch.testing.assert_close(condition_features(std, z * scale + 3.0), condition_features(std, z), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(condition_features(std, 9.0 * z_hat, predicted=True), condition_features(spec, z_hat))
 
 
 def test_hybrid_sampling_runs_with_and_without_z():

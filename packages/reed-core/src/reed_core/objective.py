@@ -13,7 +13,9 @@ alpha_{l,t}. Its variational bound splits into
   ``AlignmentSpec.condition=True`` it trains the *hybrid* conditional exactly as the bound asks: each sample
   is conditioned on its z_l with probability ``time_weight.cumulative(t)`` (= A_t) and unconditioned otherwise,
   which is what lets a sampler run unconditionally, with a given z, or with a self-predicted z
-  (``latent_conditions``).
+  (``latent_conditions``). The denoiser sees z as the alignment loss scores it: a direction (standardised first
+  when the latent's target is), at unit RMS (``condition_features``), so a projector's z_hat, whose norm the
+  cosine loss leaves free, enters at the scale the teacher's z was trained with.
 * **representation-prediction terms** ``alpha_{l,t} * E[-log p(z_l | x_t)]``. With a von Mises-Fisher /
   cosine likelihood on L2-normalised features, ``-log p(z|x_t) = -kappa cos(z_hat(x_t), z) + const`` where
   ``z_hat`` is a projector head on a hidden state of the denoiser at the depth chosen for z_l. This is the
@@ -35,7 +37,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .alignment import alignment_loss, masked_pool
+from .alignment import alignment_loss, masked_pool, standardize
 from .curriculum import Constant, ConstantTime, Schedule, TimeWeight
 from .projector import ProjectorBank
 from .protocols import Process
@@ -87,6 +89,15 @@ class LatentCondition:
     z: torch.Tensor
     keep: torch.Tensor
     mask: torch.Tensor | None = None
+
+
+def condition_features(spec: AlignmentSpec, z: torch.Tensor, mask: torch.Tensor | None = None, *,
+                       predicted: bool = False) -> torch.Tensor:
+    """What a hybrid denoiser is given for latent z: its direction at unit RMS, sqrt(D) z / |z| (a teacher's z
+    standardised first when ``spec.standardize``; a ``predicted`` z_hat already lives in that space)."""
+    if spec.standardize and not predicted:
+        z = standardize(z, mask if spec.granularity != "pooled" else None)
+    return nn.functional.normalize(z.float(), dim=-1) * z.shape[-1] ** 0.5
 
 
 def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
@@ -150,7 +161,7 @@ class REEDObjective(nn.Module):
         kwargs: dict[str, Any] = {"capture": self.layers}
         if hybrid := [s for s in self.specs if s.condition]:  # each sample sees its z with probability A_t
             kwargs["latents"] = {s.name: LatentCondition(
-                targets[s.name].features, torch.rand(t.shape, generator=generator, device=t.device)
+                condition_features(s, targets[s.name].features, targets[s.name].mask), torch.rand(t.shape, generator=generator, device=t.device)
                 < s.time_weight.cumulative(t), targets[s.name].mask) for s in hybrid}
         out: DenoiserOutput = model(corruption.x_t, t, batch.cond, **kwargs)
 
@@ -190,13 +201,17 @@ def latent_conditions(mode: Literal["none", "given", "self"], specs: Sequence[Al
     if mode == "given":
         if given is None:
             raise ValueError("mode 'given' needs `given` representations")
-        zs = {s.name: (given[s.name].features, given[s.name].mask) for s in hybrid}
+        zs = {s.name: (condition_features(s, given[s.name].features, given[s.name].mask), given[s.name].mask)
+              for s in hybrid}
     elif mode == "self":
         if model is None or projectors is None or t is None:
             raise ValueError("mode 'self' needs model, projectors, x_t and t")
         with torch.no_grad():
             pred = model(x_t, t, cond, capture=tuple(dict.fromkeys(s.layer for s in hybrid)))
-            zs = {s.name: project_hidden(s, projectors, pred) for s in hybrid}
+        zs = {}
+        for s in hybrid:
+            z_hat, mask = project_hidden(s, projectors, pred)
+            zs[s.name] = (condition_features(s, z_hat, predicted=True), mask)
     else:
         raise ValueError(f"mode must be 'none', 'given' or 'self', got {mode!r}")
     return {name: LatentCondition(z, torch.ones(z.shape[0], dtype=torch.bool, device=z.device), mask)

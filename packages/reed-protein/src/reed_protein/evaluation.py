@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .constants import MASK_INDEX, X_INDEX
 from .data import ChainSet
 from .model import ProteinDenoiser
-from .sampler import design_batch
+from .sampler import decoder, sample_sequences
 
 
 def length_sorted(chains: ChainSet, ids: np.ndarray) -> np.ndarray:
@@ -28,20 +28,21 @@ def recovery(S: torch.Tensor, x) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_steps: int = 20,
              temperature: float = 0.1, batch_size: int = 16, seed: int = 0, device: str = "cpu",
-             max_length: int | None = None) -> dict[str, float]:
+             max_length: int | None = None, specs=(), projectors=None, latents: str = "none") -> dict[str, float]:
     """Sequence recovery of sampled designs (mean over chains) and perplexity of the native sequence given the
-    structure with every residue masked (one pass). Chains are batched by length (little padding)."""
+    structure with every residue masked (one pass). Chains are batched by length (little padding). A hybrid
+    model's ``specs`` / ``projectors`` / ``latents``: see ``sampler.decoder``."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
     ids = length_sorted(chains, ids)
     recov, nll, count = [], 0.0, 0
     for lo in range(0, len(ids), batch_size):
         x = chains.batch(ids[lo:lo + batch_size], max_length).to(device)
-        enc = model.encode(x)
-        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, encoding=enc)
+        decode = decoder(model, x, specs=specs, projectors=projectors, latents=latents)
+        S, _ = sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, generator=g)
         scored = x.design_mask & (x.S != X_INDEX)
         recov.extend(recovery(S, x).tolist())
-        logits = model.decode(enc, torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S)).prediction
+        logits = decode(torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S), torch.ones(len(x.S), device=device))
         ce = F.cross_entropy(logits.float().transpose(1, 2), x.S, reduction="none")
         nll += float((ce * scored).sum())
         count += int(scored.sum())

@@ -119,6 +119,8 @@ class ProteinDenoiser(nn.Module):
     ``x_t`` is a ``ProteinBatch`` whose ``S`` holds the current tokens (``MASK_INDEX`` where masked).
     Capturable hiddens: ``enc{k}`` / ``dec{k}`` node features (B,L,H) and ``edge{k}`` encoder edge features
     (B,L,K,H) at the kNN edges (same neighbours as ``features.knn_graph`` with this model's k).
+    A variational hybrid (``cfg.latent_dims``) adds ``latents={name: LatentCondition}``, per residue (B,L,D) or
+    per chain (B,D), through a linear map (zero at init) to the decoder's input of the samples that keep them.
     """
 
     def __init__(self, cfg: ProteinModelConfig = PROTEIN_PRESETS["tiny"]) -> None:
@@ -132,6 +134,9 @@ class ProteinDenoiser(nn.Module):
         self.decoder = nn.ModuleList(MessageLayer(H, 4 * H, cfg.dropout, False) for _ in range(cfg.decoder_layers))
         self.seq_embed = nn.Embedding(VOCAB, H)
         self.latent_embed = nn.ModuleDict({k: nn.Linear(d, H) for k, d in cfg.latent_dims.items()})
+        for lin in self.latent_embed.values():  # a hybrid starts as the unconditional model
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
         self.out = nn.Linear(H, len(ALPHABET))
 
     def encode(self, x: ProteinBatch, capture=()) -> Encoding:

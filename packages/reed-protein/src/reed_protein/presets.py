@@ -100,22 +100,23 @@ TEACHER_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token: int | None = PAIRS_PER_TOKEN
-                   ) -> DomainPreset:
+def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token: int | None = PAIRS_PER_TOKEN,
+                   hybrid: bool = False) -> DomainPreset:
     """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: every teacher computed
     once on whole chains (else on every training batch); ``pairs_per_token``: the pair latent aligns this many
     random edges of each residue per step (None: all k; 4 keeps REED's step within 1.05x of vanilla's for the
-    paper model, k = 30)."""
+    paper model, k = 30); ``hybrid``: the per-residue latents ("single", "structure") also condition the decoder
+    (the variational hybrid; design with ``latents="none"`` or ``"self"``); the pair latent only guides."""
     if teachers not in TEACHER_SETS:
         raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
     t = TEACHER_SETS[teachers]
     return DomainPreset(
         latents=(
             LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
-                       cached=cached),
+                       cached=cached, condition=hybrid),
             LatentSpec("pair", t["pair"], layer="edge-1", coefficient=2.0, standardize=True, cached=cached,
                        pairs_per_token=pairs_per_token),
-            LatentSpec("structure", t["structure"], layer="enc-1", coefficient=1.0, cached=cached),
+            LatentSpec("structure", t["structure"], layer="enc-1", coefficient=1.0, cached=cached, condition=hybrid),
         ),
         curriculum=Curriculum(warmup=0.25, decay="cosine"),
         repa_latents=("structure",),

@@ -1,11 +1,20 @@
-"""Samplers (plain functions, explicit generators): ancestral unmasking of sequences for given backbones."""
+"""Samplers (plain functions, explicit generators): ancestral unmasking of sequences for given backbones.
+
+A variational-hybrid model (trained with ``LatentSpec(condition=True)``) designs unconditionally on its latents
+(``latents="none"``) or on its own self-predicted z (``latents="self"``: the trained projector applied to the
+model's hidden state at the current tokens; a latent read at an encoder layer, which never sees the sequence, is
+projected once per structure, one read in the decoder costs an extra decoder pass per step).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from reed_core import AlignmentSpec, DenoiserOutput, LatentCondition, condition_features, project_hidden
 
 from .constants import MASK_INDEX, X_INDEX
 from .data import ProteinBatch
@@ -62,13 +71,54 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return S, logp_tok
 
 
+LATENT_MODES = ("none", "self")
+
+
+def decoder(model: ProteinDenoiser, x: ProteinBatch, encoding: Encoding | None = None, *,
+            specs: Sequence[AlignmentSpec] = (), projectors: nn.Module | None = None, latents: str = "none"
+            ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``decode(S, t) -> logits`` for the structures ``x``, encoded once (or given as ``encoding``). For a hybrid
+    model, ``latents``: ``"none"`` or ``"self"`` (needs its hybrid ``specs`` and trained ``projectors``)."""
+    if latents not in LATENT_MODES:
+        raise ValueError(f"latent mode must be one of {LATENT_MODES}, got {latents!r}")
+    hybrid = [s for s in specs if s.condition] if latents == "self" else []
+    if latents == "self" and (not hybrid or projectors is None):
+        raise ValueError("latents='self' needs a variational-hybrid model: its hybrid specs and trained projectors")
+    fixed = [s for s in hybrid if s.layer.startswith("enc")]
+    enc = encoding
+    if enc is None or any(s.layer not in enc.hiddens for s in fixed):
+        enc = model.encode(x, capture=tuple(s.layer for s in fixed))
+    if not hybrid:
+        return lambda S, t: model.decode(enc, S).prediction
+    keep = torch.ones(x.S.shape[0], dtype=torch.bool, device=x.S.device)
+
+    def condition(s: AlignmentSpec, out: DenoiserOutput) -> LatentCondition:
+        z_hat, mask = project_hidden(s, projectors, out)
+        return LatentCondition(condition_features(s, z_hat, predicted=True), keep, mask)
+
+    once = {s.name: condition(s, DenoiserOutput(None, enc.hiddens, enc.masks)) for s in fixed}
+    per_step = [s for s in hybrid if s not in fixed]
+    capture = tuple(dict.fromkeys(s.layer for s in per_step))
+
+    def decode(S: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        lat = dict(once)
+        if per_step:
+            out = model.decode(enc, S, capture)
+            lat |= {s.name: condition(s, out) for s in per_step}
+        return model.decode(enc, S, latents=lat).prediction
+
+    return decode
+
+
 @torch.no_grad()
 def design_batch(model: ProteinDenoiser, x: ProteinBatch, *, num_steps: int = 20, temperature: float = 0.1,
                  generator: torch.Generator | None = None, bias=None, omit=None, encoding: Encoding | None = None,
-                 tied: torch.Tensor | None = None):
-    """Sample sequences for a batch of structures with the structure encoded once (or given as ``encoding``).
-    Returns (tokens, per-token log-probs)."""
+                 tied: torch.Tensor | None = None, specs: Sequence[AlignmentSpec] = (),
+                 projectors: nn.Module | None = None, latents: str = "none"):
+    """Sample sequences for a batch of structures with the structure encoded once (or given as ``encoding``);
+    ``specs`` / ``projectors`` / ``latents``: a hybrid model's latents (see ``decoder``). Returns (tokens,
+    per-token log-probs)."""
     model.eval()
-    enc = encoding if encoding is not None else model.encode(x)
-    return sample_sequences(lambda S, t: model.decode(enc, S).prediction, x, num_steps=num_steps,
-                            temperature=temperature, bias=bias, omit=omit, generator=generator, tied=tied)
+    decode = decoder(model, x, encoding, specs=specs, projectors=projectors, latents=latents)
+    return sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, bias=bias, omit=omit,
+                            generator=generator, tied=tied)
