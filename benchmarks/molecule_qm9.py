@@ -13,6 +13,14 @@ Writes JSON and a PNG of the curves.
 
 The default (tiny preset, 2,000 steps, 8 evaluations of 200 molecules) takes about 22 minutes on 2 idle CPU
 cores once the QM9 build is cached; ``--full`` is the paper-scale setting for a GPU.
+
+On a machine with torch only (no RDKit, no qm9pack), ``--pack`` trains and validates from the compact training
+pack (``reed-molecule pack`` writes it) and ``--samples-dir DIR`` saves every evaluation's samples there instead of
+scoring them; back on a machine with RDKit, ``--score RESULT.json`` computes their EDM metrics and reports::
+
+    uv run benchmarks/molecule_qm9.py --full --pack --samples-dir benchmarks/results/molecule_qm9_full_samples \
+        --out benchmarks/results/molecule_qm9_full                        # GPU machine
+    uv run benchmarks/molecule_qm9.py --score benchmarks/results/molecule_qm9_full.json   # here
 """
 
 from __future__ import annotations
@@ -44,11 +52,13 @@ from reed_core import METHODS  # noqa: E402
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
+from reed_molecule.pack import default_pack_path  # noqa: E402
 from reed_molecule.presets import PRESET, molecule_trainer  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
+SAMPLE_ARRAYS = ("pos", "atoms", "charges", "bonds", "mask")
 VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
 
@@ -65,9 +75,9 @@ def method_preset(method: str):
     return replace(PRESET, latents=tuple(s for s in PRESET.latents if s.name in wanted), repa_latents=tuple(wanted))
 
 
-def validation_batches(cache, n: int, batch: int, seed: int) -> list:
+def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
     """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
-    ds = QM9Dataset("valid", cache, progress=False)
+    ds = QM9Dataset("valid", cache, progress=False, pack=pack)
     rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
     out = []
     for lo in range(0, len(rows), batch):
@@ -91,7 +101,16 @@ def validation_loss(model, process, batches: list, device: str) -> float:
     return total / count
 
 
-def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[str], device: str, val: list) -> dict:
+def score(arr: dict, train_smiles: set[str]) -> dict:
+    """EDM's metrics (RDKit) of sampled molecule arrays."""
+    rep = edm_metrics(arr["pos"], arr["atoms"], arr["mask"], train_smiles, arr["bonds"], arr["charges"])
+    return {k: getattr(rep, k) for k in METRICS}
+
+
+def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[str] | None, device: str, val: list,
+             samples: Path | None = None) -> dict:
+    """Validation loss and EDM metrics of the EMA weights; with ``samples`` (a file name) the samples are saved there
+    and their metrics left to ``--score`` (None here)."""
     model = copy.deepcopy(trainer.model)
     trainer.ema.copy_to(model)
     model.eval()
@@ -101,10 +120,32 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     start = time.perf_counter()
     arr = sample_molecules(loaded, n, num_steps=sample_steps, seed=seed, batch_size=min(n, 250), device=device)
     seconds = time.perf_counter() - start
-    rep = edm_metrics(arr["pos"], arr["atoms"], arr["mask"], train_smiles, arr["bonds"], arr["charges"])
-    out = {k: getattr(rep, k) for k in METRICS}
+    if samples is not None:
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(samples, **{k: arr[k] for k in SAMPLE_ARRAYS})
+        out = {k: None for k in METRICS} | {"samples": samples.name}
+    else:
+        out = score(arr, train_smiles)
     out["val_loss"], out["sample_seconds"] = val_loss, seconds
     return out
+
+
+def score_saved(results: dict, samples_dir: Path, smiles: set[str]) -> None:
+    """Fill in the EDM metrics (novelty against ``smiles``) of every saved sample file named in ``results`` (each
+    seed's curve), then the mean curves."""
+    for m, r in results["methods"].items():
+        for curve in r["seed_curves"].values():
+            for row in curve:
+                if name := row.get("samples"):
+                    path = samples_dir / name
+                    if not path.is_file():
+                        raise SystemExit(f"{path}: sample file of {m} step {row['step']} is missing")
+                    with np.load(path, allow_pickle=False) as z:
+                        row.update(score({k: z[k] for k in SAMPLE_ARRAYS}, smiles))
+                    print(f"[score] {m} step {row['step']}: " + ", ".join(f"{k} {row[k]:.2f}" for k in METRICS if row[k] is not None),
+                          flush=True)
+        curves = list(r["seed_curves"].values())
+        r["curve"] = mean_curve(curves) if len(curves) > 1 else curves[0]
 
 
 def report(results: dict, out: Path) -> None:
@@ -129,10 +170,12 @@ def report(results: dict, out: Path) -> None:
     print()
     print(format_table(["method", "steps/s", "params"],
                        [[m, r["steps_per_s"], r["params"]] for m, r in results["methods"].items()]))
-    if "val_loss" in results["methods"][next(iter(results["methods"]))]["curve"][0]:
-        report_speedups(results, ("val_loss", "atom_stable", "validity", "mol_stable"), lower_is_better=("val_loss",))
-    else:  # a result of the earlier version (no validation loss)
-        report_speedups(results, ("atom_stable", "validity", "mol_stable"))
+    scored = [k for k in ("val_loss", "atom_stable", "validity", "mol_stable")  # (unscored samples: None)
+              if all(c.get(k) is not None for r in results["methods"].values() for c in r["curve"])]
+    report_speedups(results, scored, lower_is_better=("val_loss",))
+    if unscored := [m for m, r in results["methods"].items() if any(
+            c.get("samples") and c.get("atom_stable") is None for cv in r.get("seed_curves", {}).values() for c in cv)]:
+        print(f"the samples of {', '.join(unscored)} are not scored yet: --score this JSON where RDKit is installed")
     write_json(results, out.with_suffix(".json"))
     curves = {m: {k: [(c["step"], c.get(k)) for c in r["curve"]] for k in keys} for m, r in results["methods"].items()}
     plot_curves(curves, ("val_loss", "atom_stable", "validity", "bond_mol_stable"), out.with_suffix(".png"),
@@ -176,17 +219,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--keep-checkpoint", default=None, help="copy the final REED checkpoint (first seed) here")
     p.add_argument("--merge", nargs="*", default=(), help="result JSONs of other methods run with the same settings")
     p.add_argument("--report", default=None, help="re-print table and speed-ups of an earlier result JSON; no training")
+    p.add_argument("--pack", nargs="?", const=str(default_pack_path()), default=None,
+                   help="train and validate from the compact QM9 training pack (numpy only: no RDKit, no qm9pack; "
+                        "its default path if given bare)")
+    p.add_argument("--samples-dir", default=None,
+                   help="save every evaluation's samples here (.npz) and leave their RDKit metrics to --score")
+    p.add_argument("--score", default=None,
+                   help="compute the metrics of the samples a --samples-dir run saved (its result JSON; the samples "
+                        "from --samples-dir or the directory the run recorded), write the JSON back and report")
     args = p.parse_args(argv)
-    if args.report:
+    if args.report or args.score:
         import json
 
-        results = json.loads(Path(args.report).read_text())
+        path = args.report or args.score
+        results = json.loads(Path(path).read_text())
         seeds = results["config"].get("seeds", [results["config"].get("seed")])
         for method, runs in results.pop("running", {}).items():  # a killed run: its methods that ran every seed
             if len(runs) == len(seeds):
                 results["methods"][method] = summarise({int(k): r for k, r in runs.items()},
                                                        denoiser_params(results["config"]["preset"]))
-        report(results, Path(args.report.removesuffix(".partial.json").removesuffix(".json")))
+        if args.score:
+            score_saved(results, Path(args.samples_dir or results["samples_dir"]), training_smiles(args.cache))
+        report(results, Path(path.removesuffix(".partial.json").removesuffix(".json")))
         return results
     full = args.full
     steps = args.steps or (100_000 if full else 2000)
@@ -199,15 +253,18 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     logging.basicConfig(level=logging.WARNING)
 
-    ds = QM9Dataset("train", args.cache)
-    train_smiles = training_smiles(args.cache)
-    val = validation_batches(args.cache, args.val_molecules, 256, seed=0)
+    ds = QM9Dataset("train", args.cache, pack=args.pack)
+    samples_dir = Path(args.samples_dir) if args.samples_dir else None
+    train_smiles = None if samples_dir else training_smiles(args.cache)  # (RDKit and qm9pack)
+    val = validation_batches(args.cache, args.val_molecules, 256, seed=0, pack=args.pack)
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results: dict = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "eval_samples": n_eval,
                                 "sample_steps": sample_steps, "lr": args.lr, "seeds": seeds, "device": args.device,
                                 "train_molecules": len(ds), "val_molecules": args.val_molecules,
-                                "val_times": VAL_TIMES, "eval_at": eval_at},
+                                "val_times": VAL_TIMES, "eval_at": eval_at} | ({"data": "pack"} if args.pack else {}),
                      "methods": {}}
+    if samples_dir:
+        results["samples_dir"] = str(samples_dir)
     out = Path(args.out)
     for method in methods:
         runs = {}
@@ -217,14 +274,15 @@ def main(argv: list[str] | None = None) -> dict:
                                        batch_size=batch, lr=args.lr, seed=seed, cache=args.cache, progress=False,
                                        device=args.device, preset=presets[method])
             print(f"[{method} seed {seed}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
-            curve, train_seconds = train_with_evals(trainer, steps, eval_at, lambda tr, s=seed: evaluate(
-                tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val))
+            tag = f"{method.replace(':', '_')}_seed{seed}"
+            curve, train_seconds = train_with_evals(trainer, steps, eval_at, lambda tr, s=seed, tag=tag: evaluate(
+                tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val,
+                samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None))
             trainer.save()
             if method == "reed" and seed == seeds[0] and args.keep_checkpoint:
                 keep_checkpoint(run_dir, args.keep_checkpoint)
             runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds}
-            write_json({"config": results["config"], "methods": results["methods"], "running": {method: runs}},
-                       out.with_suffix(".partial.json"))  # what a killed run leaves
+            write_json({**results, "running": {method: runs}}, out.with_suffix(".partial.json"))  # what a killed run leaves
         results["methods"][method] = summarise(runs, sum(q.numel() for q in trainer.model.parameters()))
     merge_results(results, args.merge, order=METHODS)
     report(results, out)

@@ -79,3 +79,34 @@ def test_molecule_method_names_pick_teachers():
     for bad in ("vanilla:graph2d", "reed:esm", "diffusion"):
         with pytest.raises(SystemExit, match="--methods"):
             method_preset(bad)
+
+
+def test_molecule_samples_saved_without_rdkit_are_scored_later(tmp_path):
+    """A --samples-dir run leaves the EDM metrics None and names its sample files; --score fills them in per seed
+    and recomputes the mean curve."""
+    from molecule_qm9 import METRICS, SAMPLE_ARRAYS, score_saved
+
+    n = 29
+    pos = np.zeros((2, n, 3), np.float32)  # methane, twice: C at the origin, four H at 1.09 Å (tetrahedral)
+    pos[:, 1:5] = 1.09 / np.sqrt(3) * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], np.float32)
+    atoms = np.zeros((2, n), np.int64)
+    atoms[:, 0] = 1  # ELEMENTS = H, C, N, O, F
+    mask = np.zeros((2, n), bool)
+    mask[:, :5] = True
+    bonds = np.zeros((2, n, n), np.int64)
+    bonds[:, 0, 1:5] = bonds[:, 1:5, 0] = 1
+    arrays = {"pos": pos, "atoms": atoms, "charges": np.zeros((2, n), np.int64), "bonds": bonds, "mask": mask}
+    assert set(arrays) == set(SAMPLE_ARRAYS)
+    np.savez_compressed(tmp_path / "reed_seed0_step10.npz", **arrays)
+    np.savez_compressed(tmp_path / "reed_seed1_step10.npz", **arrays)
+    row = {k: None for k in METRICS} | {"step": 10, "val_loss": 1.0}
+    results = {"methods": {"reed": {"curve": [], "seed_curves": {
+        "0": [row | {"samples": "reed_seed0_step10.npz"}], "1": [row | {"samples": "reed_seed1_step10.npz", "val_loss": 3.0}]}}}}
+    score_saved(results, tmp_path, smiles={"[H]C([H])([H])[H]"})  # methane as RDKit writes it, H explicit
+    for curve in results["methods"]["reed"]["seed_curves"].values():
+        assert curve[0]["atom_stable"] == 100.0 and curve[0]["validity"] == 100.0 and curve[0]["novelty"] == 0.0
+    mean = results["methods"]["reed"]["curve"][0]
+    assert mean["atom_stable"] == 100.0 and mean["val_loss"] == 2.0 and mean["spread"]["val_loss"] == 2.0
+    (tmp_path / "reed_seed1_step10.npz").unlink()
+    with pytest.raises(SystemExit, match="missing"):
+        score_saved(results, tmp_path, smiles=set())
