@@ -163,14 +163,18 @@ def keep_checkpoint(run_dir: str | os.PathLike, dest: str | os.PathLike) -> None
         shutil.copy2(src / name, Path(dest) / name)
 
 
-def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate) -> tuple[list[dict], float]:
+def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate, *, label: str | None = None,
+                     deadline: float | None = None, curve: Sequence[dict] = (), seconds: float = 0.0,
+                     losses: list[float] | None = None) -> tuple[list[dict], float]:
     """Run ``trainer.train_step`` to ``steps``, timing only the optimizer steps; at each step in ``eval_at`` call
     ``evaluate(trainer)`` (a dict), add ``step`` and the mean denoising loss of the last 50 steps, and collect it.
+    ``deadline`` (``time.monotonic()``): stop after the first step (and its evaluation) past it; a resumed run
+    passes the ``curve``, ``seconds`` and the (at least last 50) step ``losses`` it had, a list this extends.
     Returns (curve, training seconds)."""
     import time
 
-    curve, seconds, losses = [], 0.0, []
-    while trainer.step < steps:
+    curve, losses, start = list(curve), [] if losses is None else losses, trainer.step
+    while trainer.step < steps and (deadline is None or time.monotonic() < deadline or trainer.step == start):
         t0 = time.perf_counter()
         scalars = trainer.train_step()
         seconds += time.perf_counter() - t0
@@ -178,7 +182,7 @@ def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate) -> t
         if trainer.step in eval_at:
             row = {"step": trainer.step, **evaluate(trainer), "denoise_loss": sum(losses[-50:]) / len(losses[-50:])}
             curve.append(row)
-            print(f"[{trainer.model_config.get('method', '?')}] step {trainer.step}: "
+            print(f"[{label or trainer.model_config.get('method', '?')}] step {trainer.step}: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float) and k != "denoise_loss"),
                   flush=True)
     return curve, seconds

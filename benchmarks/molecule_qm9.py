@@ -21,6 +21,10 @@ scoring them; back on a machine with RDKit, ``--score RESULT.json`` computes the
     uv run benchmarks/molecule_qm9.py --full --pack --samples-dir benchmarks/results/molecule_qm9_full_samples \
         --out benchmarks/results/molecule_qm9_full                        # GPU machine
     uv run benchmarks/molecule_qm9.py --score benchmarks/results/molecule_qm9_full.json   # here
+
+``--time-budget 9m`` stops cleanly (checkpoint and ``<out>.partial.json``) once the budget is spent; the same
+command with ``--resume`` continues exactly where it stopped (curves and losses identical to an unbroken run), so
+a long ``--full`` runs in chunks, as on a preemptible machine.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_core import METHODS  # noqa: E402
+from reed_core.cli import parse_duration  # noqa: E402
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
@@ -224,6 +229,11 @@ def main(argv: list[str] | None = None) -> dict:
                         "its default path if given bare)")
     p.add_argument("--samples-dir", default=None,
                    help="save every evaluation's samples here (.npz) and leave their RDKit metrics to --score")
+    p.add_argument("--time-budget", default=None,
+                   help="stop cleanly after this much wall time (e.g. 9m), checkpointed; --resume continues")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run of <out>.partial.json (same settings): finished methods and seeds are kept, "
+                        "the interrupted one resumes from its checkpoint")
     p.add_argument("--score", default=None,
                    help="compute the metrics of the samples a --samples-dir run saved (its result JSON; the samples "
                         "from --samples-dir or the directory the run recorded), write the JSON back and report")
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = json.loads(Path(path).read_text())
         seeds = results["config"].get("seeds", [results["config"].get("seed")])
         for method, runs in results.pop("running", {}).items():  # a killed run: its methods that ran every seed
-            if len(runs) == len(seeds):
+            if len(runs) == len(seeds) and all(r.get("done", True) for r in runs.values()):
                 results["methods"][method] = summarise({int(k): r for k, r in runs.items()},
                                                        denoiser_params(results["config"]["preset"]))
         if args.score:
@@ -266,24 +276,56 @@ def main(argv: list[str] | None = None) -> dict:
     if samples_dir:
         results["samples_dir"] = str(samples_dir)
     out = Path(args.out)
+    partial = out.with_suffix(".partial.json")
+    running: dict = {}
+    if args.resume:
+        import json
+
+        if not partial.is_file():
+            raise SystemExit(f"--resume: no {partial} to continue")
+        prev = json.loads(partial.read_text())
+        if {k: v for k, v in prev["config"].items() if k != "device"} != {
+                k: v for k, v in results["config"].items() if k != "device"}:
+            raise SystemExit(f"--resume: {partial} was run with different settings")
+        results["methods"], running = prev["methods"], prev.get("running", {})
+    deadline = time.monotonic() + parse_duration(args.time_budget) if args.time_budget else None
     for method in methods:
-        runs = {}
+        if method in results["methods"]:
+            continue  # finished before a resume
+        runs = {int(k): r for k, r in running.get(method, {}).items()}
         for seed in seeds:
-            run_dir = fresh_dir(out.parent / f"{out.name}_runs" / f"{method.replace(':', '_')}_seed{seed}")
-            trainer = molecule_trainer(method.partition(":")[0], ds, run_dir, model=preset, steps=steps,
-                                       batch_size=batch, lr=args.lr, seed=seed, cache=args.cache, progress=False,
-                                       device=args.device, preset=presets[method])
-            print(f"[{method} seed {seed}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
+            prev_run = runs.get(seed)
+            if prev_run is not None and prev_run["done"]:
+                continue
             tag = f"{method.replace(':', '_')}_seed{seed}"
-            curve, train_seconds = train_with_evals(trainer, steps, eval_at, lambda tr, s=seed, tag=tag: evaluate(
-                tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val,
-                samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None))
+            run_dir = out.parent / f"{out.name}_runs" / tag
+            trainer = molecule_trainer(method.partition(":")[0], ds, run_dir if prev_run else fresh_dir(run_dir),
+                                       model=preset, steps=steps, batch_size=batch, lr=args.lr, seed=seed,
+                                       cache=args.cache, progress=False, device=args.device, preset=presets[method])
+            if prev_run is not None and (not trainer.resume() or trainer.step != prev_run["step"]):
+                raise SystemExit(f"--resume: {run_dir} has no checkpoint at step {prev_run['step']}")
+            print(f"[{method} seed {seed}] training {steps} steps (batch {batch}, preset {preset}) from step "
+                  f"{trainer.step} ...", flush=True)
+            losses = list(prev_run["losses"]) if prev_run else []
+            curve, train_seconds = train_with_evals(
+                trainer, steps, eval_at, lambda tr, s=seed, tag=tag: evaluate(
+                    tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val,
+                    samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None),
+                label=f"{method} seed {seed}", deadline=deadline, curve=prev_run["curve"] if prev_run else (),
+                seconds=prev_run["train_seconds"] if prev_run else 0.0, losses=losses)
             trainer.save()
-            if method == "reed" and seed == seeds[0] and args.keep_checkpoint:
+            done = trainer.step >= steps
+            if done and method == "reed" and seed == seeds[0] and args.keep_checkpoint:
                 keep_checkpoint(run_dir, args.keep_checkpoint)
-            runs[seed] = {"curve": curve, "steps_per_s": steps / train_seconds, "train_seconds": train_seconds}
-            write_json({**results, "running": {method: runs}}, out.with_suffix(".partial.json"))  # what a killed run leaves
+            runs[seed] = {"curve": curve, "steps_per_s": trainer.step / train_seconds, "train_seconds": train_seconds,
+                          "step": trainer.step, "done": done, "losses": losses[-50:]}
+            write_json({**results, "running": {method: runs}}, partial)  # what a killed or budgeted run leaves
+            if not done:
+                print(f"time budget reached at {method} seed {seed} step {trainer.step}; continue with the same "
+                      f"arguments and --resume ({partial})", flush=True)
+                return results
         results["methods"][method] = summarise(runs, sum(q.numel() for q in trainer.model.parameters()))
+        write_json({**results, "running": {}}, partial)
     merge_results(results, args.merge, order=METHODS)
     report(results, out)
     return results
