@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   progress=False, device=args.device, cache_dir=args.cache_dir)
         print(f"[{method}] training {steps} steps (batch {batch}, preset {preset}) ...", flush=True)
         curve, train_seconds = train_with_evals(
-            trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args))
+            trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args), label=method)
         trainer.save()
         model = copy.deepcopy(trainer.model)
         trainer.ema.copy_to(model)
