@@ -106,16 +106,18 @@ def mean_curve(curves: Sequence[Sequence[Mapping]]) -> list[dict]:
     return out
 
 
+def same_settings(a: Mapping, b: Mapping, ignore: Sequence[str] = ("device",)) -> bool:
+    """Whether two runs' ``config`` dicts agree on every key outside ``ignore`` (the same benchmark run)."""
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
 def merge_results(results: dict, others: Sequence[str | os.PathLike], order: Sequence[str],
                   ignore: Sequence[str] = ("device",)) -> None:
     """Add the methods of earlier result JSONs run with the same ``config`` (keys in ``ignore`` aside), then sort
     the methods by ``order`` (base method names; ``reed:x`` sorts with ``reed``)."""
-    def same(config):
-        return {k: v for k, v in config.items() if k not in ignore}
-
     for other in others:
         prev = json.loads(Path(other).read_text())
-        if same(prev["config"]) != same(results["config"]):
+        if not same_settings(prev["config"], results["config"], ignore):
             raise SystemExit(f"{other}: run with different settings; cannot merge")
         if "reference" in prev:
             results.setdefault("reference", prev["reference"])

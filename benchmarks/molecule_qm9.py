@@ -49,6 +49,7 @@ from _common import (  # noqa: E402
     merge_results,
     plot_curves,
     report_speedups,
+    same_settings,
     train_with_evals,
     write_json,
 )
@@ -284,8 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not partial.is_file():
             raise SystemExit(f"--resume: no {partial} to continue")
         prev = json.loads(partial.read_text())
-        if {k: v for k, v in prev["config"].items() if k != "device"} != {
-                k: v for k, v in results["config"].items() if k != "device"}:
+        if not same_settings(prev["config"], results["config"]):
             raise SystemExit(f"--resume: {partial} was run with different settings")
         results["methods"], running = prev["methods"], prev.get("running", {})
     deadline = time.monotonic() + parse_duration(args.time_budget) if args.time_budget else None
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"time budget reached at {method} seed {seed} step {trainer.step}; continue with the same "
                       f"arguments and --resume ({partial})", flush=True)
                 return results
-        results["methods"][method] = summarise(runs, sum(q.numel() for q in trainer.model.parameters()))
+        results["methods"][method] = summarise(runs, denoiser_params(preset))
         write_json({**results, "running": {}}, partial)
     merge_results(results, args.merge, order=METHODS)
     report(results, out)
