@@ -185,19 +185,26 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
 
 
 def test_outputs_honour_the_umask_and_directories_are_refused(tmp_path):
+    from reed_core import save_weights
     from reed_core.io import atomic_write
 
     old = os.umask(0o022)
     try:
         f = atomic_write(tmp_path / "out.fasta", ">a\nAC\n")
         assert (f.stat().st_mode & 0o777) == 0o644
+        w = save_weights(tmp_path / "w.safetensors", {"a": torch.arange(3.0)})
+        assert (w.stat().st_mode & 0o777) == 0o644 and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
         _trainer(tmp_path / "run", 2, checkpoint_every=2).fit()
         ck = latest_checkpoint(tmp_path / "run" / "checkpoints")
-        assert (ck.stat().st_mode & 0o777) == 0o755 and ((ck / "config.json").stat().st_mode & 0o777) == 0o644
+        assert (ck.stat().st_mode & 0o777) == 0o755
+        assert {f.name: f.stat().st_mode & 0o777 for f in ck.iterdir()} == {
+            f: 0o644 for f in ("config.json", "model.safetensors", "ema.safetensors", "projectors.safetensors", "train_state.pt")}
     finally:
         os.umask(old)
     with pytest.raises(IsADirectoryError, match="is a directory"):
         atomic_write(tmp_path, "x")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        save_weights(tmp_path, {"a": torch.zeros(1)})
 
 
 def test_config_of_another_domain_is_named(tmp_path):

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
+from reed_core import save_weights
 from reed_image.data import load_images, to_tensor
 from reed_image.metrics import train_classifier
 
@@ -27,7 +27,7 @@ model = train_classifier(x, y, train.num_classes, epochs=args.epochs, progress=T
 with torch.no_grad():
     acc = (model(to_tensor(held.images)).argmax(1) == torch.from_numpy(held.labels)).float().mean().item()
 print(f"trained in {time.time() - t0:.0f} s; eval accuracy {100 * acc:.2f} % on {len(held)} held-out images")
-save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out,
-          metadata={"in_channels": str(x.shape[1]), "num_classes": str(train.num_classes), "data": train.source,
+save_weights(args.out, model.state_dict(),
+             metadata={"in_channels": str(x.shape[1]), "num_classes": str(train.num_classes), "data": train.source,
                     "eval_accuracy": f"{acc:.4f}"})
 print(f"wrote {args.out}")

@@ -7,14 +7,12 @@ writes ``src/reed_protein/weights/structure_encoder.safetensors`` and a JSON rec
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from reed_core import Batch, REEDObjective, StepData, StepSampler, TrainConfig, Trainer
+from reed_core import Batch, REEDObjective, StepData, StepSampler, TrainConfig, Trainer, save_weights
 from reed_protein.data import ChainSet
 from reed_protein.evaluation import evaluate
 from reed_protein.model import ProteinDenoiser
@@ -46,10 +44,7 @@ def main() -> None:
     hist = trainer.fit(resume=False)
     trainer.ema.copy_to(model)
     valid = evaluate(model, chains, chains.split("valid"), device=args.device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, args.out)
+    save_weights(args.out, model.state_dict())
     info = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "config": asdict(STRUCTURE_CONFIG), "first_loss": hist[0]["loss"],
             "final_loss": sum(h["loss"] for h in hist[-100:]) / min(100, len(hist)), "valid": valid}

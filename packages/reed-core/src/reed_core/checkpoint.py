@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .io import CheckpointError, umask_mode
+from .io import CheckpointError, output_path, umask_mode
 
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 MODEL_FILE, EMA_FILE, PROJ_FILE = "model.safetensors", "ema.safetensors", "projectors.safetensors"
@@ -74,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700
         for file, state in ((MODEL_FILE, model), (EMA_FILE, ema), (PROJ_FILE, projectors)):
             if state or file == MODEL_FILE:  # no file for an absent EMA or an empty projector bank
-                save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp / file))
+                save_weights(tmp / file, state)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         torch.save(dict(train_state), tmp / STATE_FILE)  # written last: its presence marks completeness
         for f in tmp.iterdir():
@@ -87,6 +87,23 @@ def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
+                 ) -> Path:
+    """One ``.safetensors`` file, written atomically and with the umask's permissions (safetensors alone makes
+    it 0600)."""
+    path = output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -237,13 +237,10 @@ def fit_graph2d_teacher(dataset: QM9Dataset, sample: int = 5000, seed: int = 0) 
 
 
 def save_encoder3d(enc: Encoder3D, info: dict, path: str | os.PathLike) -> None:
-    from safetensors.torch import save_file
+    from reed_core import save_weights
+    from reed_core.io import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    path = save_weights(path, enc.state_dict())
+    atomic_write(path.with_suffix(".json"), json.dumps(info, indent=2))
 
 
