@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             samples["last"] = row.pop("_samples")
             return row
 
-        curve, seconds = train_with_evals(trainer, steps, eval_at, ev)
+        curve, seconds = train_with_evals(trainer, steps, eval_at, ev, label=method)
         results["curves"][method] = curve
         results["steps_per_s"][method] = round(steps / seconds, 3)
         results["params"][method] = sum(p.numel() for p in trainer.model.parameters())
