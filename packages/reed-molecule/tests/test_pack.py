@@ -79,3 +79,23 @@ def test_budgeted_chunks_continue_the_unbroken_loss_curve(packed, tmp_path):
     assert [r["step"] for r in chunked] == list(range(1, 7))
     for a, b in zip(whole, chunked, strict=True):
         assert a["loss"] == b["loss"] and a["align/graph2d"] == b["align/graph2d"]
+
+
+def test_fine_tuning_starts_from_the_shipped_weights(packed, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from reed_molecule.loading import default_checkpoint
+
+    out = tmp_path / "tune"
+    argv = ["train", "--pack", str(packed), "--train-limit", "64", "--init", "shipped", "--steps", "1",
+            "--batch-size", "4", "--lr", "1e-5", "--cache", str(tmp_path / "cache"), "--out", str(out)]
+    assert main(argv) == 0
+    assert "fine-tuning from" in capsys.readouterr().out
+    shipped = load_file(str(default_checkpoint() / "ema.safetensors"))
+    tuned = load_file(str(out / "checkpoints" / "step_00000001" / "model.safetensors"))
+    assert tuned.keys() == shipped.keys()
+    assert max((tuned[k] - shipped[k]).abs().max().item() for k in shipped) < 1e-3  # one small step from the shipped model
+    assert main([*argv[:-4], "--steps", "2", "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    assert "resuming the run" in capsys.readouterr().out
+    assert main([*argv, "--preset", "small"]) == 2
+    assert "exclude each other" in capsys.readouterr().err

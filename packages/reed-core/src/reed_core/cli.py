@@ -41,6 +41,20 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def start_from(trainer, init: Path | None) -> None:
+    """``--init``: a fresh run starts from checkpoint ``init``'s EMA weights (the optimizer, the step count and the
+    projectors start fresh); a run directory that already holds a checkpoint resumes it instead, and says so."""
+    if init is None:
+        return
+    from .checkpoint import latest_checkpoint
+
+    if trainer.checkpoint_root is None or latest_checkpoint(trainer.checkpoint_root) is None:
+        trainer.initialize(init)
+        print(f"fine-tuning from {init} (its EMA weights)")
+    else:
+        print(f"resuming the run in {trainer.out_dir}; --init applies only to a fresh run")
+
+
 def report_training(trainer, method: str) -> None:
     """The line a domain's ``train`` command ends with: where the run stopped and where its checkpoints are."""
     where = trainer.checkpoint_root

@@ -16,18 +16,27 @@ def _train(args: argparse.Namespace) -> int:
     from .config import MODEL_PRESETS
     from .presets import PRESET, capture_layer
 
-    kw = {"model": args.preset, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-          "align_coefficient": args.align_coefficient}
+    init = None
+    if args.init is not None:
+        from .loading import model_config
+
+        if args.preset is not None:
+            raise ValueError("--preset and --init exclude each other: the model's size comes from the --init checkpoint")
+        init = _checkpoint_path(None if args.init == "shipped" else args.init)
+    model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
+    kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
+          "lr": args.lr, "seed": args.seed, "align_coefficient": args.align_coefficient}
     if args.dry_run:
         coefficient = PRESET.align_coefficient if args.align_coefficient is None else args.align_coefficient
-        layers = {s.name: capture_layer(MODEL_PRESETS[args.preset], s.layer) for s in PRESET.for_method(args.method)}
-        print(json.dumps({"method": args.method, **kw, "align_coefficient": coefficient,
-                          "model_config": asdict(MODEL_PRESETS[args.preset]), "latents": layers,
+        layers = {s.name: capture_layer(model, s.layer) for s in PRESET.for_method(args.method)}
+        print(json.dumps({"method": args.method, **kw, "model": "from --init" if init else kw["model"],
+                          "init": str(init) if init else None, "align_coefficient": coefficient,
+                          "model_config": asdict(model), "latents": layers,
                           "curriculum": asdict(PRESET.curriculum), "out": str(args.out)}, indent=2))
         return 0
     import torch
 
-    from reed_core.cli import parse_duration, report_training
+    from reed_core.cli import parse_duration, report_training, start_from
 
     from .data import QM9Dataset
     from .presets import molecule_trainer
@@ -37,6 +46,7 @@ def _train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     ds = QM9Dataset("train", args.cache, limit=args.train_limit, pack=args.pack)
     trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
+    start_from(trainer, init)
     trainer.fit(time_budget=budget)
     report_training(trainer, args.method)
     return 0
@@ -218,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a denoiser (vanilla, REPA-style or REED)", formatter_class=fmt)
     t.add_argument("--method", choices=METHOD_NAMES, default="reed", help="training method")
-    t.add_argument("--preset", choices=sorted(MODEL_PRESETS), default="tiny", help="model size")
+    t.add_argument("--preset", choices=sorted(MODEL_PRESETS), default=None, help="model size (default: tiny)")
+    t.add_argument("--init", default=None,
+                   help="fine-tune: start a fresh run from this checkpoint or run directory (its EMA weights and "
+                        "model size; `shipped`: the shipped model)")
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
     t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")

@@ -31,12 +31,18 @@ def default_checkpoint() -> Path:
     return Path(str(resources.files("reed_molecule") / "weights" / "reed_tiny"))
 
 
+def model_config(path: str | os.PathLike) -> ModelConfig:
+    """The denoiser's configuration stored in checkpoint ``path`` (a CheckpointError if it is not a molecule one)."""
+    cfg = load_config(path, DOMAIN)["model"]["model"]
+    mc = {k: v for k, v in cfg.items() if k != "latent_dims"}  # older configs carry an empty latent_dims
+    return build_from_config(path, ModelConfig, mc)
+
+
 def load_model(path: str | os.PathLike, which: str = "ema", device: str = "cpu") -> LoadedModel:
     """A trained denoiser (``ema`` or ``model`` weights) with its process and atom-count histogram."""
     path = Path(path)
     cfg = load_config(path, DOMAIN)["model"]
-    mc = {k: v for k, v in cfg["model"].items() if k != "latent_dims"}  # older configs carry an empty latent_dims
-    model = EQGATDenoiser(build_from_config(path, ModelConfig, mc))
+    model = EQGATDenoiser(model_config(path))
     load_weights(path, model, which)
     p = cfg["process"]
     process = MolecularDiffusion(tuple(p["atom_prior"]), tuple(p["charge_prior"]), tuple(p["bond_prior"]))

@@ -217,8 +217,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.checkpoint import latest_checkpoint
-    from reed_core.cli import parse_duration, report_training
+    from reed_core.cli import parse_duration, report_training, start_from
 
     from .model import PROTEIN_PRESETS
     from .presets import capture_layer, default_cache_dir, teacher_preset
@@ -247,11 +246,7 @@ def _train(args: argparse.Namespace) -> int:
     from .presets import protein_trainer
 
     trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, preset=preset, **kw)
-    if init and latest_checkpoint(trainer.checkpoint_root) is None:
-        trainer.initialize(init[0])
-        print(f"fine-tuning from {init[0]} (its EMA weights)")
-    elif init:
-        print(f"resuming the run in {args.out}; --init applies only to a fresh run")
+    start_from(trainer, init and init[0])
     trainer.fit(time_budget=budget)
     report_training(trainer, args.method)
     return 0
