@@ -28,7 +28,7 @@ class LoadedModel:
 def default_checkpoint() -> Path:
     from importlib import resources
 
-    return Path(str(resources.files("reed_molecule") / "weights" / "reed_tiny"))
+    return Path(str(resources.files("reed_molecule") / "weights" / "reed_qm9"))
 
 
 def model_config(path: str | os.PathLike) -> ModelConfig:
