@@ -26,13 +26,13 @@ from reed_molecule.sampler import sample_molecules  # noqa: E402
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable", "connected_validity")
 
 
-def evaluate(loaded, path: Path, steps: int, args, smiles: set[str] | None) -> dict:
+def evaluate(loaded, path: Path, train_step: int | None, steps: int, args, smiles: set[str] | None) -> dict:
     start = time.perf_counter()
     arr = sample_molecules(loaded, args.n, num_steps=steps, seed=args.seed, batch_size=args.batch_size,
                            device=args.device)
     seconds = time.perf_counter() - start
     rep = edm_metrics(arr["pos"], arr["atoms"], arr["mask"], smiles, arr["bonds"], arr["charges"])
-    return {"checkpoint": str(path), "train_step": load_config(path).get("step"), "steps": steps,
+    return {"checkpoint": str(path), "train_step": train_step, "steps": steps,
             **{k: getattr(rep, k) for k in METRICS}, "ms_per_molecule": 1000 * seconds / args.n}
 
 
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     paths = [Path(c) for c in args.checkpoint] if args.checkpoint else [default_checkpoint()]
     result = {"n": args.n, "seed": args.seed, "device": args.device, "threads": torch.get_num_threads(), "rows": []}
     for path in paths:
-        loaded = load_model(path, device=args.device)
+        loaded, train_step = load_model(path, device=args.device), load_config(path).get("step")
         sample_molecules(loaded, 4, num_steps=2, device=args.device)  # warm-up: first-call costs stay out of the timing
         for steps in [int(s) for s in args.steps.split(",")]:
-            row = evaluate(loaded, path, steps, args, smiles)
+            row = evaluate(loaded, path, train_step, steps, args, smiles)
             result["rows"].append(row)
             print(f"[{path.name}] {steps} steps: " + ", ".join(
                 f"{k} {row[k]:.2f}" for k in (*METRICS, "ms_per_molecule") if row[k] is not None), flush=True)

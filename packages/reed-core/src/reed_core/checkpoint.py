@@ -74,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700
         for file, state in ((MODEL_FILE, model), (EMA_FILE, ema), (PROJ_FILE, projectors)):
             if state or file == MODEL_FILE:  # no file for an absent EMA or an empty projector bank
-                save_weights(tmp / file, state)
+                _write_safetensors(tmp / file, state)  # the directory is the atomic unit
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         torch.save(dict(train_state), tmp / STATE_FILE)  # written last: its presence marks completeness
         for f in tmp.iterdir():
@@ -99,13 +99,17 @@ def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], met
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-        os.chmod(tmp, umask_mode())
+        _write_safetensors(tmp, state, metadata)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_safetensors(path: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    os.chmod(path, umask_mode())  # safetensors creates the file 0600
 
 
 def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:

@@ -31,9 +31,10 @@ def default_checkpoint() -> Path:
     return Path(str(resources.files("reed_molecule") / "weights" / "reed_qm9"))
 
 
-def model_config(path: str | os.PathLike) -> ModelConfig:
-    """The denoiser's configuration stored in checkpoint ``path`` (a CheckpointError if it is not a molecule one)."""
-    cfg = load_config(path, DOMAIN)["model"]["model"]
+def model_config(path: str | os.PathLike, stored: dict[str, Any] | None = None) -> ModelConfig:
+    """The denoiser's configuration stored in checkpoint ``path`` (a CheckpointError if it is not a molecule one);
+    ``stored``: its ``config.json["model"]`` when the caller has read it already."""
+    cfg = (stored if stored is not None else load_config(path, DOMAIN)["model"])["model"]
     mc = {k: v for k, v in cfg.items() if k != "latent_dims"}  # older configs carry an empty latent_dims
     return build_from_config(path, ModelConfig, mc)
 
@@ -42,7 +43,7 @@ def load_model(path: str | os.PathLike, which: str = "ema", device: str = "cpu")
     """A trained denoiser (``ema`` or ``model`` weights) with its process and atom-count histogram."""
     path = Path(path)
     cfg = load_config(path, DOMAIN)["model"]
-    model = EQGATDenoiser(model_config(path))
+    model = EQGATDenoiser(model_config(path, cfg))
     load_weights(path, model, which)
     p = cfg["process"]
     process = MolecularDiffusion(tuple(p["atom_prior"]), tuple(p["charge_prior"]), tuple(p["bond_prior"]))
