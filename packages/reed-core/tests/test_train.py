@@ -115,9 +115,36 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
     assert torch.load(latest_checkpoint(tmp_path / "checkpoints") / "train_state.pt", weights_only=True)["step"] == 4
 
 
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_lr_warms_up_then_decays_to_lr_final_and_resumes_exactly(tmp_path, decay):
+    import math
+
+    kw = {"lr_warmup_steps": 4, "lr_decay": decay, "lr_final": 0.1, "checkpoint_every": 7}
+    straight = _trainer(tmp_path / "a", 20, **kw).fit()
+    lrs = [h["lr"] / 3e-3 for h in straight]  # the factor applied at step s = index s
+    assert lrs[:5] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    p = [(s - 4) / 16 for s in range(4, 20)]
+    want = [0.1 + 0.9 * (0.5 * (1 + math.cos(math.pi * q)) if decay == "cosine" else 1 - q) for q in p]
+    assert lrs[4:] == pytest.approx(want)
+    assert all(b <= a + 1e-12 for a, b in zip(lrs[4:], lrs[5:], strict=False))  # monotone, no jump at the join
+    assert TrainConfig(max_steps=20, **kw).lr_factor()(20) == pytest.approx(0.1)
+    part = _trainer(tmp_path / "b", 20, **kw)  # interrupted after 7 steps, then resumed by a fresh process
+    first = [part.train_step() for _ in range(7)]
+    part.save()
+    second = _trainer(tmp_path / "b", 20, init_seed=3, **kw).fit()
+    assert [h["lr"] for h in first + second] == [h["lr"] for h in straight]
+    assert [h["loss"] for h in first + second] == [h["loss"] for h in straight]
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(max_steps=1, precision="fp8")
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(max_steps=10, lr_decay="step")
+    with pytest.raises(ValueError, match="lr_final"):
+        TrainConfig(max_steps=10, lr_decay="cosine", lr_final=2.0)
+    with pytest.raises(ValueError, match="lr_warmup_steps < max_steps"):
+        TrainConfig(max_steps=10, lr_decay="cosine", lr_warmup_steps=10)
     with pytest.raises(ValueError, match="max_steps"):
         TrainConfig(max_steps=0)
 

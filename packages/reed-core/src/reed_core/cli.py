@@ -41,6 +41,13 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def add_lr_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    """A ``train`` command's ``--lr-decay`` / ``--lr-final`` (``TrainConfig.lr_decay`` / ``lr_final``)."""
+    parser.add_argument("--lr-decay", choices=("constant", "cosine", "linear"), default="constant",
+                        help="learning-rate decay after the warm-up, reaching --lr-final x --lr at the last step")
+    parser.add_argument("--lr-final", type=float, default=0.0, help="final learning rate as a fraction of --lr")
+
+
 def start_from(trainer, init: Path | None) -> None:
     """``--init``: a fresh run starts from checkpoint ``init``'s EMA weights (the optimizer, the step count and the
     projectors start fresh); a run directory that already holds a checkpoint resumes it instead, and says so."""

@@ -1,6 +1,7 @@
 """A domain-agnostic REED training loop.
 
-AdamW, gradient clipping, EMA, optional bf16 autocast, JSONL metrics, tqdm progress, atomic checkpoints,
+AdamW with linear LR warm-up and an optional cosine or linear decay to ``lr * lr_final`` at ``max_steps``,
+gradient clipping, EMA, optional bf16 autocast, JSONL metrics, tqdm progress, atomic checkpoints,
 exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``.
 
 Randomness of step s (diffusion times, noise, hybrid dropout) comes from a generator seeded by
@@ -27,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoint as ckpt
-from .curriculum import WarmUp
+from .curriculum import Constant, Cosine, Linear, Piecewise, Schedule, WarmUp
 from .ema import EMA
 from .objective import REEDObjective
 from .types import Batch, LossTerms
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16"]
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+LRDecay = Literal["constant", "cosine", "linear"]
+_LR_DECAYS = {"constant": None, "cosine": Cosine, "linear": Linear}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,6 +55,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     lr_warmup_steps: int = 0
+    lr_decay: LRDecay = "constant"
+    lr_final: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     ema_warmup: bool = True
@@ -65,9 +70,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         need = {"max_steps >= 1": self.max_steps >= 1, "lr > 0": self.lr > 0, "grad_accum >= 1": self.grad_accum >= 1,
-                "log_every >= 1": self.log_every >= 1, f"precision in {sorted(_PRECISIONS)}": self.precision in _PRECISIONS}
+                "log_every >= 1": self.log_every >= 1, f"precision in {sorted(_PRECISIONS)}": self.precision in _PRECISIONS,
+                f"lr_decay in {sorted(_LR_DECAYS)}": self.lr_decay in _LR_DECAYS, "0 <= lr_final <= 1": 0 <= self.lr_final <= 1,
+                "lr_warmup_steps < max_steps when decaying": self.lr_decay == "constant" or self.lr_warmup_steps < self.max_steps}
         if not all(need.values()):
             raise ValueError(f"TrainConfig needs {', '.join(k for k, ok in need.items() if not ok)}; got {self}")
+
+    def lr_factor(self) -> Schedule:
+        """The learning rate's factor per step: linear warm-up over ``lr_warmup_steps``, then constant or a
+        cosine / linear decay from 1 to ``lr_final`` at ``max_steps`` (a function of the step: resuming is exact)."""
+        warm = WarmUp(self.lr_warmup_steps) if self.lr_warmup_steps else Constant()
+        decay = _LR_DECAYS[self.lr_decay]
+        if decay is None:
+            return warm
+        return Piecewise((self.lr_warmup_steps,), (warm, decay(1.0, self.lr_final, self.lr_warmup_steps, self.max_steps)))
 
 
 class _TrainModule(nn.Module):
@@ -117,7 +133,7 @@ class Trainer:
             self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         self.params = [p for p in self.model.parameters() if p.requires_grad] + self.objective.trainable_parameters()
         self.optimizer = _adamw(self.params, config, self.device)
-        self.lr_schedule = WarmUp(config.lr_warmup_steps, value=1.0)
+        self.lr_schedule = config.lr_factor()
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.step, self.history = 0, []
 
@@ -193,7 +209,7 @@ class Trainer:
         """One optimizer step (all micro-batches); returns the logged scalars."""
         cfg, step = self.config, self.step
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * (self.lr_schedule(step) if cfg.lr_warmup_steps > 0 else 1.0)
+            group["lr"] = cfg.lr * self.lr_schedule(step)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         num_shards, sums = self.world * cfg.grad_accum, {}

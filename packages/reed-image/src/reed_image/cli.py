@@ -99,13 +99,15 @@ def _train(args: argparse.Namespace) -> int:
     budget = parse_duration(args.time_budget) if args.time_budget else None
     train_set, _ = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
-           "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "path": args.path,
+           "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "lr_decay": args.lr_decay,
+           "lr_final": args.lr_final, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out}
     if args.dry_run:
         print(json.dumps(run, indent=2))
         return 0
     trainer = image_trainer(args.method, train_set, args.out, model=args.model, steps=args.steps, preset=PRESETS[args.preset],
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, path=args.path,
+                            batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, lr_final=args.lr_final,
+                            seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
                             precision=args.precision, vae=args.vae)
     trainer.fit(time_budget=budget)
@@ -149,7 +151,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES
+    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
@@ -190,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=64, help="images per step")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    add_lr_schedule_arguments(t)
     t.add_argument("--path", choices=("linear", "cosine"), default="linear", help="interpolant path")
     t.add_argument("--time-sampling", choices=("uniform", "lognormal"), default="uniform", help="training times")
     t.add_argument("--seed", type=int, default=0, help="seed")

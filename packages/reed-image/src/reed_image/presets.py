@@ -94,7 +94,8 @@ PRESET = PRESETS["paper"]
 
 
 def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike | None, *, model: str = "tiny",
-                  steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, path: str = "linear",
+                  steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, lr_decay: str = "constant",
+                  lr_final: float = 0.0, seed: int = 0, path: str = "linear",
                   time_sampling: str = "uniform", ema_decay: float = 0.999, preset: DomainPreset | None = None,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
                   precision: str = "fp32", vae: str | os.PathLike | None = None) -> Trainer:
@@ -115,10 +116,11 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
     data = ImageTrainingData(train_set, tokens=cfg.grid * cfg.grid)
     if codec is not None:  # x0 becomes the posterior moments of the pixels data already holds
         data.latents = codec.moments(data.x, progress=progress)
-    run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+    run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
+           "lr_final": lr_final, "seed": seed,
            "data": train_set.source, "ema_decay": ema_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
-                             precision=precision)
+                             precision=precision, lr_decay=lr_decay, lr_final=lr_final)
     domain = ImageDomain(data, cfg, process, vae=None if vae is None else str(Path(vae).resolve()))
     return build_trainer(domain, preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir, device=device, progress=progress, run=run)

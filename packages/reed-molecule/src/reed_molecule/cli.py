@@ -25,7 +25,8 @@ def _train(args: argparse.Namespace) -> int:
         init = _checkpoint_path(None if args.init == "shipped" else args.init)
     model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
-          "lr": args.lr, "seed": args.seed, "align_coefficient": args.align_coefficient}
+          "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final, "seed": args.seed,
+          "align_coefficient": args.align_coefficient}
     if args.dry_run:
         coefficient = PRESET.align_coefficient if args.align_coefficient is None else args.align_coefficient
         layers = {s.name: capture_layer(model, s.layer) for s in PRESET.for_method(args.method)}
@@ -209,7 +210,7 @@ def _energy(records) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES
+    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
 
     from .config import MODEL_PRESETS
     from .pack import default_pack_path
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
     t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    add_lr_schedule_arguments(t)
     t.add_argument("--seed", type=int, default=0, help="seed (init, data order, noise)")
     t.add_argument("--align-coefficient", type=float, default=None,
                    help="projection coefficient lambda (default: the preset's, 0.2)")

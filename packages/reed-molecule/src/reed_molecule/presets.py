@@ -80,7 +80,8 @@ PRESET = DomainPreset(
 
 
 def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike | None, *, model: str | ModelConfig = "tiny",
-                     steps: int = 1000, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
+                     steps: int = 1000, batch_size: int = 32, lr: float = 5e-4, lr_decay: str = "constant",
+                     lr_final: float = 0.0, seed: int = 0,
                      align_coefficient: float | None = None, ema_decay: float = 0.999, preset: DomainPreset = PRESET,
                      cache: str | os.PathLike | None = None, progress: bool = True, device: str | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
@@ -88,8 +89,9 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
 
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
-    run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-           "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay, "train_molecules": len(data)}
-    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress)
+    run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
+           "lr_final": lr_final, "seed": seed, "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay, "train_molecules": len(data)}
+    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, lr_decay=lr_decay,
+                             lr_final=lr_final)
     return build_trainer(MoleculeDomain(data, model), preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)

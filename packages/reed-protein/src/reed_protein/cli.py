@@ -228,7 +228,8 @@ def _train(args: argparse.Namespace) -> int:
     init = _init_model(args)
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
-          "max_length": args.max_length, "lr": args.lr, "seed": args.seed, "loss_type": args.loss,
+          "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
+          "lr_final": args.lr_final, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers,
           "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
@@ -295,7 +296,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES
+    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
 
     from .model import PROTEIN_PRESETS
     from .presets import TEACHER_SETS
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="chains per step")
     t.add_argument("--max-length", type=int, default=256, help="training crop length")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    add_lr_schedule_arguments(t)
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
     t.add_argument("--align-coefficient", type=float, default=None,
                    help="projection coefficient lambda (default: the preset's, 0.2)")

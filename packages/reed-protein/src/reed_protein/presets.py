@@ -146,6 +146,7 @@ def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
 def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | None, *,
                     model: str | ProteinModelConfig = "tiny",
                     steps: int = 1000, batch_size: int = 8, max_length: int = 256, lr: float = 1e-3, seed: int = 0,
+                    lr_decay: str = "constant", lr_final: float = 0.0,
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
                     teachers: str = "mpnn", cache_teachers: bool = True, drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
@@ -160,9 +161,10 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
     config = resolve_model(model)
     data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k)
     run = {"method": method, "model": model if isinstance(model, str) else "custom", "steps": steps, "batch_size": batch_size, "max_length": max_length,
-           "lr": lr, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
+           "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "seed": seed, "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
            "drop_antibodies": drop_antibodies}
-    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200)
+    train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
+                             lr_decay=lr_decay, lr_final=lr_final)
     return build_trainer(ProteinDomain(data, config, loss_type), preset, method, train, batch_size, out_dir,
                          device=device, progress=progress, run=run, cache_dir=cache_dir)
