@@ -135,3 +135,24 @@ def test_cached_reed_trains_and_a_new_teacher_is_one_latent_spec(chains):
                         ids=ids, progress=False, device="cpu")
     out = t.train_step()
     assert "align/ca_fake" in out and t.objective.specs[-1].layer == "enc2"
+
+
+def test_backbone_noise_is_seeded_per_step_and_the_teachers_see_the_noisy_backbone(chains):
+    from reed_protein.features import knn_graph
+
+    kw = {"model": "tiny", "steps": 2, "batch_size": 4, "max_length": 48, "teachers": "inproject",
+          "ids": chains.split("train")[:12], "progress": False, "device": "cpu"}
+    clean = protein_trainer("reed", chains, None, **kw)
+    noisy = protein_trainer("reed", chains, None, backbone_noise=0.2, **kw)
+    a, b = clean.data(3), noisy.data(3)
+    assert torch.equal(clean.data.collate(clean.data.sampler.indices(3)).x0.X, a.x0.X)  # no noise by default
+    d = (b.x0.X - a.x0.X)[a.x0.mask]
+    assert 0.18 < float(d.std()) < 0.22 and abs(float(d.mean())) < 0.02
+    assert torch.equal(noisy.data(3).x0.X, b.x0.X)  # a function of (seed, step, shard): resuming is exact
+    # the pair teacher's features sit at the noisy backbone's kNN edges, the ones the denoiser builds
+    idx, _, edge_mask = knn_graph(b.x0.X.float(), b.x0.mask, noisy.model.cfg.k)
+    pair = b.representations["pair"]
+    assert not (pair.mask & ~edge_mask).any()
+    assert pair.mask.sum() >= 0.9 * a.representations["pair"].mask.sum()
+    with pytest.raises(ValueError, match="backbone_noise"):
+        protein_trainer("reed", chains, None, backbone_noise=-1.0, **kw)

@@ -48,10 +48,15 @@ class StepSampler:
 @dataclass(frozen=True)
 class StepData:
     """``data(step, shard, num_shards) -> batch`` for the trainer: a sampler plus a collate function that turns
-    a list of indices into a ``Batch``."""
+    a list of indices into a ``Batch``. With a ``seed``, collate also gets a ``numpy.random.Generator`` seeded by
+    (seed, step, shard), for random augmentation that resumes exactly."""
 
     sampler: StepSampler
-    collate: Callable[[np.ndarray], Any]
+    collate: Callable[..., Any]
+    seed: int | None = None
 
     def __call__(self, step: int, shard: int = 0, num_shards: int = 1) -> Any:
-        return self.collate(self.sampler.indices(step, shard, num_shards))
+        items = self.sampler.indices(step, shard, num_shards)
+        if self.seed is None:
+            return self.collate(items)
+        return self.collate(items, np.random.default_rng([self.seed, step, shard]))

@@ -61,7 +61,8 @@ class TrainingData(Protocol):
     its item (B,) and which positions hold real tokens (B,L) (a crop is a contiguous window of an item); for
     cached pair features an optional ``pairs(x0)``: the token (B,L,K) each pair hidden of the denoiser joins token i
     to, and which pairs are real (B,L,K). An on-disk feature cache also needs ``ids`` (N,): the dataset entries
-    the items are."""
+    the items are. An optional ``augment(x0, rng)`` perturbs a training batch (e.g. coordinate noise) before any
+    teacher sees it; ``rng`` is a ``numpy.random.Generator`` seeded by (seed, step, shard): resuming is exact."""
 
     weights: np.ndarray | None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from .cache import cache_features
@@ -150,14 +151,17 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     objective = REEDObjective(process, aligns, ProjectorBank(dims, hidden_dim=preset.projector_hidden),
                               denoise_schedule=preset.curriculum.denoise(train.max_steps) if reed else Constant(1.0))
 
-    condition = getattr(domain.data, "condition", None)
-
-    def collate(items) -> Batch:
-        x0 = domain.data.collate(items)
-        return Batch(x0, condition(items) if condition else None, {n: c.representation(items, x0) for n, c in caches.items()})
-
+    condition, augment = getattr(domain.data, "condition", None), getattr(domain.data, "augment", None)
     weights = None if domain.data.weights is None else list(domain.data.weights)
     sampler = StepSampler(len(domain.data), batch_size, seed=train.seed, weights=weights)
+
+    def collate(items: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
+        x0 = domain.data.collate(items)
+        if augment is not None and rng is not None:
+            x0 = augment(x0, rng)
+        return Batch(x0, condition(items) if condition else None, {n: c.representation(items, x0) for n, c in caches.items()})
+
     config = {"domain": domain.name, "method": method, **domain.model_config(), "run": dict(run or {}),
               "latents": layers}
-    return Trainer(model, objective, StepData(sampler, collate), train, out_dir, model_config=config, device=device)
+    data = StepData(sampler, collate, seed=train.seed if augment is not None else None)
+    return Trainer(model, objective, data, train, out_dir, model_config=config, device=device)

@@ -229,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
-          "lr_final": args.lr_final, "seed": args.seed, "loss_type": args.loss,
+          "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers,
           "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
+    t.add_argument("--backbone-noise", type=float, default=0.0, metavar="ANGSTROM",
+                   help="Gaussian noise on training backbones (ProteinMPNN's augmentation: 0.2 in v_48_020)")
     t.add_argument("--align-coefficient", type=float, default=None,
                    help="projection coefficient lambda (default: the preset's, 0.2)")
     t.add_argument("--seed", type=int, default=0, help="seed")

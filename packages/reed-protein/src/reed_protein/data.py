@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -140,12 +141,16 @@ class ProteinTrainingData:
     """``reed_core.TrainingData`` over training chains: items are positions in ``ids``, sampled so that clusters
     are drawn uniformly; a batch holds crops of at most ``max_length`` residues (a fixed window per chain and
     ``crop_seed``); a crop's window starts at its first residue's index in the chain. ``k``: the denoiser's
-    neighbourhood size, for cached pair features (``pairs``)."""
+    neighbourhood size, for cached pair features (``pairs``). ``backbone_noise``: the standard deviation (Å) of
+    Gaussian noise added to every backbone atom of a training batch (``augment``; ProteinMPNN's training
+    augmentation, 0.2 Å in its ``v_48_020``), before teachers or the denoiser's kNN graph see it."""
 
     def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0,
-                 k: int | None = None) -> None:
+                 k: int | None = None, backbone_noise: float = 0.0) -> None:
+        if not (math.isfinite(backbone_noise) and backbone_noise >= 0):
+            raise ValueError(f"backbone_noise must be a finite number of Å >= 0, got {backbone_noise}")
         self.chains, self.ids, self.max_length, self.crop_seed = chains, np.asarray(ids), max_length, crop_seed
-        self.weights, self.k = chains.cluster_weights(self.ids), k
+        self.weights, self.k, self.backbone_noise = chains.cluster_weights(self.ids), k, float(backbone_noise)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,6 +167,13 @@ class ProteinTrainingData:
 
     def window(self, x0: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return x0.residue_idx[:, 0], x0.mask
+
+    def augment(self, x0: ProteinBatch, rng: np.random.Generator) -> ProteinBatch:
+        """``x0`` with ``backbone_noise`` Å of Gaussian noise on every atom (unchanged when it is 0)."""
+        if self.backbone_noise == 0:
+            return x0
+        noise = torch.from_numpy(rng.standard_normal(tuple(x0.X.shape), dtype=np.float32))
+        return x0.with_(X=x0.X + self.backbone_noise * noise.to(x0.X.dtype))
 
     def pairs(self, x0: ProteinBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The denoiser's kNN edges of ``x0`` (the same ``knn_graph`` it runs): neighbours (B,L,k), edge mask."""
