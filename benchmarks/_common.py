@@ -112,12 +112,13 @@ def same_settings(a: Mapping, b: Mapping, ignore: Sequence[str] = ("device",)) -
 
 
 def merge_results(results: dict, others: Sequence[str | os.PathLike], order: Sequence[str],
-                  ignore: Sequence[str] = ("device",)) -> None:
+                  ignore: Sequence[str] = ("device",), legacy: Mapping | None = None) -> None:
     """Add the methods of earlier result JSONs run with the same ``config`` (keys in ``ignore`` aside), then sort
-    the methods by ``order`` (base method names; ``reed:x`` sorts with ``reed``)."""
+    the methods by ``order`` (base method names; ``reed:x`` sorts with ``reed``). ``legacy``: the values of
+    settings that an earlier JSON predates (what the script did before the option existed)."""
     for other in others:
         prev = json.loads(Path(other).read_text())
-        if not same_settings(prev["config"], results["config"], ignore):
+        if not same_settings({**(legacy or {}), **prev["config"]}, results["config"], ignore):
             raise SystemExit(f"{other}: run with different settings; cannot merge")
         if "reference" in prev:
             results.setdefault("reference", prev["reference"])

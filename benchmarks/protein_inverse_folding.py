@@ -36,7 +36,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_core import METHODS  # noqa: E402
-from reed_protein.constants import PAIRS_PER_TOKEN  # noqa: E402
+from reed_core.cli import add_lr_schedule_arguments  # noqa: E402
+from reed_protein.constants import CROPS, PAIRS_PER_TOKEN  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
 from reed_protein.presets import default_cache_dir, protein_trainer, teacher_preset  # noqa: E402
@@ -65,6 +66,8 @@ def design_latency(model, chains: ChainSet, device: str, steps: int, hybrid=None
 
 
 ORDER = (*METHODS, "hybrid")
+# what the script did before these options existed (result JSONs written then lack the keys)
+LEGACY = {"lr_decay": "constant", "lr_final": 0.0, "backbone_noise": 0.0, "crop": "fixed"}
 NONE_Z = "nonez_"  # a hybrid's metrics when designing with no z (its row "hybrid:none")
 
 
@@ -129,6 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sample-steps", type=int, default=20, help="sampler steps for recovery and latency")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N chains of test and of TS50 (default all; for quick checks)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    add_lr_schedule_arguments(p)
+    p.add_argument("--backbone-noise", type=float, default=0.0, help="Gaussian backbone noise in training (Å)")
+    p.add_argument("--crop", choices=CROPS, default="random",
+                   help="training crop windows: drawn per step, or fixed per chain (the tables before this option)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by all methods")
     p.add_argument("--methods", default="vanilla,repa,reed,reed:inproject",
                    help="comma-separated methods (vanilla, repa, reed, hybrid), each optionally :TEACHERS (mpnn, inproject)")
@@ -170,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
         ts50 = ts50[: args.test_limit]
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "max_length": args.max_length,
-                          "sample_steps": args.sample_steps, "teachers": teachers, "lr": args.lr, "seed": args.seed, "device": args.device,
+                          "sample_steps": args.sample_steps, "teachers": teachers, "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final,
+                          "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "device": args.device,
                           "pairs_per_token": args.pairs_per_token or None,
                           "test_chains": len(test), "ts50_chains": len(ts50), "eval_at": eval_at}, "methods": {}}
     out = Path(args.out)
@@ -184,6 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         hybrid = base == "hybrid"
         trainer = protein_trainer("reed" if hybrid else base, chains, run_dir, model=preset, steps=steps,
                                   batch_size=batch, max_length=args.max_length, lr=args.lr, seed=args.seed,
+                                  lr_decay=args.lr_decay, lr_final=args.lr_final, backbone_noise=args.backbone_noise,
+                                  crop=args.crop,
                                   teachers=own or teachers, preset=teacher_preset(
                                       own or teachers, True, args.pairs_per_token or None, hybrid=hybrid),
                                   progress=False, device=args.device, cache_dir=args.cache_dir)
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
             none = [{k.removeprefix(NONE_Z): v for k, v in c.items() if k.startswith(NONE_Z) or k in ("step", "denoise_loss")}
                     for c in curve]
             results["methods"][f"hybrid:none{':' + own if own else ''}"] = {"curve": none, **stats}
-    merge_results(results, args.merge, order=ORDER)
+    merge_results(results, args.merge, order=ORDER, legacy=LEGACY)
     report(results, out)
     return results
 

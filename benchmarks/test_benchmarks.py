@@ -57,6 +57,12 @@ def test_merge_needs_the_same_settings(tmp_path):
     assert list(results["methods"]) == ["vanilla", "repa"]
     with pytest.raises(SystemExit, match="different settings"):
         merge_results({"config": {"steps": 20}, "methods": {}}, [other], order=("repa",))
+    # a setting the earlier JSON predates takes its legacy value: equal merges, different refuses
+    merge_results({"config": {"steps": 10, "crop": "fixed"}, "methods": {}}, [other], order=("repa",),
+                  legacy={"crop": "fixed"})
+    with pytest.raises(SystemExit, match="different settings"):
+        merge_results({"config": {"steps": 10, "crop": "random"}, "methods": {}}, [other], order=("repa",),
+                      legacy={"crop": "fixed"})
 
 
 def test_ridge_probe_recovers_a_linear_map():
@@ -110,3 +116,16 @@ def test_molecule_samples_saved_without_rdkit_are_scored_later(tmp_path):
     (tmp_path / "reed_seed1_step10.npz").unlink()
     with pytest.raises(SystemExit, match="missing"):
         score_saved(results, tmp_path, smiles=set())
+
+
+def test_regularisation_settings_parse_and_subsets_are_fixed():
+    from protein_regularisation import parse_setting, subset
+
+    assert parse_setting("fixed") == {"crop": "fixed", "backbone_noise": 0.0, "lr_decay": "constant"}
+    assert parse_setting("random+noise0.2+cosine") == {"crop": "random", "backbone_noise": 0.2, "lr_decay": "cosine"}
+    with pytest.raises(SystemExit, match="noiseX"):
+        parse_setting("random+jitter")
+    ids = np.arange(100, 200)
+    a = subset(ids, 10, seed=0)
+    assert len(set(a)) == 10 and set(a) <= set(ids) and np.array_equal(a, subset(ids, 10, seed=0))
+    assert np.array_equal(subset(ids, None, 0), ids) and np.array_equal(subset(ids, 500, 0), ids)

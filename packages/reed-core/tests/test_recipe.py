@@ -220,6 +220,36 @@ def test_cache_dir_is_written_once_and_reused(tmp_path):
     assert len(list(tmp_path.glob("teacher_tok_*.npy"))) == 3
 
 
+class RandomCropToyData(ToyData):
+    """Windows drawn from the trainer's per-step generator (a collate that names ``rng``)."""
+
+    def collate(self, items, rng=None):
+        if rng is None:
+            return super().collate(items)
+        starts = [int(rng.integers(0, max(1, len(self.items[i]) - self.crop + 1))) for i in items.tolist()]
+        rows = [self.items[i][s:s + self.crop] for i, s in zip(items.tolist(), starts, strict=True)]
+        return self._pad(rows, starts, self.crop)
+
+
+def test_a_collate_that_takes_rng_gets_the_per_step_generator_and_the_cache_follows_its_windows():
+    domain = ToyDomain()
+    domain.data = RandomCropToyData()
+    cached = replace(PRESET, latents=(replace(PRESET.latents[0], cached=True),))
+    t = build_trainer(domain, cached, "reed", run_train_config(4, lr=1e-3, seed=0, ema_decay=0.9, progress=False), batch_size=4,
+                      device="cpu", progress=False)
+    a = t.data(2)
+    assert torch.equal(t.data(2).x0.start, a.x0.start)  # a function of (seed, step, shard): resuming is exact
+    starts = torch.stack([t.data(s).x0.start for s in range(12)])
+    assert len({tuple(r.tolist()) for r in starts}) > 1
+    teacher = _teacher(None)
+    items = t.data.sampler.indices(2)
+    whole = teacher(Batch(domain.data.whole(items)))
+    got = a.representations["tok"]
+    for r in range(len(items)):
+        s0, n = int(a.x0.start[r]), int(a.x0.mask[r].sum())
+        assert torch.allclose(got.features[r, :n], whole.features[r, s0:s0 + n], atol=2e-3)  # float16 storage
+
+
 def test_hybrid_latent_builds_a_conditioned_denoiser():
     hybrid = replace(PRESET, latents=(replace(PRESET.latents[1], condition=True),), repa_latents=())
     t = _trainer("reed", hybrid, steps=3)

@@ -141,7 +141,7 @@ def test_backbone_noise_is_seeded_per_step_and_the_teachers_see_the_noisy_backbo
     from reed_protein.features import knn_graph
 
     kw = {"model": "tiny", "steps": 2, "batch_size": 4, "max_length": 48, "teachers": "inproject",
-          "ids": chains.split("train")[:12], "progress": False, "device": "cpu"}
+          "ids": chains.split("train")[:12], "progress": False, "device": "cpu", "crop": "fixed"}
     clean = protein_trainer("reed", chains, None, **kw)
     noisy = protein_trainer("reed", chains, None, backbone_noise=0.2, **kw)
     a, b = clean.data(3), noisy.data(3)
@@ -156,3 +156,36 @@ def test_backbone_noise_is_seeded_per_step_and_the_teachers_see_the_noisy_backbo
     assert pair.mask.sum() >= 0.9 * a.representations["pair"].mask.sum()
     with pytest.raises(ValueError, match="backbone_noise"):
         protein_trainer("reed", chains, None, backbone_noise=-1.0, **kw)
+
+
+def test_random_crops_are_drawn_per_step_cover_the_chain_and_index_the_cached_teachers(chains):
+    ids = chains.split("train")[:12]
+    kw = {"model": "tiny", "steps": 2, "batch_size": 4, "teachers": "inproject", "ids": ids, "progress": False,
+          "device": "cpu"}
+    crops = protein_trainer("reed", chains, None, max_length=48, **kw)
+    whole = protein_trainer("reed", chains, None, max_length=10_000, **kw)
+    assert crops.data.sampler.indices(3).tolist() == whole.data.sampler.indices(3).tolist()
+    starts = {}
+    for step in range(40):
+        a, w = crops.data(step), whole.data(step)
+        assert torch.equal(crops.data(step).x0.X.nan_to_num(), a.x0.X.nan_to_num())  # (seed, step): resume is exact
+        for r, i in enumerate(a.x0.index.tolist()):
+            s0, n = int(a.x0.residue_idx[r, 0]), int(a.x0.mask[r].sum())
+            starts.setdefault(i, set()).add(s0)
+            assert torch.equal(a.x0.S[r, :n], w.x0.S[r, s0:s0 + n])  # the window is the chain's residues s0..s0+n
+            # cached teachers: the crop gets the whole chain's features of the same residues
+            for name in ("single", "structure"):
+                fa, fw = a.representations[name].features[r, :n], w.representations[name].features[r, s0:s0 + n]
+                assert torch.allclose(fa, fw), (name, step, r)
+    lengths = np.diff(chains.offsets)[ids]
+    long = [i for i in starts if lengths[list(ids).index(i)] > 60]
+    assert long and all(len(starts[i]) > 1 for i in long)  # windows move between steps
+    fixed = protein_trainer("reed", chains, None, max_length=48, crop="fixed", **kw)
+    fixed_starts = {}
+    for step in range(8):
+        b = fixed.data(step).x0
+        for r, i in enumerate(b.index.tolist()):
+            fixed_starts.setdefault(i, set()).add(int(b.residue_idx[r, 0]))
+    assert all(len(v) == 1 for v in fixed_starts.values())  # one window per chain
+    with pytest.raises(ValueError, match="crop"):
+        protein_trainer("reed", chains, None, max_length=48, crop="sliding", **kw)

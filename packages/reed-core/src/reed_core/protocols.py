@@ -62,7 +62,9 @@ class TrainingData(Protocol):
     cached pair features an optional ``pairs(x0)``: the token (B,L,K) each pair hidden of the denoiser joins token i
     to, and which pairs are real (B,L,K). An on-disk feature cache also needs ``ids`` (N,): the dataset entries
     the items are. An optional ``augment(x0, rng)`` perturbs a training batch (e.g. coordinate noise) before any
-    teacher sees it; ``rng`` is a ``numpy.random.Generator`` seeded by (seed, step, shard): resuming is exact."""
+    teacher sees it; ``rng`` is a ``numpy.random.Generator`` seeded by (seed, step, shard): resuming is exact.
+    A ``collate(items, rng=None)`` that names an ``rng`` parameter gets the same generator first (e.g. for crop
+    windows drawn per step); called without one it must stay deterministic."""
 
     weights: np.ndarray | None
 

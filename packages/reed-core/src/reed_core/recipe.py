@@ -11,6 +11,7 @@ the REED curriculum and which latents the REPA-style baseline uses. ``METHODS`` 
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,16 +153,17 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
                               denoise_schedule=preset.curriculum.denoise(train.max_steps) if reed else Constant(1.0))
 
     condition, augment = getattr(domain.data, "condition", None), getattr(domain.data, "augment", None)
+    collate_rng = "rng" in inspect.signature(domain.data.collate).parameters  # e.g. random crop windows
     weights = None if domain.data.weights is None else list(domain.data.weights)
     sampler = StepSampler(len(domain.data), batch_size, seed=train.seed, weights=weights)
 
     def collate(items: np.ndarray, rng: np.random.Generator | None = None) -> Batch:
-        x0 = domain.data.collate(items)
+        x0 = domain.data.collate(items, rng) if collate_rng else domain.data.collate(items)
         if augment is not None and rng is not None:
             x0 = augment(x0, rng)
         return Batch(x0, condition(items) if condition else None, {n: c.representation(items, x0) for n, c in caches.items()})
 
     config = {"domain": domain.name, "method": method, **domain.model_config(), "run": dict(run or {}),
               "latents": layers}
-    data = StepData(sampler, collate, seed=train.seed if augment is not None else None)
+    data = StepData(sampler, collate, seed=train.seed if augment is not None or collate_rng else None)
     return Trainer(model, objective, data, train, out_dir, model_config=config, device=device)

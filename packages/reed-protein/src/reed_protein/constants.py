@@ -7,6 +7,7 @@ AA20 = ALPHABET[:20]
 X_INDEX = 20
 MASK_INDEX = 21
 VOCAB = 22  # 20 amino acids + X + mask
+CROPS = ("random", "fixed")  # training crop windows: drawn per step, or fixed per chain
 AA_TO_INDEX = {a: i for i, a in enumerate(ALPHABET)}
 
 THREE_TO_ONE = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .constants import AA_TO_INDEX, X_INDEX
+from .constants import AA_TO_INDEX, CROPS, X_INDEX
 from .features import knn_graph
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
@@ -119,7 +119,9 @@ class ChainSet:
         _, inverse, counts = np.unique(self.cluster[ids], return_inverse=True, return_counts=True)
         return 1.0 / counts[inverse]
 
-    def item(self, i: int, max_length: int | None = None, crop_seed: int = 0) -> dict:
+    def item(self, i: int, max_length: int | None = None, crop_seed: int = 0, where: float | None = None) -> dict:
+        """Chain ``i``; longer than ``max_length``, a window of that many residues starting at
+        floor(where * (n - max_length + 1)) for ``where`` in [0, 1), else at a start fixed by (crop_seed, i)."""
         lo, hi = self.offsets[i], self.offsets[i + 1]
         q = self.coords[lo:hi].astype(np.float64)
         X = np.where(q == MISSING, np.nan, q / 100.0) + self.centroids[i]
@@ -127,29 +129,41 @@ class ChainSet:
         n = hi - lo
         start = 0
         if max_length is not None and n > max_length:
-            start = int(np.random.default_rng([crop_seed, int(i)]).integers(0, n - max_length + 1))
+            if where is None:
+                start = int(np.random.default_rng([crop_seed, int(i)]).integers(0, n - max_length + 1))
+            else:
+                start = min(int(where * (n - max_length + 1)), n - max_length)
             n = max_length
         sl = slice(start, start + n)
         return {"X": X[sl], "S": S[sl], "residue_idx": np.arange(start, start + n), "chain_idx": np.ones(n, np.int64),
                 "index": int(i), "name": str(self.names[i])}
 
-    def batch(self, ids, max_length: int | None = None, crop_seed: int = 0) -> ProteinBatch:
-        return pad_batch([self.item(int(i), max_length, crop_seed) for i in ids])
+    def batch(self, ids, max_length: int | None = None, crop_seed: int = 0, where=None) -> ProteinBatch:
+        """Chains ``ids`` padded into one batch; ``where`` (one number in [0, 1) per chain) places the crop
+        windows, else they are fixed by ``crop_seed`` (see ``item``)."""
+        where = [None] * len(ids) if where is None else [float(w) for w in where]
+        return pad_batch([self.item(int(i), max_length, crop_seed, w) for i, w in zip(ids, where, strict=True)])
 
 
 class ProteinTrainingData:
     """``reed_core.TrainingData`` over training chains: items are positions in ``ids``, sampled so that clusters
-    are drawn uniformly; a batch holds crops of at most ``max_length`` residues (a fixed window per chain and
-    ``crop_seed``); a crop's window starts at its first residue's index in the chain. ``k``: the denoiser's
-    neighbourhood size, for cached pair features (``pairs``). ``backbone_noise``: the standard deviation (Å) of
+    are drawn uniformly; a batch holds crops of at most ``max_length`` residues, a contiguous window of each
+    longer chain: drawn anew at every step from the trainer's per-step generator (``crop="random"``, so every
+    residue is trained on over the epochs and resuming stays exact) or fixed per chain and ``crop_seed``
+    (``"fixed"``, and whenever ``collate`` gets no generator); a crop's window starts at its first residue's
+    index in the chain. ``k``: the denoiser's neighbourhood size, for cached pair features (``pairs``).
+    ``backbone_noise``: the standard deviation (Å) of
     Gaussian noise added to every backbone atom of a training batch (``augment``; ProteinMPNN's training
     augmentation, 0.2 Å in its ``v_48_020``), before teachers or the denoiser's kNN graph see it."""
 
     def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0,
-                 k: int | None = None, backbone_noise: float = 0.0) -> None:
+                 k: int | None = None, backbone_noise: float = 0.0, crop: str = "random") -> None:
         if not (math.isfinite(backbone_noise) and backbone_noise >= 0):
             raise ValueError(f"backbone_noise must be a finite number of Å >= 0, got {backbone_noise}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
         self.chains, self.ids, self.max_length, self.crop_seed = chains, np.asarray(ids), max_length, crop_seed
+        self.crop = crop
         self.weights, self.k, self.backbone_noise = chains.cluster_weights(self.ids), k, float(backbone_noise)
 
     def __len__(self) -> int:
@@ -159,8 +173,10 @@ class ProteinTrainingData:
     def lengths(self) -> np.ndarray:
         return np.diff(self.chains.offsets)[self.ids]
 
-    def collate(self, items: np.ndarray) -> ProteinBatch:
-        return self.chains.batch(self.ids[items], self.max_length, crop_seed=self.crop_seed)
+    def collate(self, items: np.ndarray, rng: np.random.Generator | None = None) -> ProteinBatch:
+        ids = self.ids[items]
+        where = rng.random(len(ids)) if self.crop == "random" and rng is not None else None
+        return self.chains.batch(ids, self.max_length, crop_seed=self.crop_seed, where=where)
 
     def whole(self, items: np.ndarray) -> ProteinBatch:
         return self.chains.batch(self.ids[items])

@@ -146,7 +146,7 @@ def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
 def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | None, *,
                     model: str | ProteinModelConfig = "tiny",
                     steps: int = 1000, batch_size: int = 8, max_length: int = 256, lr: float = 1e-3, seed: int = 0,
-                    lr_decay: str = "constant", lr_final: float = 0.0, backbone_noise: float = 0.0,
+                    lr_decay: str = "constant", lr_final: float = 0.0, backbone_noise: float = 0.0, crop: str = "random",
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
                     teachers: str = "mpnn", cache_teachers: bool = True, drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
@@ -159,9 +159,10 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
     config = resolve_model(model)
-    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k, backbone_noise=backbone_noise)
+    data = ProteinTrainingData(chains, ids, max_length, crop_seed=seed, k=config.k, backbone_noise=backbone_noise,
+                               crop=crop)
     run = {"method": method, "model": model if isinstance(model, str) else "custom", "steps": steps, "batch_size": batch_size, "max_length": max_length,
-           "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "backbone_noise": backbone_noise, "seed": seed,
+           "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "backbone_noise": backbone_noise, "crop": crop, "seed": seed,
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
            "drop_antibodies": drop_antibodies}
