@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import sys
 from pathlib import Path
@@ -25,7 +26,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, fresh_dir, plot_curves, train_with_evals, value_at, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table,
+    fresh_dir,
+    plot_curves,
+    same_settings,
+    train_with_evals,
+    value_at,
+    write_json,
+)
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
 from reed_protein.presets import default_cache_dir, protein_trainer, train_ids  # noqa: E402
@@ -74,6 +83,8 @@ def main(argv=None) -> dict:
     p.add_argument("--cache-dir", default=str(default_cache_dir()))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="benchmarks/results/protein_regularisation", help="output prefix (.json, .png)")
+    p.add_argument("--merge", default=None,
+                   help="an earlier result JSON with the same settings: its rows come first (the first is the reference)")
     args = p.parse_args(argv)
     settings = {s: parse_setting(s) for s in args.settings.split(",") if s}
     chains = ChainSet()
@@ -86,6 +97,11 @@ def main(argv=None) -> dict:
                                             "seed", "teachers", "device")}
     results = {"config": {**config, "train_chains": len(train), "valid_chains": len(valid), "steps": steps,
                           "epochs": steps * args.batch_size / len(train), "eval_at": eval_at}, "settings": {}}
+    if args.merge:
+        prev = json.loads(Path(args.merge).read_text())
+        if not same_settings(prev["config"], results["config"]):
+            raise SystemExit(f"{args.merge}: run with different settings; cannot merge")
+        results["settings"] = {n: r for n, r in prev["settings"].items() if n not in settings}
     out = Path(args.out)
     print(f"{len(settings)} settings x {steps} steps ({results['config']['epochs']:.1f} epochs of {len(train)} "
           f"chains, batch {args.batch_size}, crops of {args.max_length}); scored on {len(valid)} validation and "
