@@ -26,23 +26,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
+from _common import ema_model, format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
 from reed_core import Interpolant  # noqa: E402
 from reed_image.data import load_images, to_tensor  # noqa: E402
 from reed_image.io import save_grid  # noqa: E402
 from reed_image.metrics import default_classifier, sample_metrics  # noqa: E402
-from reed_image.model import SiT  # noqa: E402
 from reed_image.presets import PRESETS, image_trainer  # noqa: E402
 from reed_image.sampler import hybrid_latents, sample  # noqa: E402
 
 METHODS = ("vanilla", "repa", "reed", "hybrid")
 LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED", "hybrid": "REED hybrid (self z)"}
-
-
-def ema_model(trainer) -> SiT:
-    model = SiT(trainer.model.cfg).to(trainer.device)
-    trainer.ema.copy_to(model)
-    return model.eval()
 
 
 def evaluate(trainer, real: torch.Tensor, classifier, effnet, args) -> dict:

@@ -30,7 +30,6 @@ a long ``--full`` runs in chunks, as on a preemptible machine.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import time
@@ -42,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    ema_model,
     format_table,
     fresh_dir,
     keep_checkpoint,
@@ -117,9 +117,7 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
              samples: Path | None = None) -> dict:
     """Validation loss and EDM metrics of the EMA weights; with ``samples`` (a file name) the samples are saved there
     and their metrics left to ``--score`` (None here)."""
-    model = copy.deepcopy(trainer.model)
-    trainer.ema.copy_to(model)
-    model.eval()
+    model = ema_model(trainer)
     val_loss = validation_loss(model, trainer.objective.process, val, device)
     hist = np.asarray(trainer.model_config["atom_histogram"], float)
     loaded = LoadedModel(model, trainer.objective.process, hist, trainer.model_config)

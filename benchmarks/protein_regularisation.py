@@ -16,7 +16,6 @@ training chains themselves, whose gap to validation is the over-fitting. A setti
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import sys
@@ -27,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    ema_model,
     format_table,
     fresh_dir,
     plot_curves,
@@ -108,8 +108,7 @@ def main(argv=None) -> dict:
           f"{len(seen)} training chains", flush=True)
 
     def score(trainer) -> dict:
-        model = copy.deepcopy(trainer.model)
-        trainer.ema.copy_to(model)
+        model = ema_model(trainer)
         kw = {"num_steps": args.sample_steps, "seed": args.seed, "device": args.device}
         v, t = evaluate(model, chains, valid, **kw), evaluate(model, chains, seen, **kw)
         return {"valid_recovery": v["recovery"], "valid_perplexity": v["perplexity"],

@@ -12,6 +12,7 @@ from pathlib import Path
 from .io import CheckpointError
 
 METHOD_NAMES = ("reed", "repa", "vanilla")  # recipe.METHODS' keys, here without torch: parsers build fast
+LR_DECAY_NAMES = ("constant", "cosine", "linear")  # TrainConfig.lr_decay's values, likewise
 
 
 def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
@@ -43,7 +44,7 @@ def parse_duration(text: str) -> float:
 
 def add_lr_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     """A ``train`` command's ``--lr-decay`` / ``--lr-final`` (``TrainConfig.lr_decay`` / ``lr_final``)."""
-    parser.add_argument("--lr-decay", choices=("constant", "cosine", "linear"), default="constant",
+    parser.add_argument("--lr-decay", choices=LR_DECAY_NAMES, default="constant",
                         help="learning-rate decay after the warm-up, reaching --lr-final x --lr at the last step")
     parser.add_argument("--lr-final", type=float, default=0.0, help="final learning rate as a fraction of --lr")
 

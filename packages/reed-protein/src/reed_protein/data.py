@@ -152,9 +152,9 @@ class ProteinTrainingData:
     residue is trained on over the epochs and resuming stays exact) or fixed per chain and ``crop_seed``
     (``"fixed"``, and whenever ``collate`` gets no generator); a crop's window starts at its first residue's
     index in the chain. ``k``: the denoiser's neighbourhood size, for cached pair features (``pairs``).
-    ``backbone_noise``: the standard deviation (Å) of
-    Gaussian noise added to every backbone atom of a training batch (``augment``; ProteinMPNN's training
-    augmentation, 0.2 Å in its ``v_48_020``), before teachers or the denoiser's kNN graph see it."""
+    ``backbone_noise``: the standard deviation (Å) of Gaussian noise added to every backbone atom of a training
+    batch (``augment``; ProteinMPNN's training augmentation, 0.2 Å in its ``v_48_020``), before teachers or the
+    denoiser's kNN graph see it."""
 
     def __init__(self, chains: ChainSet, ids: np.ndarray, max_length: int | None = 256, crop_seed: int = 0,
                  k: int | None = None, backbone_noise: float = 0.0, crop: str = "random") -> None:
