@@ -191,15 +191,6 @@ def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate, *, l
     return curve, seconds
 
 
-def ema_model(trainer):
-    """A copy of ``trainer``'s denoiser holding its EMA weights, in eval mode (the trainer's own model is untouched)."""
-    import copy
-
-    model = copy.deepcopy(trainer.model)
-    trainer.ema.copy_to(model)
-    return model.eval()
-
-
 def write_json(obj, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ema_model, format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
+from _common import format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
 from reed_core import Interpolant  # noqa: E402
 from reed_image.data import load_images, to_tensor  # noqa: E402
 from reed_image.io import save_grid  # noqa: E402
@@ -39,7 +39,7 @@ LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED", "hybrid": 
 
 
 def evaluate(trainer, real: torch.Tensor, classifier, effnet, args) -> dict:
-    model = ema_model(trainer)
+    model = trainer.ema_model()
     labels = torch.arange(args.num_samples, device=trainer.device) % model.cfg.num_classes
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
     hybrid = [s for s in trainer.objective.specs if s.condition]

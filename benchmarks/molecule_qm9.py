@@ -41,7 +41,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    ema_model,
     format_table,
     fresh_dir,
     keep_checkpoint,
@@ -59,13 +58,12 @@ from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_molecule.pack import default_pack_path  # noqa: E402
-from reed_molecule.presets import PRESET, molecule_trainer  # noqa: E402
+from reed_molecule.presets import PRESET, VAL_TIMES, molecule_trainer, validation_batches, validation_loss  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
 SAMPLE_ARRAYS = ("pos", "atoms", "charges", "bonds", "mask")
-VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
 
 def method_preset(method: str):
@@ -81,32 +79,6 @@ def method_preset(method: str):
     return replace(PRESET, latents=tuple(s for s in PRESET.latents if s.name in wanted), repa_latents=tuple(wanted))
 
 
-def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
-    """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
-    ds = QM9Dataset("valid", cache, progress=False, pack=pack)
-    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-    out = []
-    for lo in range(0, len(rows), batch):
-        x0 = ds.collate(rows[lo:lo + batch])
-        for k in range(VAL_TIMES):
-            out.append((x0, torch.full((x0.batch_size,), (k + 0.5) / VAL_TIMES), 1000 * lo + k))
-    return out
-
-
-@torch.no_grad()
-def validation_loss(model, process, batches: list, device: str) -> float:
-    """The training objective (process loss, per molecule, mean) of ``model`` on ``batches``; CPU generators make
-    the noise identical on every device."""
-    total, count = 0.0, 0
-    for x0, t, noise_seed in batches:
-        c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(noise_seed))
-        x_t = c.x_t.to(device)
-        c = replace(c, x_t=x_t, t=t.to(device), target=c.target.to(device))
-        loss = process.loss(model(x_t, c.t, None).prediction, c)
-        total, count = total + float(loss.sum()), count + len(loss)
-    return total / count
-
-
 def score(arr: dict, train_smiles: set[str]) -> dict:
     """EDM's metrics (RDKit) of sampled molecule arrays."""
     rep = edm_metrics(arr["pos"], arr["atoms"], arr["mask"], train_smiles, arr["bonds"], arr["charges"])
@@ -117,7 +89,7 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
              samples: Path | None = None) -> dict:
     """Validation loss and EDM metrics of the EMA weights; with ``samples`` (a file name) the samples are saved there
     and their metrics left to ``--score`` (None here)."""
-    model = ema_model(trainer)
+    model = trainer.ema_model()
     val_loss = validation_loss(model, trainer.objective.process, val, device)
     hist = np.asarray(trainer.model_config["atom_histogram"], float)
     loaded = LoadedModel(model, trainer.objective.process, hist, trainer.model_config)

@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    ema_model,
     format_table,
     fresh_dir,
     keep_checkpoint,
@@ -73,7 +72,7 @@ NONE_Z = "nonez_"  # a hybrid's metrics when designing with no z (its row "hybri
 
 def evaluate_checkpoint(trainer, chains: ChainSet, test, ts50, args) -> dict:
     """Recovery / perplexity of the EMA weights on test and TS50; a hybrid model also with no z (keys NONE_Z...)."""
-    model = ema_model(trainer)
+    model = trainer.ema_model()
     hybrid = any(s.condition for s in trainer.objective.specs)
     row = {}
     for mode in ("self", "none") if hybrid else ("none",):
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         curve, train_seconds = train_with_evals(
             trainer, steps, eval_at, lambda tr: evaluate_checkpoint(tr, chains, test, ts50, args), label=method)
         trainer.save()
-        latency = design_latency(ema_model(trainer), chains, args.device, args.sample_steps, trainer.objective if hybrid else None)
+        latency = design_latency(trainer.ema_model(), chains, args.device, args.sample_steps, trainer.objective if hybrid else None)
         if method == "reed" and args.keep_checkpoint:
             keep_checkpoint(run_dir, args.keep_checkpoint)
         stats = {"steps_per_s": steps / train_seconds, "train_seconds": train_seconds, "design_latency_s": latency,

@@ -26,7 +26,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    ema_model,
     format_table,
     fresh_dir,
     plot_curves,
@@ -108,7 +107,7 @@ def main(argv=None) -> dict:
           f"{len(seen)} training chains", flush=True)
 
     def score(trainer) -> dict:
-        model = ema_model(trainer)
+        model = trainer.ema_model()
         kw = {"num_steps": args.sample_steps, "seed": args.seed, "device": args.device}
         v, t = evaluate(model, chains, valid, **kw), evaluate(model, chains, seen, **kw)
         return {"valid_recovery": v["recovery"], "valid_perplexity": v["perplexity"],

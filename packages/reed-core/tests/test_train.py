@@ -243,3 +243,56 @@ def test_config_of_another_domain_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="not a REED domain checkpoint; expected a reed-protein model"):
         load_config(ck, "protein")
     assert load_config(ck)["model"] == {"kind": "tiny"}
+
+
+def _score(model):
+    """A validation score that depends on the weights (not monotonic in the step) and draws global random numbers,
+    as sampling-based evaluations do."""
+    torch.randn(5)
+    with torch.no_grad():
+        return {"score": float(sum(p.sum() for p in model.parameters()).sin()), "other": 1.0}
+
+
+def test_validation_keeps_the_best_weights_and_leaves_training_unchanged(tmp_path):
+    from reed_core import Validation
+
+    plain = _trainer(tmp_path / "plain", 12).fit()
+    t = _trainer(tmp_path / "a", 12)
+    t.validation = Validation(_score, every=5, best="score")
+    run = t.fit()
+    assert [h["loss"] for h in run] == [h["loss"] for h in plain]  # dropout draws untouched by the evaluation
+    records = [json.loads(ln) for ln in (tmp_path / "a" / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 12] and all(r["other"] == 1.0 for r in records)
+    best = max(records, key=lambda r: r["score"])
+    assert t.best == {"metric": "score", "value": best["score"], "step": best["step"]}
+    assert records[-1]["best_step"] == best["step"]
+    config = json.loads((tmp_path / "a" / "best" / "config.json").read_text())
+    assert config["best"] == t.best and config["step"] == best["step"]
+    fresh, _, _ = build()
+    ckpt.load_weights(tmp_path / "a" / "best", fresh, "ema")
+    assert _score(fresh)["score"] == best["score"]
+    with pytest.raises(ValueError, match="every >= 1"):
+        Validation(_score, every=0)
+
+
+def test_validation_best_survives_resume(tmp_path):
+    from reed_core import Validation
+
+    def run(out, steps, init_seed=0):
+        t = _trainer(out, steps, checkpoint_every=4, init_seed=init_seed)
+        t.validation = Validation(_score, every=2, best="score", mode="min")
+        t.fit()
+        return t
+
+    straight = run(tmp_path / "a", 12)
+    run(tmp_path / "b", 6)
+    (tmp_path / "b" / "checkpoints" / "step_00000006").rename(tmp_path / "b" / "gone")  # killed after step 6's eval
+    resumed = run(tmp_path / "b", 12, init_seed=3)  # resumes at step 4; step 6 is scored again, not twice
+    assert resumed.best == straight.best
+    lines = [(tmp_path / x / "validation.jsonl").read_text() for x in ("a", "b")]
+    assert lines[0] == lines[1]
+    assert [json.loads(ln)["step"] for ln in lines[1].splitlines()] == [2, 4, 6, 8, 10, 12]
+    from safetensors.torch import load_file
+
+    ea, eb = (load_file(str(tmp_path / x / "best" / "ema.safetensors")) for x in ("a", "b"))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)

@@ -89,8 +89,16 @@ def test_fine_tuning_starts_from_the_shipped_weights(packed, tmp_path, capsys):
     out = tmp_path / "tune"
     argv = ["train", "--pack", str(packed), "--train-limit", "64", "--init", "shipped", "--steps", "1",
             "--batch-size", "4", "--lr", "1e-5", "--cache", str(tmp_path / "cache"), "--out", str(out)]
-    assert main(argv) == 0
-    assert "fine-tuning from" in capsys.readouterr().out
+    assert main([*argv, "--eval-every", "1", "--eval-molecules", "16"]) == 0
+    out_text = capsys.readouterr().out
+    assert "fine-tuning from" in out_text and "best valid_loss" in out_text
+    (record,) = [json.loads(ln) for ln in (out / "validation.jsonl").read_text().splitlines()]
+    from reed_molecule.loading import load_model
+    from reed_molecule.presets import validation_batches, validation_loss
+
+    best = load_model(out / "best", device="cpu")  # the kept weights score what validation logged, without RDKit
+    batches = validation_batches(None, 16, 256, 0, pack=packed)
+    assert validation_loss(best.model, best.process, batches, "cpu") == pytest.approx(record["valid_loss"], rel=1e-6)
     shipped = load_file(str(default_checkpoint() / "ema.safetensors"))
     tuned = load_file(str(out / "checkpoints" / "step_00000001" / "model.safetensors"))
     assert tuned.keys() == shipped.keys()

@@ -344,7 +344,15 @@ def test_pack_a_folder_then_fine_tune_from_a_checkpoint(tmp_path, capsys):
 
     run, tune = tmp_path / "run", tmp_path / "tune"
     assert main(["train", "--data", str(out), "--preset", "tiny", "--method", "vanilla", "--steps", "2", "--batch-size",
-                 "2", "--max-length", "40", "--out", str(run), "--device", "cpu"]) == 0
+                 "2", "--max-length", "40", "--out", str(run), "--device", "cpu", "--eval-every", "1"]) == 0
+    scores = [json.loads(ln) for ln in (run / "validation.jsonl").read_text().splitlines()]
+    best = max(scores, key=lambda r: r["valid_recovery"])
+    assert [r["step"] for r in scores] == [1, 2] and f"at step {best['step']}" in capsys.readouterr().out
+    assert json.loads((run / "best/config.json").read_text())["best"]["step"] == best["step"]
+    assert main(["eval", "--data", str(out), "--checkpoint", str(run / "best"), "--splits", "valid", "--device", "cpu",
+                 "--json", str(tmp_path / "best.json")]) == 0  # the kept weights score what validation logged
+    again = json.loads((tmp_path / "best.json").read_text())["valid"]
+    assert again["recovery"] == best["valid_recovery"] and again["perplexity"] == best["valid_perplexity"]
     assert main(["train", "--data", str(out), "--init", str(run), "--preset", "tiny", "--out", str(tune)]) == 2
     assert "exclude each other" in capsys.readouterr().err
     assert main(["train", "--data", str(out), "--init", str(run), "--method", "vanilla", "--steps", "1", "--lr",

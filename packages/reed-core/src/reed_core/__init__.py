@@ -21,7 +21,7 @@ _EXPORTS = {
     "protocols": "Domain Process TrainingData",
     "recipe": "METHODS Curriculum DomainPreset LatentSpec build_trainer run_train_config",
     "teacher": "FunctionTeacher Teacher",
-    "train": "NonFiniteLossError TrainConfig Trainer",
+    "train": "NonFiniteLossError TrainConfig Trainer Validation",
     "types": "Batch Corruption DenoiserOutput LossTerms Representation",
 }
 _MODULE = {name: module for module, names in _EXPORTS.items() for name in names.split()}

@@ -2,7 +2,8 @@
 
 AdamW with linear LR warm-up and an optional cosine or linear decay to ``lr * lr_final`` at ``max_steps``,
 gradient clipping, EMA, optional bf16 autocast, JSONL metrics, tqdm progress, atomic checkpoints,
-exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``.
+exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``, and
+optional validation of the EMA weights every N steps that keeps the best-scoring weights (``Validation``).
 
 Randomness of step s (diffusion times, noise, hybrid dropout) comes from a generator seeded by
 (seed, s, shard), where shard = rank * grad_accum + micro-batch. A 2-process run therefore draws exactly what
@@ -13,12 +14,13 @@ saved too, for dropout and anything else that uses them).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +88,30 @@ class TrainConfig:
         return Piecewise((self.lr_warmup_steps,), (warm, decay(1.0, self.lr_final, self.lr_warmup_steps, self.max_steps)))
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Score the EMA weights every ``every`` optimizer steps (and at ``max_steps``) with ``evaluate(model)``, a
+    copy of the denoiser in eval mode, returning named scalars (e.g. validation recovery); they go to
+    ``out_dir/validation.jsonl``. With ``best`` (one of those names), the weights that score best on it by
+    ``mode`` are kept as a complete checkpoint in ``out_dir/best`` (its ``config.json`` says the step and score),
+    and the best score so far is saved with every checkpoint, so a resumed run keeps comparing against it.
+    Evaluation runs on rank 0 with the global RNG states saved and restored: training is the same with or without it.
+    """
+
+    evaluate: Callable[[nn.Module], Mapping[str, float]]
+    every: int
+    best: str | None = None
+    mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.mode not in ("max", "min"):
+            raise ValueError(f"Validation needs every >= 1 and mode 'max' or 'min'; got every={self.every}, "
+                             f"mode={self.mode!r}")
+
+    def better(self, value: float, best: float | None) -> bool:
+        return math.isfinite(value) and (best is None or (value > best if self.mode == "max" else value < best))
+
+
 class _TrainModule(nn.Module):
     """Denoiser + objective in one module, so DDP sees every trainable parameter in one forward."""
 
@@ -120,7 +146,8 @@ class Trainer:
     def __init__(self, model: nn.Module, objective: REEDObjective, data: Callable[[int, int, int], Batch],
                  config: TrainConfig, out_dir: str | os.PathLike | None = None, *,
                  model_config: dict[str, Any] | None = None, device: str | torch.device | None = None,
-                 batch_to_device: Callable[[Batch, torch.device], Batch] | None = None) -> None:
+                 batch_to_device: Callable[[Batch, torch.device], Batch] | None = None,
+                 validation: Validation | None = None) -> None:
         self.rank, self.world, local_rank = distributed_context()
         self.device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
         self.config, self.data, self.model_config = config, data, dict(model_config or {})
@@ -136,21 +163,23 @@ class Trainer:
         self.lr_schedule = config.lr_factor()
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.step, self.history = 0, []
+        self.validation, self.best = validation, None  # best: {"metric", "value", "step"} once one is scored
 
         self.checkpoint_root = self.out_dir / "checkpoints" if self.out_dir is not None else None
         self.metrics_path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
 
+    def _write_checkpoint(self, path: Path) -> Path:
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ckpt.rng_state(),
+                 "world_size": self.world, **({"best": self.best} if self.best else {})}
+        config = {"model": self.model_config, "train": asdict(self.config), "step": self.step,
+                  "latents": [s.name for s in self.objective.specs], **({"best": self.best} if self.best else {})}
+        return ckpt.save_checkpoint(path, model=self.model.state_dict(), ema=self.ema.state_dict(),
+                                    projectors=self.objective.projectors.state_dict(), config=config, train_state=state)
+
     def save(self) -> Path | None:
         path = None
         if self.checkpoint_root is not None and self.rank == 0:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ckpt.rng_state(),
-                     "world_size": self.world}
-            config = {"model": self.model_config, "train": asdict(self.config), "step": self.step,
-                      "latents": [s.name for s in self.objective.specs]}
-            path = ckpt.save_checkpoint(
-                ckpt.step_dir(self.checkpoint_root, self.step), model=self.model.state_dict(),
-                ema=self.ema.state_dict(), projectors=self.objective.projectors.state_dict(), config=config,
-                train_state=state)
+            path = self._write_checkpoint(ckpt.step_dir(self.checkpoint_root, self.step))
             ckpt.prune_checkpoints(self.checkpoint_root, self.config.keep_checkpoints)
         if self.checkpoint_root is not None and self.world > 1:
             dist.barrier()
@@ -168,7 +197,7 @@ class Trainer:
         ckpt.load_weights(path, self.ema, "ema")
         self.optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
-        self.step = int(state["step"])
+        self.step, self.best = int(state["step"]), state.get("best")
         self._truncate_metrics()
         log.info("resumed from %s at step %d", path, self.step)
         return True
@@ -179,10 +208,46 @@ class Trainer:
         ckpt.load_weights(path, self.model, which)
         self.ema = EMA(self.model, self.config.ema_decay, self.config.ema_warmup)
 
+    def ema_model(self) -> nn.Module:
+        """A copy of the denoiser holding the EMA weights, in eval mode (the trainer's own model is untouched)."""
+        model = copy.deepcopy(self.model)
+        self.ema.copy_to(model)
+        return model.eval()
+
+    def validate(self) -> dict[str, float]:
+        """Run ``self.validation`` on the EMA weights now (rank 0; other ranks wait and get {}): log the scores,
+        and keep the weights in ``out_dir/best`` when they beat the best so far."""
+        v, scores = self.validation, {}
+        if v is not None and self.rank == 0:
+            rng = ckpt.rng_state()
+            try:
+                scores = {k: float(x) for k, x in v.evaluate(self.ema_model()).items()}
+            finally:
+                ckpt.set_rng_state(rng)
+            if v.best is not None:
+                if v.best not in scores:
+                    raise KeyError(f"validation scores {sorted(scores)} lack the best-checkpoint metric {v.best!r}")
+                if v.better(scores[v.best], self.best and self.best["value"]):
+                    self.best = {"metric": v.best, "value": scores[v.best], "step": self.step}
+                    if self.out_dir is not None:
+                        self._write_checkpoint(self.out_dir / "best")
+            if self.out_dir is not None:
+                record = {"step": self.step, **scores, **({"best_step": self.best["step"]} if self.best else {})}
+                with open(self.out_dir / "validation.jsonl", "a") as fh:
+                    fh.write(json.dumps({k: (x if math.isfinite(x) else None) for k, x in record.items()}) + "\n")
+            log.info("step %d validation %s", self.step, scores)
+        if self.world > 1:
+            dist.barrier()
+        return scores
+
     def _truncate_metrics(self) -> None:
-        mp = self.metrics_path
-        if self.rank != 0 or mp is None or not mp.is_file():
+        if self.rank != 0 or self.out_dir is None:
             return
+        for name in ("metrics.jsonl", "validation.jsonl"):
+            if (self.out_dir / name).is_file():
+                self._truncate_jsonl(self.out_dir / name)
+
+    def _truncate_jsonl(self, mp: Path) -> None:
         lines, keep = [ln for ln in mp.read_text().splitlines() if ln.strip()], []
         for k, ln in enumerate(lines, start=1):
             try:
@@ -268,6 +333,8 @@ class Trainer:
                     self._log(scalars)
                     window_start, window_steps = time.perf_counter(), 0
                 done = self.step == cfg.max_steps
+                if self.validation is not None and (self.step % self.validation.every == 0 or done):
+                    self.validate()
                 if time_budget is not None and not done and self._out_of_time(start, len(run), time_budget):
                     self.budget_exhausted = done = True
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (done and (

@@ -24,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("--preset and --init exclude each other: the model's size comes from the --init checkpoint")
         init = _checkpoint_path(None if args.init == "shipped" else args.init)
     model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
+    if args.eval_every < 0 or args.eval_molecules < 1:
+        raise ValueError(f"--eval-every must be >= 0 and --eval-molecules >= 1, got {args.eval_every}, {args.eval_molecules}")
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
           "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final, "seed": args.seed,
           "align_coefficient": args.align_coefficient}
@@ -33,20 +35,24 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({"method": args.method, **kw, "model": "from --init" if init else kw["model"],
                           "init": str(init) if init else None, "align_coefficient": coefficient,
                           "model_config": asdict(model), "latents": layers,
-                          "curriculum": asdict(PRESET.curriculum), "out": str(args.out)}, indent=2))
+                          "curriculum": asdict(PRESET.curriculum), "out": str(args.out),
+                          "eval_every": args.eval_every, "eval_molecules": args.eval_molecules}, indent=2))
         return 0
     import torch
 
     from reed_core.cli import parse_duration, report_training, start_from
 
     from .data import QM9Dataset
-    from .presets import molecule_trainer
+    from .presets import molecule_trainer, validation
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = QM9Dataset("train", args.cache, limit=args.train_limit, pack=args.pack)
     trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
+    if args.eval_every:
+        trainer.validation = validation(trainer, args.eval_every, molecules=args.eval_molecules, cache=args.cache,
+                                        pack=args.pack)
     start_from(trainer, init)
     trainer.fit(time_budget=budget)
     report_training(trainer, args.method)
@@ -249,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train from the compact training pack (numpy only, no RDKit; default path if given bare)")
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 90s); rerun to resume")
+    t.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every N steps score the EMA weights on the validation loss (validation.jsonl; torch only, no "
+                        "sampling) and keep the lowest-loss weights in OUT/best (sample with --checkpoint OUT/best); 0: never")
+    t.add_argument("--eval-molecules", type=int, default=512, metavar="N",
+                   help="validation molecules (fixed; each at 8 fixed times with fixed noise)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

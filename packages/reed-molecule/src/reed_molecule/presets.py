@@ -12,7 +12,15 @@ import os
 from dataclasses import asdict, replace
 from typing import Any
 
-from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
+from reed_core import (
+    Curriculum,
+    DomainPreset,
+    LatentSpec,
+    Trainer,
+    Validation,
+    build_trainer,
+    run_train_config,
+)
 
 from .config import MODEL_PRESETS, ModelConfig
 from .data import QM9Dataset
@@ -21,7 +29,10 @@ from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
 
-__all__ = ["PRESET", "MoleculeDomain", "capture_layer", "molecule_trainer"]
+__all__ = ["PRESET", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "validation", "validation_batches",
+           "validation_loss"]
+
+VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
 
 def capture_layer(model: ModelConfig, layer: str | float) -> str:
@@ -95,3 +106,44 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
                              lr_final=lr_final)
     return build_trainer(MoleculeDomain(data, model), preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)
+
+
+def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
+    """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
+    import numpy as np
+    import torch
+
+    ds = QM9Dataset("valid", cache, progress=False, pack=pack)
+    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
+    out = []
+    for lo in range(0, len(rows), batch):
+        x0 = ds.collate(rows[lo:lo + batch])
+        for k in range(VAL_TIMES):
+            out.append((x0, torch.full((x0.batch_size,), (k + 0.5) / VAL_TIMES), 1000 * lo + k))
+    return out
+
+
+def validation_loss(model, process, batches: list, device: str) -> float:
+    """The training objective (process loss, per molecule, mean) of ``model`` on ``batches``; CPU generators make
+    the noise identical on every device."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x0, t, noise_seed in batches:
+            c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(noise_seed))
+            x_t = c.x_t.to(device)
+            c = replace(c, x_t=x_t, t=t.to(device), target=c.target.to(device))
+            loss = process.loss(model(x_t, c.t, None).prediction, c)
+            total, count = total + float(loss.sum()), count + len(loss)
+    return total / count
+
+
+def validation(trainer: Trainer, every: int, *, molecules: int = 512, cache=None, pack=None, seed: int = 0) -> Validation:
+    """Score ``trainer``'s EMA weights every ``every`` steps on the validation loss (the training objective on a
+    fixed ``molecules`` validation molecules x ``VAL_TIMES`` times with fixed noise: no sampling, no RDKit, so it
+    runs where only torch is) and keep the lowest-loss weights."""
+    batches = validation_batches(cache, molecules, 256, seed, pack=pack)
+    process, device = trainer.objective.process, str(trainer.device)
+    return Validation(lambda model: {"valid_loss": validation_loss(model, process, batches, device)}, every,
+                      best="valid_loss", mode="min")

@@ -225,6 +225,8 @@ def _train(args: argparse.Namespace) -> int:
     budget = parse_duration(args.time_budget) if args.time_budget else None
     if args.pairs_per_token < 0:
         raise ValueError(f"--pairs-per-token must be >= 0 (0: every edge), got {args.pairs_per_token}")
+    if args.eval_every < 0 or args.eval_chains < 0:
+        raise ValueError(f"--eval-every and --eval-chains must be >= 0, got {args.eval_every}, {args.eval_chains}")
     init = _init_model(args)
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
@@ -240,13 +242,18 @@ def _train(args: argparse.Namespace) -> int:
         print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
-                          else args.align_coefficient, "time_budget_s": budget,
+                          else args.align_coefficient, "time_budget_s": budget, "eval_every": args.eval_every,
+                          "eval_chains": args.eval_chains or "all valid",
                           "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
-    from .presets import protein_trainer
+    from .presets import protein_trainer, validation
 
-    trainer = protein_trainer(args.method, ChainSet(args.data), args.out, device=args.device, preset=preset, **kw)
+    chains = ChainSet(args.data)
+    trainer = protein_trainer(args.method, chains, args.out, device=args.device, preset=preset, **kw)
+    if args.eval_every:
+        trainer.validation = validation(chains, args.eval_every, limit=args.eval_chains, seed=args.seed,
+                                        device=str(trainer.device))
     start_from(trainer, init and init[0])
     trainer.fit(time_budget=budget)
     report_training(trainer, args.method)
@@ -394,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/reed-protein)")
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 90s, 1h30m); rerun to resume")
+    t.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="score the EMA weights on the validation split every N steps (validation.jsonl) and keep the "
+                        "best-recovery weights in OUT/best (design/eval with --checkpoint OUT/best); 0: never")
+    t.add_argument("--eval-chains", type=int, default=0, metavar="N",
+                   help="validate on a fixed random N of the validation chains (0: all of them)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

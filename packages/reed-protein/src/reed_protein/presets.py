@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
+from reed_core import (
+    Curriculum,
+    DomainPreset,
+    LatentSpec,
+    Trainer,
+    Validation,
+    build_trainer,
+    run_train_config,
+)
 
 from .constants import PAIRS_PER_TOKEN
 from .data import ChainSet, ProteinTrainingData
@@ -32,7 +40,7 @@ from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
 __all__ = ["PAIRS_PER_TOKEN", "PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer", "resolve_model",
-           "teacher_preset", "train_ids"]
+           "teacher_preset", "train_ids", "validation"]
 
 _NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
 
@@ -141,6 +149,26 @@ def train_ids(chains: ChainSet, drop_antibodies: bool = False) -> np.ndarray:
     if drop_antibodies:
         ids = ids[chains.source_names[chains.source[ids]] != "sabdab_refinegnn"]
     return ids
+
+
+def validation(chains: ChainSet, every: int, *, split: str = "valid", limit: int = 0, num_steps: int = 20,
+               temperature: float = 0.1, seed: int = 0, device: str = "cpu") -> Validation:
+    """Score the EMA weights every ``every`` steps on ``split`` (all its chains, or a fixed random ``limit`` of them):
+    recovery of one design per chain (``num_steps`` sampler steps at ``temperature``, the same seed every time)
+    and native perplexity, as ``reed-protein eval`` computes them; the best recovery's weights are kept."""
+    ids = chains.split(split)
+    if len(ids) == 0:
+        raise ValueError(f"the {split!r} split of the training data is empty: nothing to validate on")
+    if 0 < limit < len(ids):
+        ids = np.sort(np.random.default_rng(seed).choice(ids, limit, replace=False))
+
+    def score(model: ProteinDenoiser) -> dict[str, float]:
+        from .evaluation import evaluate
+
+        r = evaluate(model, chains, ids, num_steps=num_steps, temperature=temperature, seed=seed, device=device)
+        return {f"{split}_recovery": r["recovery"], f"{split}_perplexity": r["perplexity"]}
+
+    return Validation(score, every, best=f"{split}_recovery", mode="max")
 
 
 def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | None, *,
