@@ -10,7 +10,9 @@ training chains themselves, whose gap to validation is the over-fitting. A setti
 
 * ``fixed`` / ``random``: one crop window per chain, or a window drawn anew at every step (``--crop``);
 * ``noiseX``: X Å of Gaussian backbone noise per step (``--backbone-noise X``; ProteinMPNN trains with 0.2);
-* ``cosine``: the learning rate decays to 0 over the run (``--lr-decay cosine``).
+* ``cosine``: the learning rate decays to 0 over the run (``--lr-decay cosine``);
+* ``vanilla`` / ``repa`` / ``reed``: the method (default ``--method``), with ``--teachers``' teachers;
+* ``alignX``: the alignment coefficient lambda (``--align-coefficient X``; the preset's 0.2 otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from _common import (  # noqa: E402
     fresh_dir,
     plot_curves,
     same_settings,
+    steps_to_reach,
     train_with_evals,
     value_at,
     write_json,
@@ -41,18 +44,22 @@ from reed_protein.presets import default_cache_dir, protein_trainer, train_ids  
 METRICS = ("valid_recovery", "valid_perplexity", "train_recovery", "train_perplexity")
 
 
-def parse_setting(text: str) -> dict:
-    """``random+noise0.2+cosine`` -> protein_trainer keywords (crop, backbone_noise, lr_decay)."""
-    kw = {"crop": "fixed", "backbone_noise": 0.0, "lr_decay": "constant"}
+def parse_setting(text: str, method: str = "vanilla") -> dict:
+    """``random+noise0.2+cosine+reed+align1`` -> protein_trainer keywords (crop, backbone_noise, lr_decay, method,
+    align_coefficient)."""
+    kw = {"crop": "fixed", "backbone_noise": 0.0, "lr_decay": "constant", "method": method}
     for token in text.split("+"):
         if token in ("fixed", "random"):
             kw["crop"] = token
         elif token == "cosine":
             kw["lr_decay"] = "cosine"
-        elif m := re.fullmatch(r"noise(\d+(?:\.\d+)?)", token):
-            kw["backbone_noise"] = float(m.group(1))
+        elif token in ("vanilla", "repa", "reed"):
+            kw["method"] = token
+        elif m := re.fullmatch(r"(noise|align)(\d+(?:\.\d+)?)", token):
+            kw["backbone_noise" if m.group(1) == "noise" else "align_coefficient"] = float(m.group(2))
         else:
-            raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine or noiseX (X in Å)")
+            raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine, vanilla, repa, reed, "
+                             "noiseX (X in Å) or alignX")
     return kw
 
 
@@ -84,8 +91,15 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="benchmarks/results/protein_regularisation", help="output prefix (.json, .png)")
     p.add_argument("--merge", default=None,
                    help="an earlier result JSON with the same settings: its rows come first (the first is the reference)")
+    p.add_argument("--reference", default=None,
+                   help="the setting the others are compared with (default: the first row)")
+    p.add_argument("--report", default=None, metavar="JSON", help="re-print the tables of a result JSON; no training")
     args = p.parse_args(argv)
-    settings = {s: parse_setting(s) for s in args.settings.split(",") if s}
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        report(results, Path(args.report).with_suffix(""), args.reference)
+        return results
+    settings = {s: parse_setting(s, args.method) for s in args.settings.split(",") if s}
     chains = ChainSet()
     train = subset(train_ids(chains), args.train_chains or None, seed=0)
     valid = subset(chains.split("valid"), args.eval_chains or None, seed=1)
@@ -114,20 +128,23 @@ def main(argv=None) -> dict:
                 "train_recovery": t["recovery"], "train_perplexity": t["perplexity"]}
 
     for name, kw in settings.items():
-        trainer = protein_trainer(args.method, chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
+        kw = dict(kw)
+        trainer = protein_trainer(kw.pop("method"), chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
                                   model=args.preset, steps=steps, batch_size=args.batch_size,
                                   max_length=args.max_length, lr=args.lr, seed=args.seed, ids=train,
                                   teachers=args.teachers, progress=False, device=args.device,
                                   cache_dir=args.cache_dir, **kw)
         curve, seconds = train_with_evals(trainer, steps, eval_at, score, label=name)
-        results["settings"][name] = {"kwargs": kw, "curve": curve, "steps_per_s": steps / seconds}
+        results["settings"][name] = {"kwargs": settings[name], "curve": curve, "steps_per_s": steps / seconds}
         write_json(results, out.with_suffix(".json"))  # partial results survive an interrupted run
-    report(results, out)
+    report(results, out, args.reference)
     return results
 
 
-def report(results: dict, out: Path) -> None:
-    """The curves, then one summary row per setting (the best validation point, the last one, the gap)."""
+def report(results: dict, out: Path, reference: str | None = None) -> None:
+    """The curves, then one summary row per setting (the best validation point, the last one, the gap), then each
+    setting against ``reference`` (default: the first): the difference at every evaluation step, and the step at
+    which it first reaches the reference's best validation recovery (interpolated; the ratio is the speed-up)."""
     rows = [[n, c["step"], *(c[k] for k in METRICS)] for n, r in results["settings"].items() for c in r["curve"]]
     print()
     print(format_table(["setting", "step", "valid recov %", "valid ppl", "train recov %", "train ppl"], rows))
@@ -141,12 +158,21 @@ def report(results: dict, out: Path) -> None:
     print()
     print(format_table(["setting", "best valid recov %", "at step", "last valid recov %", "lowest valid ppl",
                         "last valid ppl", "last train - valid recov", "steps/s"], summary))
-    ref = next(iter(results["settings"].values()))["curve"]
-    for n, r in list(results["settings"].items())[1:]:
-        gains = [c["valid_recovery"] - value_at([(d["step"], d["valid_recovery"]) for d in ref], c["step"])
-                 for c in r["curve"]]
-        print(f"{n} - {next(iter(results['settings']))}: valid recovery "
-              + " / ".join(f"{g:+.2f}" for g in gains) + " points at the evaluation steps")
+    name = reference or next(iter(results["settings"]))
+    if name not in results["settings"]:
+        raise SystemExit(f"--reference: no setting {name!r} in {sorted(results['settings'])}")
+    ref = [(d["step"], d["valid_recovery"]) for d in results["settings"][name]["curve"]]
+    peak_step, peak = max(ref, key=lambda sv: sv[1])
+    for n, r in results["settings"].items():
+        if n == name:
+            continue
+        curve = [(c["step"], c["valid_recovery"]) for c in r["curve"]]
+        gains = [v - value_at(ref, s) for s, v in curve]
+        reached = steps_to_reach(curve, peak)
+        when = (f"reaches {name}'s best {peak:.2f} (step {peak_step}) at step {reached:g}: {peak_step / reached:.2f}x"
+                if reached else f"never reaches {name}'s best {peak:.2f}")
+        print(f"{n} - {name}: valid recovery " + " / ".join(f"{g:+.2f}" for g in gains)
+              + f" points at the evaluation steps; {when}")
     write_json(results, out.with_suffix(".json"))
     curves = {n: {k: [(c["step"], c[k]) for c in r["curve"]] for k in METRICS} for n, r in results["settings"].items()}
     plot_curves(curves, METRICS, out.with_suffix(".png"),
