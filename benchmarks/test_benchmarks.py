@@ -121,8 +121,11 @@ def test_molecule_samples_saved_without_rdkit_are_scored_later(tmp_path):
 def test_regularisation_settings_parse_and_subsets_are_fixed():
     from protein_regularisation import parse_setting, subset
 
-    assert parse_setting("fixed") == {"crop": "fixed", "backbone_noise": 0.0, "lr_decay": "constant"}
-    assert parse_setting("random+noise0.2+cosine") == {"crop": "random", "backbone_noise": 0.2, "lr_decay": "cosine"}
+    assert parse_setting("fixed") == {"crop": "fixed", "backbone_noise": 0.0, "lr_decay": "constant", "method": "vanilla"}
+    assert parse_setting("random+noise0.2+cosine", "reed") == {"crop": "random", "backbone_noise": 0.2,
+                                                                "lr_decay": "cosine", "method": "reed"}
+    assert parse_setting("random+repa+align1.5") == {"crop": "random", "backbone_noise": 0.0, "lr_decay": "constant",
+                                                     "method": "repa", "align_coefficient": 1.5}
     with pytest.raises(SystemExit, match="noiseX"):
         parse_setting("random+jitter")
     ids = np.arange(100, 200)
