@@ -12,7 +12,9 @@ training chains themselves, whose gap to validation is the over-fitting. A setti
 * ``noiseX``: X Å of Gaussian backbone noise per step (``--backbone-noise X``; ProteinMPNN trains with 0.2);
 * ``cosine``: the learning rate decays to 0 over the run (``--lr-decay cosine``);
 * ``vanilla`` / ``repa`` / ``reed``: the method (default ``--method``), with ``--teachers``' teachers;
-* ``alignX``: the alignment coefficient lambda (``--align-coefficient X``; the preset's 0.2 otherwise).
+* ``alignX``: the alignment coefficient lambda (``--align-coefficient X``; the preset's 0.2 otherwise);
+* ``hold``: REED's alignment weight held at 1 to the end (the curriculum's generative warm-up kept, its cosine
+  decay of the alignment dropped).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,7 @@ from _common import (  # noqa: E402
 )
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
-from reed_protein.presets import default_cache_dir, protein_trainer, train_ids  # noqa: E402
+from reed_protein.presets import default_cache_dir, protein_trainer, teacher_preset, train_ids  # noqa: E402
 
 METRICS = ("valid_recovery", "valid_perplexity", "train_recovery", "train_perplexity")
 
@@ -53,13 +56,15 @@ def parse_setting(text: str, method: str = "vanilla") -> dict:
             kw["crop"] = token
         elif token == "cosine":
             kw["lr_decay"] = "cosine"
+        elif token == "hold":
+            kw["align_decay"] = "constant"
         elif token in ("vanilla", "repa", "reed"):
             kw["method"] = token
         elif m := re.fullmatch(r"(noise|align)(\d+(?:\.\d+)?)", token):
             kw["backbone_noise" if m.group(1) == "noise" else "align_coefficient"] = float(m.group(2))
         else:
             raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine, vanilla, repa, reed, "
-                             "noiseX (X in Å) or alignX")
+                             "hold, noiseX (X in Å) or alignX")
     return kw
 
 
@@ -129,6 +134,9 @@ def main(argv=None) -> dict:
 
     for name, kw in settings.items():
         kw = dict(kw)
+        if decay := kw.pop("align_decay", None):
+            base = teacher_preset(args.teachers)
+            kw["preset"] = replace(base, curriculum=replace(base.curriculum, decay=decay))
         trainer = protein_trainer(kw.pop("method"), chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
                                   model=args.preset, steps=steps, batch_size=args.batch_size,
                                   max_length=args.max_length, lr=args.lr, seed=args.seed, ids=train,
