@@ -71,7 +71,7 @@ def report_training(trainer, method: str) -> None:
               "(run the same command again to continue)")
     else:
         print(f"trained {method} for {trainer.step} steps; checkpoints in {where}")
-    if best := getattr(trainer, "best", None):
+    if best := trainer.best:
         print(f"best {best['metric']} {best['value']:.4g} at step {best['step']}: {trainer.out_dir / 'best'}")
 
 

@@ -167,12 +167,14 @@ class Trainer:
 
         self.checkpoint_root = self.out_dir / "checkpoints" if self.out_dir is not None else None
         self.metrics_path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        self.validation_path = self.out_dir / "validation.jsonl" if self.out_dir is not None else None
 
     def _write_checkpoint(self, path: Path) -> Path:
+        best = {"best": self.best} if self.best else {}
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "rng": ckpt.rng_state(),
-                 "world_size": self.world, **({"best": self.best} if self.best else {})}
+                 "world_size": self.world, **best}
         config = {"model": self.model_config, "train": asdict(self.config), "step": self.step,
-                  "latents": [s.name for s in self.objective.specs], **({"best": self.best} if self.best else {})}
+                  "latents": [s.name for s in self.objective.specs], **best}
         return ckpt.save_checkpoint(path, model=self.model.state_dict(), ema=self.ema.state_dict(),
                                     projectors=self.objective.projectors.state_dict(), config=config, train_state=state)
 
@@ -231,9 +233,9 @@ class Trainer:
                     self.best = {"metric": v.best, "value": scores[v.best], "step": self.step}
                     if self.out_dir is not None:
                         self._write_checkpoint(self.out_dir / "best")
-            if self.out_dir is not None:
+            if self.validation_path is not None:
                 record = {"step": self.step, **scores, **({"best_step": self.best["step"]} if self.best else {})}
-                with open(self.out_dir / "validation.jsonl", "a") as fh:
+                with open(self.validation_path, "a") as fh:
                     fh.write(json.dumps({k: (x if math.isfinite(x) else None) for k, x in record.items()}) + "\n")
             log.info("step %d validation %s", self.step, scores)
         if self.world > 1:
@@ -241,11 +243,11 @@ class Trainer:
         return scores
 
     def _truncate_metrics(self) -> None:
-        if self.rank != 0 or self.out_dir is None:
+        if self.rank != 0:
             return
-        for name in ("metrics.jsonl", "validation.jsonl"):
-            if (self.out_dir / name).is_file():
-                self._truncate_jsonl(self.out_dir / name)
+        for path in (self.metrics_path, self.validation_path):
+            if path is not None and path.is_file():
+                self._truncate_jsonl(path)
 
     def _truncate_jsonl(self, mp: Path) -> None:
         lines, keep = [ln for ln in mp.read_text().splitlines() if ln.strip()], []

@@ -12,6 +12,9 @@ import os
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
 from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
 
 from .config import MODEL_PRESETS, ModelConfig
@@ -105,9 +108,6 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
 
 def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
     """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
-    import numpy as np
-    import torch
-
     ds = QM9Dataset("valid", cache, progress=False, pack=pack)
     rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
     out = []
@@ -118,19 +118,17 @@ def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
     return out
 
 
+@torch.no_grad()
 def validation_loss(model, process, batches: list, device: str) -> float:
     """The training objective (process loss, per molecule, mean) of ``model`` on ``batches``; CPU generators make
     the noise identical on every device."""
-    import torch
-
     total, count = 0.0, 0
-    with torch.no_grad():
-        for x0, t, noise_seed in batches:
-            c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(noise_seed))
-            x_t = c.x_t.to(device)
-            c = replace(c, x_t=x_t, t=t.to(device), target=c.target.to(device))
-            loss = process.loss(model(x_t, c.t, None).prediction, c)
-            total, count = total + float(loss.sum()), count + len(loss)
+    for x0, t, noise_seed in batches:
+        c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(noise_seed))
+        x_t = c.x_t.to(device)
+        c = replace(c, x_t=x_t, t=t.to(device), target=c.target.to(device))
+        loss = process.loss(model(x_t, c.t, None).prediction, c)
+        total, count = total + float(loss.sum()), count + len(loss)
     return total / count
 
 

@@ -34,6 +34,7 @@ from reed_core import (
 
 from .constants import PAIRS_PER_TOKEN
 from .data import ChainSet, ProteinTrainingData
+from .evaluation import evaluate
 from .loading import DOMAIN
 from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
@@ -163,8 +164,6 @@ def validation(chains: ChainSet, every: int, *, split: str = "valid", limit: int
         ids = np.sort(np.random.default_rng(seed).choice(ids, limit, replace=False))
 
     def score(model: ProteinDenoiser) -> dict[str, float]:
-        from .evaluation import evaluate
-
         r = evaluate(model, chains, ids, num_steps=num_steps, temperature=temperature, seed=seed, device=device)
         return {f"{split}_recovery": r["recovery"], f"{split}_perplexity": r["perplexity"]}
 
