@@ -27,12 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, fresh_dir, plot_curves, speedup, train_with_evals, write_json  # noqa: E402
-from reed_core import Interpolant  # noqa: E402
 from reed_image.data import load_images, to_tensor  # noqa: E402
 from reed_image.io import save_grid  # noqa: E402
 from reed_image.metrics import default_classifier, sample_metrics  # noqa: E402
-from reed_image.presets import PRESETS, image_trainer  # noqa: E402
-from reed_image.sampler import hybrid_latents, sample  # noqa: E402
+from reed_image.presets import PRESETS, image_trainer, trainer_samples  # noqa: E402
 
 METHODS = ("vanilla", "repa", "reed", "hybrid")
 LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED", "hybrid": "REED hybrid (self z)"}
@@ -40,14 +38,8 @@ LABELS = {"vanilla": "vanilla", "repa": "REPA-style", "reed": "REED", "hybrid": 
 
 def evaluate(trainer, real: torch.Tensor, classifier, effnet, args) -> dict:
     model = trainer.ema_model()
-    labels = torch.arange(args.num_samples, device=trainer.device) % model.cfg.num_classes
-    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
-    hybrid = [s for s in trainer.objective.specs if s.condition]
-    lat = hybrid_latents(model, hybrid, trainer.objective.projectors, labels, "self") if hybrid else None
     t0 = time.perf_counter()
-    x = sample(model, Interpolant(**trainer.model_config["process"]), labels, shape=shape, num_steps=args.sample_steps,
-               method="euler", cfg=args.cfg, generator=torch.Generator(trainer.device).manual_seed(args.seed),
-               latents=lat)
+    x, labels = trainer_samples(trainer, model, args.num_samples, steps=args.sample_steps, cfg=args.cfg, seed=args.seed)
     seconds = time.perf_counter() - t0
     out = sample_metrics(x.cpu(), labels.cpu(), real, classifier, extra={"effnet": effnet} if effnet else None)
     return {**out, "sample_seconds": seconds, "_samples": x[: 10 * model.cfg.num_classes].cpu()}

@@ -143,3 +143,30 @@ def test_hybrid_preset_trains_and_samples_on_its_own_latents(run_dir, tmp_path, 
                      "--grid", str(grid), "--quiet"]) == 0 and grid.is_file()
     assert main(["sample", "--checkpoint", str(run_dir), "--latents", "self", "--grid", str(tmp_path / "x.png")]) == 2
     assert "variational-hybrid" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # FID of 20 samples in 128 dimensions
+def test_cli_eval_every_keeps_the_lowest_fid_weights(tmp_path, capsys):
+    from reed_image.loading import load_model
+    from reed_image.presets import validation
+
+    out = tmp_path / "run"
+    args = ["train", "--method", "vanilla", "--steps", "4", "--batch-size", "8", "--out", str(out), "--device", "cpu",
+            "--eval-every", "2", "--eval-samples", "20", "--eval-steps", "2"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert {"fid_classifier", "precision", "recall", "class_accuracy"} <= set(rows[0])
+    best = json.loads((out / "best" / "config.json").read_text())["best"]
+    want = min(rows, key=lambda r: r["fid_classifier"])
+    assert best == {"metric": "fid_classifier", "value": want["fid_classifier"], "step": want["step"]}
+    # the kept weights re-score the logged value exactly (same noise, same labels)
+    train, held = load_images()
+    t = image_trainer("vanilla", train, None, steps=4, batch_size=8, progress=False, device="cpu")
+    score = validation(t, 2, held, samples=20, steps=2).evaluate(load_model(out / "best").model)
+    assert score["fid_classifier"] == want["fid_classifier"]
+    # other data needs a classifier for the evaluations: one error line, nothing trained
+    npz = tmp_path / "set.npz"
+    np.savez(npz, images=np.zeros((20, 28, 28), np.uint8), labels=np.arange(20) % 10)
+    assert main(["train", "--data", str(npz), "--eval-every", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --classifier" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -13,6 +13,7 @@ saved too, for dropout and anything else that uses them).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import json
@@ -129,7 +130,16 @@ def distributed_context() -> tuple[int, int, int]:
         return 0, 1, 0
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _destroy_process_group() -> None:
+    """Shut the process group down while the interpreter is still alive (registered by ``distributed_context``,
+    which created it): left to interpreter finalisation, Gloo's worker threads abort the process after a
+    finished run ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_generator(seed: int, step: int, shard: int, device: torch.device) -> torch.Generator:

@@ -94,14 +94,21 @@ def _train(args: argparse.Namespace) -> int:
     from reed_core.cli import parse_duration
 
     from .data import load_images
-    from .presets import PRESETS, image_trainer
+    from .presets import PRESETS, image_trainer, validation
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
-    train_set, _ = load_images(args.data)
+    if args.eval_every < 0 or args.eval_samples < 10 or args.eval_steps < 1:
+        raise ValueError(f"--eval-every must be >= 0, --eval-samples >= 10 and --eval-steps >= 1, got "
+                         f"{args.eval_every}, {args.eval_samples}, {args.eval_steps}")
+    if args.eval_every and args.data is not None and args.classifier is None:
+        raise ValueError("--eval-every on data other than the embedded set needs --classifier "
+                         "(scripts/train_classifier.py makes one)")
+    train_set, held = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "lr_decay": args.lr_decay,
            "lr_final": args.lr_final, "path": args.path,
-           "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out}
+           "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out,
+           "eval_every": args.eval_every, "eval_samples": args.eval_samples, "eval_steps": args.eval_steps}
     if args.dry_run:
         print(json.dumps(run, indent=2))
         return 0
@@ -110,6 +117,12 @@ def _train(args: argparse.Namespace) -> int:
                             seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
                             precision=args.precision, vae=args.vae)
+    if args.eval_every:
+        from .metrics import load_classifier
+
+        trainer.validation = validation(trainer, args.eval_every, held, samples=args.eval_samples,
+                                        steps=args.eval_steps, seed=args.seed,
+                                        classifier=load_classifier(args.classifier) if args.classifier else None)
     trainer.fit(time_budget=budget)
     state = "stopped at the time budget; rerun to resume" if trainer.budget_exhausted else "done"
     print(f"{args.out}: step {trainer.step} of {args.steps} ({state})", file=sys.stderr)
@@ -203,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 1h30m); rerun to resume")
+    t.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every N steps score the EMA weights on samples against the held-out images (validation.jsonl: "
+                        "FID_classifier, precision, recall, class accuracy) and keep the lowest-FID weights in OUT/best "
+                        "(sample with --checkpoint OUT/best); 0: never")
+    t.add_argument("--eval-samples", type=int, default=500, metavar="N",
+                   help="class-balanced samples per evaluation (Euler ODE, the same noise every time)")
+    t.add_argument("--eval-steps", type=int, default=25, metavar="N", help="sampler steps of the evaluation samples")
+    t.add_argument("--classifier", default=None,
+                   help="feature extractor of the evaluations (default: the shipped MNIST 5k one; needed for other --data)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 
