@@ -107,3 +107,22 @@ def test_fine_tuning_starts_from_the_shipped_weights(packed, tmp_path, capsys):
     assert "resuming the run" in capsys.readouterr().out
     assert main([*argv, "--preset", "small"]) == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_pack_training_runs_where_only_torch_is(packed, tmp_path):
+    """The GPU machine has torch and numpy but no RDKit, qm9pack or platformdirs: training and validation from the
+    pack import none of them (the default cache falls back to $XDG_CACHE_HOME)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (f"import sys\nfor m in ('rdkit', 'qm9pack', 'platformdirs'): sys.modules[m] = None\n"
+              f"from reed_molecule.cli import main\n"
+              f"sys.exit(main(['train', '--pack', {str(packed)!r}, '--train-limit', '16', '--steps', '1', "
+              f"'--batch-size', '4', '--eval-every', '1', '--eval-molecules', '8', '--device', 'cpu', "
+              f"'--out', {str(tmp_path / 'run')!r}]))")
+    env = {k: v for k, v in os.environ.items() if k != "REED_MOLECULE_CACHE"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "best" / "ema.safetensors").is_file()
+    assert any((tmp_path / "reed-molecule").iterdir())  # the teacher cache went to the XDG default

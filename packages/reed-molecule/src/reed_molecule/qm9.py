@@ -39,13 +39,17 @@ class QM9Error(RuntimeError):
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """The cache directory: ``path``, else ``$REED_MOLECULE_CACHE``, else the platform user cache dir."""
+    """The cache directory: ``path``, else ``$REED_MOLECULE_CACHE``, else the platform user cache dir (the XDG
+    default where ``platformdirs`` is missing: a torch-only GPU machine training from the pack)."""
     if path is None:
         path = os.environ.get("REED_MOLECULE_CACHE")
     if path is None:
-        import platformdirs
-
-        path = platformdirs.user_cache_dir("reed-molecule")
+        try:
+            import platformdirs
+        except ImportError:
+            path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reed-molecule"
+        else:
+            path = platformdirs.user_cache_dir("reed-molecule")
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
     return p
