@@ -32,6 +32,17 @@ def _classes(text: str | None, names: tuple[str, ...]) -> list[int] | None:
     return out
 
 
+def _classifier(args: argparse.Namespace):
+    """The evaluation feature extractor: ``--classifier``, else the one shipped for the embedded set."""
+    from .metrics import default_classifier, load_classifier
+
+    if args.classifier is not None:
+        return load_classifier(args.classifier)
+    if args.data is not None:
+        raise ValueError("--data other than the embedded set needs --classifier (scripts/train_classifier.py makes one)")
+    return default_classifier()
+
+
 def _interval(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
@@ -100,9 +111,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.eval_every < 0 or args.eval_samples < 10 or args.eval_steps < 1:
         raise ValueError(f"--eval-every must be >= 0, --eval-samples >= 10 and --eval-steps >= 1, got "
                          f"{args.eval_every}, {args.eval_samples}, {args.eval_steps}")
-    if args.eval_every and args.data is not None and args.classifier is None:
-        raise ValueError("--eval-every on data other than the embedded set needs --classifier "
-                         "(scripts/train_classifier.py makes one)")
+    classifier = _classifier(args) if args.eval_every else None
     train_set, held = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "lr_decay": args.lr_decay,
@@ -118,11 +127,8 @@ def _train(args: argparse.Namespace) -> int:
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
                             precision=args.precision, vae=args.vae)
     if args.eval_every:
-        from .metrics import load_classifier
-
         trainer.validation = validation(trainer, args.eval_every, held, samples=args.eval_samples,
-                                        steps=args.eval_steps, seed=args.seed,
-                                        classifier=load_classifier(args.classifier) if args.classifier else None)
+                                        steps=args.eval_steps, seed=args.seed, classifier=classifier)
     trainer.fit(time_budget=budget)
     state = "stopped at the time budget; rerun to resume" if trainer.budget_exhausted else "done"
     print(f"{args.out}: step {trainer.step} of {args.steps} ({state})", file=sys.stderr)
@@ -136,15 +142,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     from .data import load_images, to_tensor
     from .io import read_images
-    from .metrics import default_classifier, load_classifier, sample_metrics
+    from .metrics import sample_metrics
 
     if args.json is not None:
         output_path(args.json)
-    if args.data is not None and args.classifier is None:
-        raise ValueError("--data other than the embedded set needs --classifier (scripts/train_classifier.py makes one)")
+    classifier = _classifier(args)
     _, held = load_images(args.data)
     real = to_tensor(held.images)
-    classifier = load_classifier(args.classifier) if args.classifier else default_classifier()
     images, labels = read_images(args.input, real.shape[-1], real.shape[1])
     if images.shape[1:] != real.shape[1:]:
         raise ValueError(f"{args.input}: images of shape {tuple(images.shape[1:])}, the reference set has "

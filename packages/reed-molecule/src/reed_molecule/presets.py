@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from reed_core import Curriculum, DomainPreset, LatentSpec, Trainer, build_trainer, run_train_config
+from reed_core import (
+    Curriculum,
+    DomainPreset,
+    LatentSpec,
+    Trainer,
+    Validation,
+    build_trainer,
+    run_train_config,
+)
 
 from .config import MODEL_PRESETS, ModelConfig
 from .data import QM9Dataset
@@ -23,9 +31,6 @@ from .loading import DOMAIN
 from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
-
-if TYPE_CHECKING:
-    from reed_core import Validation
 
 __all__ = ["PRESET", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "validation", "validation_batches",
            "validation_loss"]
@@ -136,8 +141,6 @@ def validation(trainer: Trainer, every: int, *, molecules: int = 512, cache=None
     """Score ``trainer``'s EMA weights every ``every`` steps on the validation loss (the training objective on a
     fixed ``molecules`` validation molecules x ``VAL_TIMES`` times with fixed noise: no sampling, no RDKit, so it
     runs where only torch is) and keep the lowest-loss weights."""
-    from reed_core import Validation
-
     batches = validation_batches(cache, molecules, 256, seed, pack=pack)
     process, device = trainer.objective.process, str(trainer.device)
     return Validation(lambda model: {"valid_loss": validation_loss(model, process, batches, device)}, every,
