@@ -133,3 +133,44 @@ def test_regularisation_settings_parse_and_subsets_are_fixed():
     a = subset(ids, 10, seed=0)
     assert len(set(a)) == 10 and set(a) <= set(ids) and np.array_equal(a, subset(ids, 10, seed=0))
     assert np.array_equal(subset(ids, None, 0), ids) and np.array_equal(subset(ids, 500, 0), ids)
+
+
+def test_time_profile_reference_is_the_token_posterior_and_an_oracle_beats_it():
+    from types import SimpleNamespace
+
+    import torch
+    from molecule_time_profile import bayes_token_ce, profile, time_grid
+
+    from reed_molecule.process import MolecularDiffusion
+    from reed_molecule.testing import random_molecules
+
+    prior = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    x0, x_t = torch.tensor([[0, 1, 2, 3, 3]]), torch.tensor([[0, 0, 2, 1, 3]])
+    a = 0.4
+    got = bayes_token_ce(x0, x_t, torch.tensor([[a]]), prior)
+    for i in range(5):  # p(x0 | x_t) by Bayes' rule, written out
+        joint = [(a * (k == int(x_t[0, i])) + (1 - a) * prior[int(x_t[0, i])]) * prior[k] for k in range(4)]
+        assert got[0, i].item() == pytest.approx(-np.log(float(joint[int(x0[0, i])] / sum(joint))), rel=1e-5)
+    at_noise = bayes_token_ce(x0, x_t, torch.tensor([[0.0]]), prior)  # t = 1: the marginal itself
+    assert torch.allclose(at_noise, -prior[x0].log())
+
+    x = random_molecules(batch=4, atoms=7, dtype=torch.float32)
+    process = MolecularDiffusion(atom_prior=(0.4, 0.3, 0.1, 0.1, 0.1), charge_prior=(0.1, 0.8, 0.1),
+                                 bond_prior=(0.7, 0.1, 0.1, 0.1))
+
+    def oracle(x_t, t, _):  # knows x0: positions off by 0.05 Å on every axis, confident correct categories
+        def logits(v, k):
+            return 20.0 * torch.nn.functional.one_hot(v, k).float()
+        return SimpleNamespace(prediction=SimpleNamespace(pos=x.pos + 0.05, atom_logits=logits(x.atoms, 5),
+                                                          charge_logits=logits(x.charges, 3), bond_logits=logits(x.bonds, 4)))
+
+    rows = profile(oracle, process, [x], time_grid(4), seed=0)
+    assert [r["t"] for r in rows] == [0.125, 0.375, 0.625, 0.875]
+    assert sum(r["loss_share"] for r in rows) == pytest.approx(1.0)
+    for r in rows:
+        assert r["pos_rmse"] == pytest.approx(0.05, rel=1e-4)
+        assert r["pos_rmse"] < r["pos_rmse_ref"]
+        assert r["loss_weight"] == pytest.approx(float(process.loss_weight(torch.tensor([r["t"]]))[0]))
+        for name in ("atoms", "charges", "bonds"):
+            assert r[f"{name}_ce"] < 1e-6 < r[f"{name}_ce_ref"]
+    assert rows[-1]["atoms_ce_ref"] > rows[0]["atoms_ce_ref"]  # more noise, less to read off x_t
