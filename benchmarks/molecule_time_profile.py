@@ -29,8 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.checkpoint import load_config  # noqa: E402
-from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import default_checkpoint, load_model  # noqa: E402
+from reed_molecule.presets import validation_molecules  # noqa: E402
 from reed_molecule.process import MolecularDiffusion  # noqa: E402
 
 CATEGORIES = ("atoms", "charges", "bonds")
@@ -64,17 +64,18 @@ def profile(model, process: MolecularDiffusion, batches: list, times: np.ndarray
     pos_var = float(np.mean([((x0.pos ** 2).sum(-1) * x0.mask).sum().item() / (3 * x0.mask.sum().item())
                              for x0 in batches]))
     for k, tv in enumerate(times):
+        t1 = torch.tensor([float(tv)])
+        a, weight = float(process.abar(t1)[0]), float(process.loss_weight(t1)[0])
+        lin = (a ** 0.5) * pos_var / (a * pos_var + 1 - a)  # the linear least-squares factor x0 ~ lin * x_t
         sums: dict[str, float] = {}
         count = 0
         for b, x0 in enumerate(batches):
-            t = torch.full((x0.batch_size,), float(tv))
+            t = t1.expand(x0.batch_size)
             c = process.corrupt(x0, t, generator=torch.Generator().manual_seed(seed + 1000 * b + k))
             pred = model(c.x_t, t, None).prediction
             terms = process.loss_terms(pred, c)
             m, pm = x0.mask.float(), x0.pair_mask.float()
             abar = process.abar(t)
-            a = float(abar[0])
-            lin = (a ** 0.5) * pos_var / (a * pos_var + 1 - a)
             lin_mse = _masked_mean(((lin * c.x_t.pos - x0.pos) ** 2).sum(-1) / 3, m)
             row = {"pos_mse": terms["pos"], "pos_mse_ref": lin_mse, "loss": process.loss(pred, c)}
             for name in CATEGORIES:
@@ -86,9 +87,7 @@ def profile(model, process: MolecularDiffusion, batches: list, times: np.ndarray
                 sums[key] = sums.get(key, 0.0) + float(v.sum())
             count += x0.batch_size
         mean = {key: v / count for key, v in sums.items()}
-        out = {"t": float(tv), "abar": float(process.abar(torch.tensor([float(tv)]))[0]),
-               "loss_weight": float(process.loss_weight(torch.tensor([float(tv)]))[0]),
-               "pos_rmse": mean["pos_mse"] ** 0.5, "pos_rmse_ref": mean["pos_mse_ref"] ** 0.5,
+        out = {"t": float(tv), "abar": a, "loss_weight": weight, "pos_rmse": mean["pos_mse"] ** 0.5, "pos_rmse_ref": mean["pos_mse_ref"] ** 0.5,
                "weighted_loss": mean["loss"]}
         for name in CATEGORIES:
             out[f"{name}_ce"], out[f"{name}_ce_ref"] = mean[f"{name}_ce"], mean[f"{name}_ce_ref"]
@@ -97,12 +96,6 @@ def profile(model, process: MolecularDiffusion, batches: list, times: np.ndarray
     for r in rows:
         r["loss_share"] = r["weighted_loss"] / total if total > 0 else None
     return rows
-
-
-def load_batches(pack, cache, n: int, batch: int, seed: int) -> list:
-    ds = QM9Dataset("valid", cache, progress=False, pack=pack)
-    rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-    return [ds.collate(rows[lo:lo + batch]) for lo in range(0, len(rows), batch)]
 
 
 def plot(result: dict, path: Path) -> None:
@@ -148,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         args.pack = str(default_pack_path())
     start = time.perf_counter()
-    batches = load_batches(args.pack, args.cache, args.molecules, args.batch_size, args.seed)
+    batches = validation_molecules(args.cache, args.molecules, args.batch_size, args.seed, pack=args.pack)
     times = time_grid(args.times)
     paths = [Path(c) for c in args.checkpoint] if args.checkpoint else [default_checkpoint()]
     result = {"molecules": sum(b.batch_size for b in batches), "seed": args.seed, "times": times.tolist(),

@@ -26,14 +26,14 @@ from reed_core import (
 )
 
 from .config import MODEL_PRESETS, ModelConfig
-from .data import QM9Dataset
+from .data import MoleculeBatch, QM9Dataset
 from .loading import DOMAIN
 from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
 
 __all__ = ["PRESET", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "validation", "validation_batches",
-           "validation_loss"]
+           "validation_loss", "validation_molecules"]
 
 VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
@@ -111,16 +111,17 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)
 
 
-def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
-    """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
+def validation_molecules(cache, n: int, batch: int, seed: int, pack=None) -> list[MoleculeBatch]:
+    """``n`` validation molecules chosen by ``seed`` (all if fewer), in batches of ``batch``."""
     ds = QM9Dataset("valid", cache, progress=False, pack=pack)
     rows = np.sort(np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False))
-    out = []
-    for lo in range(0, len(rows), batch):
-        x0 = ds.collate(rows[lo:lo + batch])
-        for k in range(VAL_TIMES):
-            out.append((x0, torch.full((x0.batch_size,), (k + 0.5) / VAL_TIMES), 1000 * lo + k))
-    return out
+    return [ds.collate(rows[lo:lo + batch]) for lo in range(0, len(rows), batch)]
+
+
+def validation_batches(cache, n: int, batch: int, seed: int, pack=None) -> list:
+    """Fixed (x0, t, noise seed) triples: ``n`` validation molecules, each at every time of the grid."""
+    return [(x0, torch.full((x0.batch_size,), (k + 0.5) / VAL_TIMES), 1000 * batch * i + k)
+            for i, x0 in enumerate(validation_molecules(cache, n, batch, seed, pack)) for k in range(VAL_TIMES)]
 
 
 @torch.no_grad()
