@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,51 @@ def test_time_budget_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, monke
     assert [h["loss"] for h in straight] == [h["loss"] for c in chunks for h in c]
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_checkpoints_the_step_in_flight_and_resumes_exactly(tmp_path, signum):
+    straight = _trainer(tmp_path / "a", 10).fit()
+    t = _trainer(tmp_path / "b", 10)
+    data = t.data
+
+    def signalled(step, shard=0, num_shards=1):  # Ctrl-C / a preemption notice arrives during step 3's data
+        if step == 3:
+            os.kill(os.getpid(), signum)
+        return data(step, shard, num_shards)
+
+    t.data = signalled
+    before = signal.getsignal(signum)
+    first = t.fit()  # no KeyboardInterrupt: the step in flight finishes, a checkpoint is written
+    assert (t.step, t.stop_signal, t.budget_exhausted) == (4, signum, False) and len(first) == 4
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step_00000004"
+    assert signal.getsignal(signum) is before  # the handlers are given back
+    second = _trainer(tmp_path / "b", 10, init_seed=5)
+    rest = second.fit()
+    assert second.stop_signal is None and second.step == 10
+    assert [h["loss"] for h in straight] == [h["loss"] for h in first + rest]
+
+
+def test_a_second_signal_or_no_out_dir_interrupts_at_once(tmp_path):
+    t = _trainer(tmp_path, 10, checkpoint_every=100)
+    data = t.data
+
+    def impatient(step, shard=0, num_shards=1):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # noted; the next one gets Python's own handler
+            os.kill(os.getpid(), signal.SIGINT)
+        return data(step, shard, num_shards)
+
+    t.data = impatient
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    assert latest_checkpoint(tmp_path / "checkpoints") is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    nowhere = _trainer(None, 10)  # no out_dir: nowhere to checkpoint, so Ctrl-C interrupts as usual
+    data = nowhere.data
+    nowhere.data = lambda step, *a: (os.kill(os.getpid(), signal.SIGINT) if step == 2 else None, data(step, *a))[1]
+    with pytest.raises(KeyboardInterrupt):
+        nowhere.fit()
+    assert nowhere.step == 2
 
 
 def test_checkpoint_layout_and_weights_only(tmp_path):
@@ -153,7 +199,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     """2 gloo ranks x 4 samples == 1 process with grad_accum=2 x 4 samples (same global batch, same noise)."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
-        import json, os, sys, torch
+        import json, os, signal, sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from _train_setup import build
         from reed_core import TrainConfig, Trainer
@@ -162,8 +208,18 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         cfg = TrainConfig(max_steps=5, lr=3e-3, progress=False, log_every=1)
         t = Trainer(model, obj, data, cfg, None, device="cpu")
         run = t.fit(resume=False)
+        model2, obj2, data2 = build(dropout=0.0)
+
+        def preempted(step, shard=0, num_shards=1):  # SIGTERM reaches rank 1 alone, during step 2
+            if step == 2 and t.rank == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return data2(step, shard, num_shards)
+
+        t2 = Trainer(model2, obj2, preempted, cfg, {str(tmp_path / "stop")!r}, device="cpu")
+        t2.fit(resume=False)
         if t.rank == 0:
-            out = {{"loss": [h["loss"] for h in run], "params": [p.detach().flatten().tolist() for p in model.parameters()]}}
+            out = {{"loss": [h["loss"] for h in run], "params": [p.detach().flatten().tolist() for p in model.parameters()],
+                    "stopped": [t2.step, t2.stop_signal]}}
             with open({str(tmp_path / "ddp.json")!r}, "w") as fh:
                 fh.write(json.dumps(out))
         # skip interpreter finalisation, where Gloo's threads can still abort a finished run on a loaded machine
@@ -178,6 +234,8 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp.json").read_text())
+    assert ddp["stopped"] == [3, signal.SIGTERM]  # both ranks stopped after the step in flight, with a checkpoint
+    assert latest_checkpoint(tmp_path / "stop" / "checkpoints").name == "step_00000003"
     model, obj, data = build(dropout=0.0)
     cfg = TrainConfig(max_steps=5, lr=3e-3, progress=False, log_every=1, grad_accum=2)
     single = Trainer(model, obj, data, cfg, None, device="cpu").fit(resume=False)

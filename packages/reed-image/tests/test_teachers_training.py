@@ -170,3 +170,30 @@ def test_cli_eval_every_keeps_the_lowest_fid_weights(tmp_path, capsys):
     np.savez(npz, images=np.zeros((20, 28, 28), np.uint8), labels=np.arange(20) % 10)
     assert main(["train", "--data", str(npz), "--eval-every", "2", "--out", str(tmp_path / "x")]) == 2
     assert "needs --classifier" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_train_cli_stops_cleanly_on_sigterm(run_dir, tmp_path):
+    """A preemption notice (SIGTERM) mid-run: the step in flight finishes, a checkpoint is written, exit 143 with
+    no traceback (resuming from it exactly: reed-core's test_train)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "reed_image.cli", "train", "--method", "vanilla", "--data",
+           str(run_dir.parent / "set.npz"), "--steps", "100000", "--batch-size", "8", "--out", str(out),
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "Traceback" not in stderr
+    step = int(stdout.split("stopped by SIGTERM at step ")[1].split()[0])
+    assert step >= 50 and (out / "checkpoints" / f"step_{step:08d}" / "model.safetensors").is_file()
+    logged = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines()]
+    assert logged[-1] <= step

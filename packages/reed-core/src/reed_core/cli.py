@@ -63,16 +63,24 @@ def start_from(trainer, init: Path | None) -> None:
         print(f"resuming the run in {trainer.out_dir}; --init applies only to a fresh run")
 
 
-def report_training(trainer, method: str) -> None:
-    """The line a domain's ``train`` command ends with: where the run stopped and where its checkpoints are."""
+def report_training(trainer, method: str) -> int:
+    """The lines a domain's ``train`` command ends with: where the run stopped and where its checkpoints are.
+    Returns the command's exit code: 0, or 128 + the signal's number when SIGINT / SIGTERM stopped it (130 / 143,
+    as a shell reports a process the signal ended, so schedulers and scripts see the run as interrupted)."""
     where = trainer.checkpoint_root
-    if trainer.budget_exhausted:
+    if trainer.stop_signal is not None:
+        import signal
+
+        print(f"stopped by {signal.Signals(trainer.stop_signal).name} at step {trainer.step} of "
+              f"{trainer.config.max_steps}; checkpoint in {where} (run the same command again to continue)")
+    elif trainer.budget_exhausted:
         print(f"time budget reached at step {trainer.step} of {trainer.config.max_steps}; checkpoint in {where} "
               "(run the same command again to continue)")
     else:
         print(f"trained {method} for {trainer.step} steps; checkpoints in {where}")
     if best := trainer.best:
         print(f"best {best['metric']} {best['value']:.4g} at step {best['step']}: {trainer.out_dir / 'best'}")
+    return 0 if trainer.stop_signal is None else 128 + int(trainer.stop_signal)
 
 
 def run_cli(prog: str, parser: argparse.ArgumentParser, argv: list[str] | None,

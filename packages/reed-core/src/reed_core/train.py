@@ -2,8 +2,11 @@
 
 AdamW with linear LR warm-up and an optional cosine or linear decay to ``lr * lr_final`` at ``max_steps``,
 gradient clipping, EMA, optional bf16 autocast, JSONL metrics, tqdm progress, atomic checkpoints,
-exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``, and
-optional validation of the EMA weights every N steps that keeps the best-scoring weights (``Validation``).
+exact resume, a NaN/Inf guard, gradient accumulation and DistributedDataParallel under ``torchrun``,
+optional validation of the EMA weights every N steps that keeps the best-scoring weights (``Validation``), and a
+clean stop on SIGINT / SIGTERM (Ctrl-C, a cluster's preemption notice) when there is an output directory: the step
+in flight finishes, a checkpoint is written, ``fit`` returns with ``stop_signal`` set; a second signal acts as it
+would without the trainer.
 
 Randomness of step s (diffusion times, noise, hybrid dropout) comes from a generator seeded by
 (seed, s, shard), where shard = rank * grad_accum + micro-batch. A 2-process run therefore draws exactly what
@@ -20,6 +23,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -173,6 +178,7 @@ class Trainer:
         self.lr_schedule = config.lr_factor()
         self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
         self.step, self.history = 0, []
+        self.budget_exhausted, self.stop_signal = False, None  # why the last fit stopped early, if it did
         self.validation, self.best = validation, None  # best: {"metric", "value", "step"} once one is scored
 
         self.checkpoint_root = self.out_dir / "checkpoints" if self.out_dir is not None else None
@@ -320,9 +326,11 @@ class Trainer:
 
     def fit(self, resume: bool = True, time_budget: float | None = None) -> list[dict[str, float]]:
         """Train until ``max_steps``, or until the next step would end past ``time_budget`` seconds (then
-        ``self.budget_exhausted`` is True; a later ``fit`` resumes). With a budget, the last step is always
-        checkpointed. Returns the scalars of every step run in this call."""
-        cfg, start, self.budget_exhausted = self.config, time.perf_counter(), False
+        ``self.budget_exhausted`` is True; a later ``fit`` resumes), or, with an ``out_dir``, until SIGINT / SIGTERM
+        arrives (the step in flight finishes; ``self.stop_signal`` is the signal's number). With a budget or a signal, the last step is
+        always checkpointed. Returns the scalars of every step run in this call."""
+        cfg, start = self.config, time.perf_counter()
+        self.budget_exhausted, self.stop_signal = False, None
         if resume:
             self.resume()
         if self.out_dir is not None and self.rank == 0:
@@ -333,41 +341,75 @@ class Trainer:
                         disable=not cfg.progress or self.rank != 0)
         window_start, window_steps, run = time.perf_counter(), 0, []
         try:
-            while self.step < cfg.max_steps:
-                scalars = self.train_step()
-                run.append(scalars)
-                window_steps += 1
-                progress.update(1)
-                progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    scalars["steps_per_s"] = window_steps / max(elapsed, 1e-9)
-                    self._log(scalars)
-                    window_start, window_steps = time.perf_counter(), 0
-                done = self.step == cfg.max_steps
-                if self.validation is not None and (self.step % self.validation.every == 0 or done):
-                    self.validate()
-                if time_budget is not None and not done and self._out_of_time(start, len(run), time_budget):
-                    self.budget_exhausted = done = True
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or (done and (
-                        cfg.checkpoint_every or time_budget is not None)):
-                    self.save()
-                if self.budget_exhausted:
-                    break
+            with self._catch_stop_signals():
+                while self.step < cfg.max_steps:
+                    scalars = self.train_step()
+                    run.append(scalars)
+                    window_steps += 1
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        elapsed = time.perf_counter() - window_start
+                        scalars["steps_per_s"] = window_steps / max(elapsed, 1e-9)
+                        self._log(scalars)
+                        window_start, window_steps = time.perf_counter(), 0
+                    done = self.step == cfg.max_steps
+                    if self.validation is not None and (self.step % self.validation.every == 0 or done):
+                        self.validate()
+                    if not done:
+                        self.budget_exhausted, self.stop_signal = self._should_stop(start, len(run), time_budget)
+                    stopping = self.budget_exhausted or self.stop_signal is not None
+                    if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopping or (
+                            done and (cfg.checkpoint_every or time_budget is not None)):
+                        self.save()
+                    if stopping:
+                        break
         finally:
             progress.close()
+        if self.stop_signal is not None and self.rank == 0:
+            log.warning("stopped by %s after step %d", signal.Signals(self.stop_signal).name, self.step)
         self.history.extend(run)
         return run
 
-    def _out_of_time(self, start: float, steps: int, budget: float) -> bool:
-        """Whether one more step (at the mean pace so far, with a 2-step margin for the checkpoint) would overrun
-        ``budget``; every rank gets rank 0's answer."""
-        stop = (time.perf_counter() - start) * (1.0 + 2.0 / steps) > budget
+    @contextlib.contextmanager
+    def _catch_stop_signals(self):
+        """While training, SIGINT and SIGTERM only note the signal (``_signal_seen``); the first one restores the
+        previous handlers, so a second one interrupts at once. Signals keep their usual effect when there is nowhere
+        to write a checkpoint (no ``out_dir``: stopping early would only hand back a half-trained model as if
+        finished) and outside the main thread (only it can set handlers)."""
+        self._signal_seen = None
+        if self.checkpoint_root is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+
+        def note(signum, frame):
+            self._signal_seen = signum
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.getsignal(s)
+            if previous[s] is None:  # set outside Python: nothing to restore it with
+                previous[s] = signal.SIG_DFL
+            signal.signal(s, note)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _should_stop(self, start: float, steps: int, budget: float | None) -> tuple[bool, int | None]:
+        """(budget, signal): whether one more step (at the mean pace so far, with a 2-step margin for the
+        checkpoint) would overrun ``budget``, and the stop signal seen, if any. Every rank gets the same answer:
+        rank 0's clock, and a signal seen by any rank."""
+        late = budget is not None and (time.perf_counter() - start) * (1.0 + 2.0 / steps) > budget
+        seen = self._signal_seen or 0
         if self.world > 1:
-            flag = torch.tensor(float(stop), device=self.device)
-            dist.broadcast(flag, 0)
-            stop = bool(flag.item())
-        return stop
+            flags = torch.tensor([float(late and self.rank == 0), float(seen)], device=self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)  # one collective: rank 0's clock, any rank's signal
+            late, seen = bool(flags[0].item()), int(flags[1].item())
+        return late, (seen or None)
 
     def _log(self, scalars: dict[str, float]) -> None:
         if self.rank != 0:

@@ -102,7 +102,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import parse_duration
+    from reed_core.cli import parse_duration, report_training
 
     from .data import load_images
     from .presets import PRESETS, image_trainer, validation
@@ -130,9 +130,7 @@ def _train(args: argparse.Namespace) -> int:
         trainer.validation = validation(trainer, args.eval_every, held, samples=args.eval_samples,
                                         steps=args.eval_steps, seed=args.seed, classifier=classifier)
     trainer.fit(time_budget=budget)
-    state = "stopped at the time budget; rerun to resume" if trainer.budget_exhausted else "done"
-    print(f"{args.out}: step {trainer.step} of {args.steps} ({state})", file=sys.stderr)
-    return 0
+    return report_training(trainer, args.method)
 
 
 def _eval(args: argparse.Namespace) -> int:

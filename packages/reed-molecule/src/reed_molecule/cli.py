@@ -55,8 +55,7 @@ def _train(args: argparse.Namespace) -> int:
                                         pack=args.pack)
     start_from(trainer, init)
     trainer.fit(time_budget=budget)
-    report_training(trainer, args.method)
-    return 0
+    return report_training(trainer, args.method)
 
 
 def _finite(value):

@@ -256,8 +256,7 @@ def _train(args: argparse.Namespace) -> int:
                                         device=str(trainer.device))
     start_from(trainer, init and init[0])
     trainer.fit(time_budget=budget)
-    report_training(trainer, args.method)
-    return 0
+    return report_training(trainer, args.method)
 
 
 def _init_model(args: argparse.Namespace):
