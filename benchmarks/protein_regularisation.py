@@ -14,7 +14,9 @@ training chains themselves, whose gap to validation is the over-fitting. A setti
 * ``vanilla`` / ``repa`` / ``reed``: the method (default ``--method``), with ``--teachers``' teachers;
 * ``alignX``: the alignment coefficient lambda (``--align-coefficient X``; the preset's 0.2 otherwise);
 * ``hold``: REED's alignment weight held at 1 to the end (the curriculum's generative warm-up kept, its cosine
-  decay of the alignment dropped).
+  decay of the alignment dropped);
+* ``distillX``: ProteinMPNN's structure-only amino-acid profile distilled into the prediction at weight X
+  relative to the data term (``--distill X``; any method, vanilla included).
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ def parse_setting(text: str, method: str = "vanilla") -> dict:
             kw["align_decay"] = "constant"
         elif token in ("vanilla", "repa", "reed"):
             kw["method"] = token
-        elif m := re.fullmatch(r"(noise|align)(\d+(?:\.\d+)?)", token):
-            kw["backbone_noise" if m.group(1) == "noise" else "align_coefficient"] = float(m.group(2))
+        elif m := re.fullmatch(r"(noise|align|distill)(\d+(?:\.\d+)?)", token):
+            key = {"noise": "backbone_noise", "align": "align_coefficient", "distill": "distill"}[m.group(1)]
+            kw[key] = float(m.group(2))
         else:
             raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine, vanilla, repa, reed, "
-                             "hold, noiseX (X in Å) or alignX")
+                             "hold, noiseX (X in Å), alignX or distillX")
     return kw
 
 
@@ -135,7 +138,7 @@ def main(argv=None) -> dict:
     for name, kw in settings.items():
         kw = dict(kw)
         if decay := kw.pop("align_decay", None):
-            base = teacher_preset(args.teachers)
+            base = teacher_preset(args.teachers, distill=kw.get("distill", 0.0))
             kw["preset"] = replace(base, curriculum=replace(base.curriculum, decay=decay))
         trainer = protein_trainer(kw.pop("method"), chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
                                   model=args.preset, steps=steps, batch_size=args.batch_size,

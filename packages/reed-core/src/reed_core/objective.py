@@ -21,6 +21,12 @@ alpha_{l,t}. Its variational bound splits into
   ``z_hat`` is a projector head on a hidden state of the denoiser at the depth chosen for z_l. This is the
   alignment loss (``reed_core.alignment``) weighted **per sample** by ``w_l(t)`` (= alpha_{l,t} up to a
   constant; REPA: constant over t; RCG: all weight at t = T, ``TerminalTime``) and by a coefficient c_l.
+* **prediction latents** (``layer=PREDICTION``): a teacher that predicts what the denoiser predicts (e.g. a
+  pretrained model's per-residue amino-acid distribution) is matched on the denoiser's *output* instead of a
+  projected hidden state: ``process.distill(prediction, corruption, z)`` (B,), e.g. the cross-entropy of the
+  prediction against the teacher's distribution on the positions the process loss scores (distillation). No
+  projector; the coefficient, schedule and time weight act as for any latent. This is not in the paper's bound:
+  it replaces part of the data term's one-hot target with the teacher's distribution.
 * **curriculum**: the paper's training recipe reweights the two families over training with step schedules:
   ``total = mu(s) * L_denoise + sum_l lambda_l(s) * c_l * mean_b[w_l(t_b) * L_align_l(b)]``.
 
@@ -44,12 +50,15 @@ from .protocols import Process
 from .teacher import Teacher
 from .types import GRANULARITIES, Batch, DenoiserOutput, Granularity, LossTerms, Representation
 
+PREDICTION = "prediction"  # AlignmentSpec.layer of a latent matched on the denoiser's output (process.distill)
+
 
 @dataclass(frozen=True, eq=False)
 class AlignmentSpec:
     """One latent of the multi-latent objective.
 
-    ``layer``: name of the captured hidden state; ``teacher``: a ``Teacher`` called on the clean batch, or
+    ``layer``: name of the captured hidden state, or ``PREDICTION``: the teacher is matched on the denoiser's
+    output by the process's ``distill`` (no projector); ``teacher``: a ``Teacher`` called on the clean batch, or
     None to read ``batch.representations[name]`` (cached features). ``coefficient`` c_l, ``schedule``
     lambda_l(step), ``time_weight`` w_l(t) per sample. ``pool``: how token hiddens are pooled for a pooled
     latent. ``condition``: train the variational hybrid (condition the denoiser on z with probability A_t).
@@ -77,6 +86,9 @@ class AlignmentSpec:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         if self.pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {self.pool!r}")
+        if self.layer == PREDICTION and (self.condition or self.pairs_per_token is not None):
+            raise ValueError(f"latent {self.name!r} is matched on the prediction: it cannot condition the denoiser "
+                             "or subsample pairs")
         if self.teacher is not None and self.teacher.granularity != self.granularity:
             raise ValueError(f"latent {self.name!r}: teacher granularity {self.teacher.granularity} != spec {self.granularity}")
 
@@ -141,14 +153,17 @@ class REEDObjective(nn.Module):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"latent names must be unique, got {names}")
-        if missing := [n for n in names if projectors is None or n not in projectors]:
+        if missing := [s.name for s in specs if s.layer != PREDICTION and (projectors is None or s.name not in projectors)]:
             raise ValueError(f"no projector for latents {missing}")
+        if (named := [s.name for s in specs if s.layer == PREDICTION]) and not callable(getattr(process, "distill", None)):
+            raise ValueError(f"latents {named} are matched on the prediction, but {type(process).__name__} has no "
+                             "distill(prediction, corruption, target)")
         self.process = process
         self.specs = tuple(specs)
         self.projectors = projectors if projectors is not None else ProjectorBank({})
         self.teachers = nn.ModuleDict({s.name: s.teacher.freeze() for s in specs if s.teacher is not None})
         self.denoise_schedule = denoise_schedule
-        self.layers = tuple(dict.fromkeys(s.layer for s in specs))
+        self.layers = tuple(dict.fromkeys(s.layer for s in specs if s.layer != PREDICTION))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.projectors.parameters() if p.requires_grad]
@@ -169,20 +184,29 @@ class REEDObjective(nn.Module):
         mu = float(self.denoise_schedule(step))
         total, align, weights = mu * denoise, {}, {"denoise": mu}
         for spec in self.specs:
-            z, pairs = targets[spec.name], None
-            if spec.pairs_per_token is not None and spec.pairs_per_token < z.features.shape[2]:
-                draw = torch.rand(z.features.shape[:3], generator=generator, device=t.device)
-                pairs = draw.argsort(dim=-1)[..., : spec.pairs_per_token]  # (B,L,n) without replacement
-            z_hat, h_mask = project_hidden(spec, self.projectors, out, pairs)
-            mask = _take_pairs(z.mask, pairs) if z.mask is not None else h_mask
-            per_sample = alignment_loss(spec.granularity, z_hat, _take_pairs(z.features, pairs), mask,
-                                        standardize_target=spec.standardize)
+            z = targets[spec.name]
+            if spec.layer == PREDICTION:
+                per_sample = self.process.distill(out.prediction, corruption, z)
+            else:
+                per_sample = self._align(spec, z, out, t, generator)
             w_t = spec.time_weight(t).to(per_sample.dtype)  # (B,) per-sample time weight
             weight = float(spec.coefficient * spec.schedule(step))
             total = total + weight * (w_t * per_sample).mean()
             align[spec.name] = per_sample.mean()
             weights[spec.name] = weight
         return LossTerms(total=total, denoise=denoise, align=align, weights=weights)
+
+    def _align(self, spec: AlignmentSpec, z: Representation, out: DenoiserOutput, t: torch.Tensor,
+               generator: torch.Generator | None) -> torch.Tensor:
+        """The per-sample alignment loss (B,) of a hidden-state latent (its projector on the captured layer)."""
+        pairs = None
+        if spec.pairs_per_token is not None and spec.pairs_per_token < z.features.shape[2]:
+            draw = torch.rand(z.features.shape[:3], generator=generator, device=t.device)
+            pairs = draw.argsort(dim=-1)[..., : spec.pairs_per_token]  # (B,L,n) without replacement
+        z_hat, h_mask = project_hidden(spec, self.projectors, out, pairs)
+        mask = _take_pairs(z.mask, pairs) if z.mask is not None else h_mask
+        return alignment_loss(spec.granularity, z_hat, _take_pairs(z.features, pairs), mask,
+                              standardize_target=spec.standardize)
 
 
 def latent_conditions(mode: Literal["none", "given", "self"], specs: Sequence[AlignmentSpec], *,

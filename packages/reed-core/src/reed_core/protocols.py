@@ -7,7 +7,9 @@ A domain is one implementation of these protocols plus one ``DomainPreset`` (``r
   ``masks``, pair (B,L,K,D), pooled (B,D)); samplers capture nothing and pay nothing. No projector and no loss
   inside. A denoiser trained as the variational hybrid also takes ``latents={name: LatentCondition}``.
 * **Process**: ``sample_time``, ``corrupt`` and a per-sample ``loss``; t = 0 clean data, t = 1 pure noise /
-  fully masked. It never calls the model.
+  fully masked. It never calls the model. A process whose prediction a teacher can also make (a distribution
+  over tokens, say) may define ``distill(prediction, corruption, target) -> (B,)`` for latents matched on the
+  prediction (``layer=PREDICTION``).
 * **Teacher**: a subclass of ``reed_core.Teacher`` (frozen, eval, no grad; ``name``, ``dim``, ``granularity``;
   ``encode(batch) -> Representation``). Every quirk of the encoder lives inside it.
 * **Sampler**: a plain function ``sample(model, process, ..., *, num_steps, generator) -> x0`` that takes an

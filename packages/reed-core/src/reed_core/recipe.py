@@ -7,6 +7,8 @@ the REED curriculum and which latents the REPA-style baseline uses. ``METHODS`` 
 * ``repa``: the preset's ``repa_latents`` with coefficient ``align_coefficient``, no curriculum;
 * ``reed``: every latent with coefficient ``align_coefficient * c_l``, the curriculum's alignment schedule and
   the generative-loss warm-up (the paper: projection coefficient x per-teacher coefficient).
+
+A latent marked ``always`` (a distilled prediction) joins every method, at its own constant coefficient.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from .cache import cache_features
 from .curriculum import Constant, ConstantTime, Cosine, Linear, Schedule, TimeWeight, WarmUp
 from .data import StepData, StepSampler
-from .objective import AlignmentSpec, REEDObjective
+from .objective import PREDICTION, AlignmentSpec, REEDObjective
 from .projector import ProjectorBank
 from .protocols import Domain
 from .teacher import Teacher
@@ -35,10 +37,13 @@ from .types import Batch
 class LatentSpec:
     """One latent of a domain preset. ``teacher(domain)`` builds the teacher (only when a method uses it);
     ``layer`` a capture name or a relative depth in (0, 1] that the domain resolves; ``coefficient`` c_l relative
-    to the preset's ``align_coefficient``; ``time_weight`` w_l(t) per sample; ``standardize`` the teacher features
+    to the preset's ``align_coefficient`` (``layer=PREDICTION``: matched on the denoiser's output by the process's
+    ``distill``, no projector); ``time_weight`` w_l(t) per sample; ``standardize`` the teacher features
     per channel; ``cached``: features computed once per dataset item (``FeatureCache``) instead of on every batch;
     ``condition``: train the variational hybrid (the denoiser sees z w.p. A_t); ``pairs_per_token``: align a
-    random subset of each token's pairs per step (pair latents; ``AlignmentSpec``)."""
+    random subset of each token's pairs per step (pair latents; ``AlignmentSpec``); ``always``: part of every
+    method (vanilla and REPA-style too) at weight ``coefficient`` alone, held constant outside the curriculum:
+    for a prediction latent (distillation), which changes the data term rather than aligning a hidden state."""
 
     name: str
     teacher: Callable[[Domain], Teacher]
@@ -49,6 +54,7 @@ class LatentSpec:
     cached: bool = False
     condition: bool = False
     pairs_per_token: int | None = None
+    always: bool = False
 
 
 _DECAYS = {"constant": None, "linear": Linear, "cosine": Cosine}
@@ -109,8 +115,8 @@ class DomainPreset:
     def for_method(self, method: str) -> tuple[LatentSpec, ...]:
         if method not in METHODS:
             raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-        return {"none": (), "all": self.latents,
-                "repa": tuple(s for s in self.latents if s.name in self.repa_latents)}[METHODS[method].latents]
+        which = METHODS[method].latents
+        return tuple(s for s in self.latents if s.always or which == "all" or (which == "repa" and s.name in self.repa_latents))
 
 
 def run_train_config(steps: int, *, lr: float, seed: int, ema_decay: float, progress: bool = True,
@@ -140,14 +146,15 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     aligns, dims, layers = [], {}, {}
     for s in specs:
         teacher = teachers[s.name]
-        layer, width = domain.capture(s.layer)
+        layer, width = (PREDICTION, None) if s.layer == PREDICTION else domain.capture(s.layer)
         aligns.append(AlignmentSpec(
             s.name, layer, teacher.granularity, teacher=None if s.cached else teacher,
-            coefficient=preset.align_coefficient * (s.coefficient if reed else 1.0),
-            schedule=preset.curriculum.align(train.max_steps) if reed else Constant(1.0),
+            coefficient=s.coefficient if s.always else preset.align_coefficient * (s.coefficient if reed else 1.0),
+            schedule=preset.curriculum.align(train.max_steps) if reed and not s.always else Constant(1.0),
             time_weight=s.time_weight, standardize=s.standardize, condition=s.condition,
             pairs_per_token=s.pairs_per_token))
-        dims[s.name] = (width, teacher.dim)
+        if width is not None:  # a prediction latent has no projector
+            dims[s.name] = (width, teacher.dim)
         layers[s.name] = {"layer": layer, "granularity": teacher.granularity, "dim": teacher.dim}
     objective = REEDObjective(process, aligns, ProjectorBank(dims, hidden_dim=preset.projector_hidden),
                               denoise_schedule=preset.curriculum.denoise(train.max_steps) if reed else Constant(1.0))

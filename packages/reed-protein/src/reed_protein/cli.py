@@ -235,9 +235,11 @@ def _train(args: argparse.Namespace) -> int:
           "align_coefficient": args.align_coefficient, "teachers": args.teachers,
           "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
-    preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None)
+    preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
+                            distill=args.distill)
+    kw["distill"] = args.distill
     if args.dry_run:
-        latents = {s.name: {"layer": capture_layer(model, s.layer), "cached": s.cached,
+        latents = {s.name: {"layer": s.layer if s.layer == "prediction" else capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
         print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
@@ -393,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "in-project pair geometry + structure encoder")
     t.add_argument("--no-cache-teachers", action="store_true",
                    help="run the teachers on every crop instead of once per whole chain")
+    t.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
+                   help="also distil ProteinMPNN v_48_020's structure-only amino-acid profile into the prediction, "
+                        "at this weight relative to the data term, in every method (0: off; needs reed-protein[mpnn])")
     t.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
                    help="random kNN edges per residue the pair latent aligns each step (0: all of them)")
     t.add_argument("--cache-dir", default=None,

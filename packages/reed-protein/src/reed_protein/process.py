@@ -3,6 +3,8 @@
 Each designable residue is replaced by the mask token independently with probability t. The default loss is
 the ELBO's: cross-entropy on masked positions weighted by 1/t, averaged over the residues of the chain
 (``"elbo"``); ``"smoothed"`` is the paper's variant: label-smoothed cross-entropy on every valid position.
+``distill`` scores the prediction against a teacher's per-residue distribution the same way (a latent matched on
+the prediction, ``reed_core.PREDICTION``: ProteinMPNN's structure-only profile, ``teacher_preset(distill=...)``).
 The ancestral sampler (``sampler.sample_sequences``) unmasks each still-masked residue with probability
 (t - s) / t between times t > s.
 """
@@ -15,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from reed_core import Corruption
+from reed_core import Corruption, Representation
 
 from .constants import MASK_INDEX, X_INDEX
 from .data import ProteinBatch
@@ -44,13 +46,33 @@ class MaskedDiffusion:
                           extras={"masked": masked, "scored": x0.design_mask & (x0.S != X_INDEX)})
 
     def loss(self, logits: torch.Tensor, corruption: Corruption) -> torch.Tensor:
-        target = corruption.target
+        if self.loss_type == "smoothed":
+            ce = F.cross_entropy(logits.float().transpose(1, 2), corruption.target, reduction="none",
+                                 label_smoothing=self.label_smoothing)
+        else:
+            ce = F.cross_entropy(logits.float().transpose(1, 2), corruption.target, reduction="none")
+        return self._reduce(ce, corruption)
+
+    def distill(self, logits: torch.Tensor, corruption: Corruption, target: Representation) -> torch.Tensor:
+        """KL(teacher || model) per residue, reduced over the residues exactly as ``loss`` reduces its
+        cross-entropy (ELBO: masked residues, weight 1/t), (B,). ``target``: the teacher's log-probabilities over
+        the 21 letters (B,L,21), X excluded and renormalised here (a designed residue is never X); residues outside
+        its mask are not scored. The gradient is that of a cross-entropy against the teacher's distribution."""
+        lp_t = target.features.float()[..., : X_INDEX + 1].clone()
+        lp_t[..., X_INDEX] = float("-inf")
+        lp_t = torch.log_softmax(lp_t, dim=-1)
+        lp_s = torch.log_softmax(logits.float()[..., : X_INDEX + 1], dim=-1)
+        p_t = lp_t.exp()
+        kl = (p_t * (lp_t.clamp_min(-1e4) - lp_s)).sum(-1)
+        keep = target.mask if target.mask is not None else torch.ones_like(kl, dtype=torch.bool)
+        return self._reduce(kl * keep, corruption)
+
+    def _reduce(self, per_residue: torch.Tensor, corruption: Corruption) -> torch.Tensor:
+        """(B,L) -> (B,): the mean over scored residues (``smoothed``), or the ELBO's sum over masked scored residues
+        / scored residues / t."""
         scored = corruption.extras["scored"].float()
         n = scored.sum(1).clamp_min(1.0)
         if self.loss_type == "smoothed":
-            ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none",
-                                 label_smoothing=self.label_smoothing)
-            return (ce * scored).sum(1) / n
-        ce = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
+            return (per_residue * scored).sum(1) / n
         w = corruption.extras["masked"].float() * scored
-        return (ce * w).sum(1) / n / corruption.t.clamp_min(self.t_min)
+        return (per_residue * w).sum(1) / n / corruption.t.clamp_min(self.t_min)
