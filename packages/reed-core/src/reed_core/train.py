@@ -341,7 +341,7 @@ class Trainer:
                         disable=not cfg.progress or self.rank != 0)
         window_start, window_steps, run = time.perf_counter(), 0, []
         try:
-            with self._catch_stop_signals():
+            with self._catch_stop_signals() as catching:
                 while self.step < cfg.max_steps:
                     scalars = self.train_step()
                     run.append(scalars)
@@ -356,7 +356,7 @@ class Trainer:
                     done = self.step == cfg.max_steps
                     if self.validation is not None and (self.step % self.validation.every == 0 or done):
                         self.validate()
-                    if not done:
+                    if not done and (catching or time_budget is not None):  # else no check (no DDP collective)
                         self.budget_exhausted, self.stop_signal = self._should_stop(start, len(run), time_budget)
                     stopping = self.budget_exhausted or self.stop_signal is not None
                     if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or stopping or (
@@ -376,10 +376,10 @@ class Trainer:
         """While training, SIGINT and SIGTERM only note the signal (``_signal_seen``); the first one restores the
         previous handlers, so a second one interrupts at once. Signals keep their usual effect when there is nowhere
         to write a checkpoint (no ``out_dir``: stopping early would only hand back a half-trained model as if
-        finished) and outside the main thread (only it can set handlers)."""
+        finished) and outside the main thread (only it can set handlers). Yields whether signals are caught."""
         self._signal_seen = None
         if self.checkpoint_root is None or threading.current_thread() is not threading.main_thread():
-            yield
+            yield False
             return
         previous = {}
 
@@ -394,7 +394,7 @@ class Trainer:
                 previous[s] = signal.SIG_DFL
             signal.signal(s, note)
         try:
-            yield
+            yield True
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

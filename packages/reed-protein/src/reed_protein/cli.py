@@ -218,6 +218,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from reed_core.cli import parse_duration, report_training, start_from
+    from reed_core.objective import PREDICTION
 
     from .model import PROTEIN_PRESETS
     from .presets import capture_layer, default_cache_dir, teacher_preset
@@ -232,14 +233,13 @@ def _train(args: argparse.Namespace) -> int:
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
-          "align_coefficient": args.align_coefficient, "teachers": args.teachers,
+          "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
           "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
                             distill=args.distill)
-    kw["distill"] = args.distill
     if args.dry_run:
-        latents = {s.name: {"layer": s.layer if s.layer == "prediction" else capture_layer(model, s.layer), "cached": s.cached,
+        latents = {s.name: {"layer": s.layer if s.layer == PREDICTION else capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
         print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
