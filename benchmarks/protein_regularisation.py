@@ -16,7 +16,9 @@ training chains themselves, whose gap to validation is the over-fitting. A setti
 * ``hold``: REED's alignment weight held at 1 to the end (the curriculum's generative warm-up kept, its cosine
   decay of the alignment dropped);
 * ``distillX``: ProteinMPNN's structure-only amino-acid profile distilled into the prediction at weight X
-  relative to the data term (``--distill X``; any method, vanilla included).
+  relative to the data term (``--distill X``; any method, vanilla included);
+* ``cdistillX``: the same with ProteinMPNN's distribution given the residues visible at each step
+  (``--distill X --distill-from conditional``: one ProteinMPNN pass per step).
 """
 
 from __future__ import annotations
@@ -62,12 +64,15 @@ def parse_setting(text: str, method: str = "vanilla") -> dict:
             kw["align_decay"] = "constant"
         elif token in ("vanilla", "repa", "reed"):
             kw["method"] = token
-        elif m := re.fullmatch(r"(noise|align|distill)(\d+(?:\.\d+)?)", token):
-            key = {"noise": "backbone_noise", "align": "align_coefficient", "distill": "distill"}[m.group(1)]
+        elif m := re.fullmatch(r"(noise|align|distill|cdistill)(\d+(?:\.\d+)?)", token):
+            key = {"noise": "backbone_noise", "align": "align_coefficient", "distill": "distill",
+                   "cdistill": "distill"}[m.group(1)]
             kw[key] = float(m.group(2))
+            if m.group(1) == "cdistill":
+                kw["distill_from"] = "conditional"
         else:
             raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine, vanilla, repa, reed, "
-                             "hold, noiseX (X in Å), alignX or distillX")
+                             "hold, noiseX (X in Å), alignX, distillX or cdistillX")
     return kw
 
 
@@ -138,7 +143,8 @@ def main(argv=None) -> dict:
     for name, kw in settings.items():
         kw = dict(kw)
         if decay := kw.pop("align_decay", None):
-            base = teacher_preset(args.teachers, distill=kw.get("distill", 0.0))
+            base = teacher_preset(args.teachers, distill=kw.get("distill", 0.0),
+                                  distill_from=kw.get("distill_from", "profile"))
             kw["preset"] = replace(base, curriculum=replace(base.curriculum, decay=decay))
         trainer = protein_trainer(kw.pop("method"), chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
                                   model=args.preset, steps=steps, batch_size=args.batch_size,

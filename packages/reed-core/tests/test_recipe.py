@@ -8,6 +8,7 @@ import torch
 
 from reed_core import (
     METHODS,
+    AlignmentSpec,
     Batch,
     Constant,
     Curriculum,
@@ -303,3 +304,41 @@ def test_a_prediction_latent_is_distilled_in_every_method_with_no_projector():
         build_trainer(DistillingDomain(), replace(preset, latents=(replace(preset.latents[-1], condition=True),),
                                                   repa_latents=()), "reed", train, batch_size=4, device="cpu",
                       progress=False)
+
+
+class SeesTheCorruption(RandomProjectionTeacher):
+    """A teacher of what the denoiser is shown: the random projection of the corrupted input x_t."""
+
+    sees_corruption = True
+
+    def encode(self, batch, corruption):
+        return Representation(torch.tanh(corruption.x_t @ self.w1) @ self.w2, batch.x0.mask, "token")
+
+
+def test_a_teacher_that_sees_the_corruption_gets_the_steps_own_corruption_and_is_never_cached():
+    from reed_core import PREDICTION, build_trainer
+
+    preset = replace(PRESET, latents=(LatentSpec("cond", lambda d: SeesTheCorruption("cond", 8, 8), layer=PREDICTION,
+                                                 always=True),), repa_latents=())
+    train = run_train_config(10, lr=1e-3, seed=0, ema_decay=0.9, progress=False)
+    t = build_trainer(DistillingDomain(), preset, "vanilla", train, batch_size=4, device="cpu", progress=False)
+    batch = t.data(0)
+    terms = t.module(batch, 0, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # the objective's own draws, replayed
+    time = t.objective.process.sample_time(batch.batch_size, generator=g)
+    corruption = t.objective.process.corrupt(batch.x0, time, generator=g)
+    with torch.no_grad():
+        pred = t.model(corruption.x_t, time, None).prediction
+        z = t.objective.specs[0].teacher(batch, corruption)
+        want = t.objective.process.distill(pred, corruption, z).mean()
+        clean = t.objective.process.distill(pred, corruption, t.objective.specs[0].teacher(
+            batch, replace(corruption, x_t=batch.x0.x))).mean()
+    assert terms.align["cond"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert abs(clean.item() - want.item()) > 1e-3  # the target is not the clean batch's
+    with pytest.raises(ValueError, match="sees the corruption"):
+        t.objective.specs[0].teacher(batch)
+    with pytest.raises(ValueError, match="cannot be cached"):
+        build_trainer(DistillingDomain(), replace(preset, latents=(replace(preset.latents[0], cached=True),)),
+                      "vanilla", train, batch_size=4, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="no z to condition"):
+        AlignmentSpec("cond", "block0", "token", teacher=SeesTheCorruption("cond", 8, 8), condition=True)

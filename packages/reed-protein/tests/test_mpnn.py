@@ -88,6 +88,49 @@ def test_profile_slot_is_proteinmpnns_own_structure_only_distribution(chains):
     assert torch.allclose(prof.features[x.mask], want[x.mask]) and not prof.features[~x.mask].any()
 
 
+def test_conditional_slot_equals_proteinmpnns_own_forward_in_the_reverse_diffusions_order(chains):
+    """With the real v_48_020 weights on real chains, through MaskedDiffusion's own corruption: the conditional
+    slot is ProteinMPNN's ``forward`` with the visible residues decoded by decreasing unmasking time, at every
+    visible residue and at each hidden residue taken as the next one decoded (it sees the visible ones only);
+    with nothing visible it is the structure-only profile; it must be given the corruption."""
+    from reed_protein.process import MaskedDiffusion
+
+    net = load_proteinmpnn()
+    x = chains.batch(_short_ts50(chains, 2), max_length=60)
+    assert x.mask.all()  # whole backbones, no padding: ProteinMPNN's order puts those first, ties unordered
+    teacher = ProteinMPNNTeacher("conditional", model=net)
+    assert teacher.sees_corruption and teacher.dim == 21
+    B, L = x.S.shape
+    c = MaskedDiffusion().corrupt(x, torch.full((B,), 0.5), generator=torch.Generator().manual_seed(0))
+    u, hidden = c.extras["unmask_time"], c.extras["masked"]
+    assert hidden.any(1).all() and (~hidden).any(1).all()
+    rep = teacher(Batch(x0=x), c)
+
+    def forward(order):
+        with torch.no_grad():
+            return net(x.X.float(), x.S, x.mask.float(), x.mask.float(), x.residue_idx, x.chain_idx,
+                       torch.randn(B, L), use_input_decoding_order=True, decoding_order=order)
+
+    key = torch.where(hidden, -1.0, u)  # visible by decreasing unmasking time, then the hidden ones
+    for b in range(B):
+        for i in torch.nonzero(hidden[b])[:: 7, 0].tolist():
+            want = forward(torch.argsort(-torch.where(torch.arange(L) == i, -0.5, key), dim=1))
+            assert torch.allclose(rep.features[b, i], want[b, i], atol=1e-4)
+    want = forward(torch.argsort(-key, dim=1))
+    assert torch.allclose(rep.features[~hidden], want[~hidden], atol=1e-4)
+
+    from reed_core import Corruption
+
+    none = MaskedDiffusion().corrupt(x, torch.ones(B))
+    assert none.extras["masked"].all()
+    prof = ProteinMPNNTeacher("profile", model=net)(Batch(x0=x))
+    assert torch.allclose(teacher(Batch(x0=x), none).features, prof.features, atol=1e-4)
+    with pytest.raises(ValueError, match="sees the corruption"):
+        teacher(Batch(x0=x))
+    with pytest.raises(ValueError, match="unmask_time"):
+        teacher(Batch(x0=x), Corruption(x_t=x, t=torch.ones(B), target=x.S))
+
+
 def test_distillation_is_the_kl_to_the_teachers_distribution_without_x():
     from reed_core import Corruption, Representation
     from reed_protein.process import MaskedDiffusion
@@ -129,6 +172,10 @@ def test_every_method_trains_with_the_mpnn_teachers(chains):
         out = d.train_step()  # distillation joins every method, at its own constant weight
         assert {k.split("/")[1] for k in out if k.startswith("align/")} == names | {"profile"}
         assert out["weight/profile"] == 0.5 and out["align/profile"] > 0
+    c = protein_trainer("vanilla", chains, None, model="tiny", steps=2, batch_size=2, max_length=32, ids=ids,
+                        progress=False, device="cpu", distill=0.5, distill_from="conditional")
+    out = c.train_step()  # ProteinMPNN given the visible residues, on the crop at every step
+    assert out["weight/conditional"] == 0.5 and out["align/conditional"] > 0 and c.objective.specs[0].teacher is not None
 
 
 def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
@@ -146,6 +193,11 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["distill"] == 0.5 and cfg["latents"] == {"profile": {"layer": "prediction", "cached": True,
                                                                     "coefficient": 0.5, "pairs_per_token": None}}
+    assert main(["train", "--dry-run", "--method", "vanilla", "--distill", "1", "--distill-from", "conditional",
+                 "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["distill_from"] == "conditional" and cfg["latents"] == {
+        "conditional": {"layer": "prediction", "cached": False, "coefficient": 1.0, "pairs_per_token": None}}
     assert main(["train", "--dry-run", "--distill", "nan", "--out", str(tmp_path / "r")]) == 2
     assert "distill must be a finite weight" in capsys.readouterr().err
 

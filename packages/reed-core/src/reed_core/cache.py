@@ -32,6 +32,9 @@ class FeatureCache:
     def __init__(self, teacher: Teacher, data: TrainingData, cache_dir: str | os.PathLike | None = None, *,
                  batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
                  compute: bool = True) -> None:
+        if teacher.sees_corruption:
+            raise ValueError(f"teacher {teacher.name!r} sees the corruption, so its features change at every step and "
+                             "cannot be cached (LatentSpec(cached=False))")
         self.name, self.granularity, self.data, self.teacher = teacher.name, teacher.granularity, data, teacher
         self.lengths = np.asarray(data.lengths, np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])

@@ -24,8 +24,9 @@ alpha_{l,t}. Its variational bound splits into
 * **prediction latents** (``layer=PREDICTION``): a teacher that predicts what the denoiser predicts (e.g. a
   pretrained model's per-residue amino-acid distribution) is matched on the denoiser's *output* instead of a
   projected hidden state: ``process.distill(prediction, corruption, z)`` (B,), e.g. the cross-entropy of the
-  prediction against the teacher's distribution on the positions the process loss scores (distillation). No
-  projector; the coefficient, schedule and time weight act as for any latent. This is not in the paper's bound:
+  prediction against the teacher's distribution on the positions the process loss scores (distillation). The
+  teacher may see the corruption (``Teacher.sees_corruption``: e.g. a pretrained model's distribution of the
+  masked tokens given the visible ones, the exact target of the denoiser's own conditional). No projector; the coefficient, schedule and time weight act as for any latent. This is not in the paper's bound:
   it replaces part of the data term's one-hot target with the teacher's distribution.
 * **curriculum**: the paper's training recipe reweights the two families over training with step schedules:
   ``total = mu(s) * L_denoise + sum_l lambda_l(s) * c_l * mean_b[w_l(t_b) * L_align_l(b)]``.
@@ -48,7 +49,7 @@ from .curriculum import Constant, ConstantTime, Schedule, TimeWeight
 from .projector import ProjectorBank
 from .protocols import Process
 from .teacher import Teacher
-from .types import GRANULARITIES, Batch, DenoiserOutput, Granularity, LossTerms, Representation
+from .types import GRANULARITIES, Batch, Corruption, DenoiserOutput, Granularity, LossTerms, Representation
 
 PREDICTION = "prediction"  # AlignmentSpec.layer of a latent matched on the denoiser's output (process.distill)
 
@@ -58,8 +59,9 @@ class AlignmentSpec:
     """One latent of the multi-latent objective.
 
     ``layer``: name of the captured hidden state, or ``PREDICTION``: the teacher is matched on the denoiser's
-    output by the process's ``distill`` (no projector); ``teacher``: a ``Teacher`` called on the clean batch, or
-    None to read ``batch.representations[name]`` (cached features). ``coefficient`` c_l, ``schedule``
+    output by the process's ``distill`` (no projector); ``teacher``: a ``Teacher`` called on the clean batch (and
+    its corruption, for one that ``sees_corruption``), or None to read ``batch.representations[name]`` (cached
+    features). ``coefficient`` c_l, ``schedule``
     lambda_l(step), ``time_weight`` w_l(t) per sample. ``pool``: how token hiddens are pooled for a pooled
     latent. ``condition``: train the variational hybrid (condition the denoiser on z with probability A_t).
     ``pairs_per_token`` (pair latents): align a random subset of this many of each token's K pairs per step (an
@@ -89,6 +91,9 @@ class AlignmentSpec:
         if self.layer == PREDICTION and (self.condition or self.pairs_per_token is not None):
             raise ValueError(f"latent {self.name!r} is matched on the prediction: it cannot condition the denoiser "
                              "or subsample pairs")
+        if self.condition and self.teacher is not None and self.teacher.sees_corruption:
+            raise ValueError(f"latent {self.name!r}: its teacher sees the corruption, so there is no z to condition "
+                             "the denoiser on at sampling time")
         if self.teacher is not None and self.teacher.granularity != self.granularity:
             raise ValueError(f"latent {self.name!r}: teacher granularity {self.teacher.granularity} != spec {self.granularity}")
 
@@ -112,12 +117,13 @@ def condition_features(spec: AlignmentSpec, z: torch.Tensor, mask: torch.Tensor 
     return nn.functional.normalize(z.float(), dim=-1) * z.shape[-1] ** 0.5
 
 
-def target_for(spec: AlignmentSpec, batch: Batch) -> Representation:
-    """The teacher representation of latent ``spec`` for ``batch`` (cached features win over the teacher)."""
+def target_for(spec: AlignmentSpec, batch: Batch, corruption: Corruption | None = None) -> Representation:
+    """The teacher representation of latent ``spec`` for ``batch`` (cached features win over the teacher; a
+    teacher that ``sees_corruption`` is given ``corruption`` too)."""
     if spec.name in batch.representations:
         rep = batch.representations[spec.name]
     elif spec.teacher is not None:
-        rep = spec.teacher(batch)
+        rep = spec.teacher(batch, corruption)
     else:
         raise KeyError(f"latent {spec.name!r} has no teacher and the batch carries no cached representation")
     if rep.granularity != spec.granularity:
@@ -171,7 +177,7 @@ class REEDObjective(nn.Module):
     def forward(self, model: nn.Module, batch: Batch, step: int, generator: torch.Generator | None = None) -> LossTerms:
         t = self.process.sample_time(batch.batch_size, device=batch.device, generator=generator)  # (B,)
         corruption = self.process.corrupt(batch.x0, t, generator=generator)
-        targets = {s.name: target_for(s, batch) for s in self.specs}
+        targets = {s.name: target_for(s, batch, corruption) for s in self.specs}
 
         kwargs: dict[str, Any] = {"capture": self.layers}
         if hybrid := [s for s in self.specs if s.condition]:  # each sample sees its z with probability A_t

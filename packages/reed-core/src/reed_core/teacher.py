@@ -1,4 +1,5 @@
-"""The teacher interface: a frozen, eval-mode, no-grad encoder that maps a clean batch to a Representation."""
+"""The teacher interface: a frozen, eval-mode, no-grad encoder that maps a clean batch (or, for a teacher that
+``sees_corruption``, the clean batch and its corruption) to a Representation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .types import GRANULARITIES, Batch, Granularity, Representation
+from .types import GRANULARITIES, Batch, Corruption, Granularity, Representation
 
 
 class Teacher(nn.Module):
@@ -19,7 +20,14 @@ class Teacher(nn.Module):
 
     Calling a teacher always runs in eval mode without gradient; ``freeze()`` (called by the objective)
     turns off ``requires_grad`` on every parameter so the optimizer never sees them.
+
+    A teacher whose target depends on what the denoiser is shown (e.g. a pretrained model's distribution of the
+    hidden tokens given the visible ones, distilled into the prediction) sets ``sees_corruption = True`` and
+    implements ``encode(batch, corruption)``; the objective calls it after corrupting the batch. Its features
+    change at every step, so it cannot be cached.
     """
+
+    sees_corruption: bool = False
 
     def __init__(self, name: str, dim: int, granularity: Granularity) -> None:
         super().__init__()
@@ -37,9 +45,11 @@ class Teacher(nn.Module):
     def train(self, mode: bool = True) -> Teacher:
         return super().train(False)  # a teacher never leaves eval mode
 
-    def forward(self, batch: Batch) -> Representation:
+    def forward(self, batch: Batch, corruption: Corruption | None = None) -> Representation:
+        if self.sees_corruption and corruption is None:
+            raise ValueError(f"teacher {self.name!r} sees the corruption: call it as teacher(batch, corruption)")
         with torch.no_grad():
-            rep = self.encode(batch)
+            rep = self.encode(batch, corruption) if self.sees_corruption else self.encode(batch)
         if rep.granularity != self.granularity:
             raise ValueError(f"teacher {self.name!r} declared {self.granularity} but returned {rep.granularity}")
         if rep.features.shape[-1] != self.dim:

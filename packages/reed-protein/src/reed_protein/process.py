@@ -42,8 +42,10 @@ class MaskedDiffusion:
         u = torch.rand(x0.S.shape, device=x0.S.device, generator=generator)
         masked = (u < t[:, None]) & x0.design_mask
         S_t = torch.where(masked, torch.full_like(x0.S, MASK_INDEX), x0.S)
+        # u is also each residue's unmasking time in the reverse process: the visible residues were revealed in
+        # order of decreasing u (the decoding order a conditional teacher is run in)
         return Corruption(x_t=x0.with_(S=S_t), t=t, target=x0.S,
-                          extras={"masked": masked, "scored": x0.design_mask & (x0.S != X_INDEX)})
+                          extras={"masked": masked, "scored": x0.design_mask & (x0.S != X_INDEX), "unmask_time": u})
 
     def loss(self, logits: torch.Tensor, corruption: Corruption) -> torch.Tensor:
         if self.loss_type == "smoothed":
