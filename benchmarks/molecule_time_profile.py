@@ -81,7 +81,7 @@ def profile(model, process: MolecularDiffusion, batches: list, times: np.ndarray
             for name in CATEGORIES:
                 w = pm if name == "bonds" else m
                 ref = bayes_token_ce(getattr(x0, name), getattr(c.x_t, name),
-                                     abar.reshape(-1, *([1] * (w.dim() - 1))), process._prior(name, x0.atoms))
+                                     abar.reshape(-1, *([1] * (w.dim() - 1))), process.prior(name, x0.atoms))
                 row[f"{name}_ce"], row[f"{name}_ce_ref"] = terms[name], _masked_mean(ref, w)
             for key, v in row.items():
                 sums[key] = sums.get(key, 0.0) + float(v.sum())

@@ -77,7 +77,9 @@ class MolecularDiffusion:
         return torch.rand(batch_size, device=device, generator=generator)
 
     # ---------------------------------------------------------------------------------------- corruption
-    def _prior(self, name: str, like: torch.Tensor) -> torch.Tensor:
+    def prior(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The empirical marginal of ``name`` ("atoms", "charges" or "bonds"): the t = 1 distribution, float32 on
+        ``like``'s device."""
         p = {"atoms": self.atom_prior, "charges": self.charge_prior, "bonds": self.bond_prior}[name]
         return torch.tensor(p, dtype=torch.float32, device=like.device)
 
@@ -97,9 +99,9 @@ class MolecularDiffusion:
         eps = self.noise_like(x0, generator)
         a = abar.to(x0.pos.dtype)[:, None, None]
         pos = a.sqrt() * x0.pos + (1 - a).sqrt() * eps
-        atoms = self._corrupt_cat(x0.atoms, abar, self._prior("atoms", x0.atoms), generator)
-        charges = self._corrupt_cat(x0.charges, abar, self._prior("charges", x0.charges), generator)
-        upper = torch.triu(self._corrupt_cat(x0.bonds, abar, self._prior("bonds", x0.bonds), generator), 1)
+        atoms = self._corrupt_cat(x0.atoms, abar, self.prior("atoms", x0.atoms), generator)
+        charges = self._corrupt_cat(x0.charges, abar, self.prior("charges", x0.charges), generator)
+        upper = torch.triu(self._corrupt_cat(x0.bonds, abar, self.prior("bonds", x0.bonds), generator), 1)
         bonds = (upper + upper.transpose(1, 2)) * x0.pair_mask
         atoms = torch.where(x0.mask, atoms, 0)
         charges = torch.where(x0.mask, charges, x0.charges)
@@ -142,9 +144,9 @@ class MolecularDiffusion:
         def draw(prior, shape):
             return torch.multinomial(prior, int(np.prod(shape)), replacement=True, generator=generator).view(shape)
 
-        atoms = draw(self._prior("atoms", mask), (B, N)) * mask
-        charges = torch.where(mask, draw(self._prior("charges", mask), (B, N)), 1)
-        upper = torch.triu(draw(self._prior("bonds", mask), (B, N, N)), 1)
+        atoms = draw(self.prior("atoms", mask), (B, N)) * mask
+        charges = torch.where(mask, draw(self.prior("charges", mask), (B, N)), 1)
+        upper = torch.triu(draw(self.prior("bonds", mask), (B, N, N)), 1)
         x = MoleculeBatch(pos, atoms, charges, upper + upper.transpose(1, 2), mask,
                           torch.full((B,), -1, dtype=torch.long, device=dev))
         return x.with_(bonds=x.bonds * x.pair_mask)
@@ -184,7 +186,7 @@ class MolecularDiffusion:
         pos = remove_com(mean + std * self.noise_like(x, generator), mask)
 
         def cat(name: str, current: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-            return self._posterior_cat(current, logits.softmax(-1).float(), abar_t, abar_s, self._prior(name, mask),
+            return self._posterior_cat(current, logits.softmax(-1).float(), abar_t, abar_s, self.prior(name, mask),
                                        generator)
 
         atoms = cat("atoms", x.atoms, pred.atom_logits) * mask
