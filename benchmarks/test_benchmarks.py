@@ -128,6 +128,7 @@ def test_regularisation_settings_parse_and_subsets_are_fixed():
                                                      "method": "repa", "align_coefficient": 1.5}
     assert parse_setting("random+reed+hold")["align_decay"] == "constant"
     assert parse_setting("random+reed+distill0.5")["distill"] == 0.5
+    assert parse_setting("random+cdistill1") == {**parse_setting("random+distill1"), "distill_from": "conditional"}
     with pytest.raises(SystemExit, match="noiseX"):
         parse_setting("random+jitter")
     ids = np.arange(100, 200)
