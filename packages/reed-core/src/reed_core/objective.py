@@ -26,8 +26,9 @@ alpha_{l,t}. Its variational bound splits into
   projected hidden state: ``process.distill(prediction, corruption, z)`` (B,), e.g. the cross-entropy of the
   prediction against the teacher's distribution on the positions the process loss scores (distillation). The
   teacher may see the corruption (``Teacher.sees_corruption``: e.g. a pretrained model's distribution of the
-  masked tokens given the visible ones, the exact target of the denoiser's own conditional). No projector; the coefficient, schedule and time weight act as for any latent. This is not in the paper's bound:
-  it replaces part of the data term's one-hot target with the teacher's distribution.
+  masked tokens given the visible ones, the exact target of the denoiser's own conditional). No projector; the
+  coefficient, schedule and time weight act as for any latent. This is not in the paper's bound: it replaces
+  part of the data term's one-hot target with the teacher's distribution.
 * **curriculum**: the paper's training recipe reweights the two families over training with step schedules:
   ``total = mu(s) * L_denoise + sum_l lambda_l(s) * c_l * mean_b[w_l(t_b) * L_align_l(b)]``.
 

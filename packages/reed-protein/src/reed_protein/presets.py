@@ -42,6 +42,7 @@ from .data import ChainSet, ProteinTrainingData
 from .evaluation import evaluate
 from .loading import DOMAIN
 from .model import PROTEIN_PRESETS, ProteinDenoiser, ProteinModelConfig
+from .mpnn import DISTILL_SLOTS as DISTILL_FROM
 from .process import MaskedDiffusion
 from .teachers import BackboneTeacher, PairGeometryTeacher, StructureEncoderTeacher
 
@@ -108,7 +109,6 @@ def _mpnn(slot: str):
     return make
 
 
-DISTILL_FROM = ("profile", "conditional")  # ProteinMPNN's distribution: structure-only, or given the visible residues
 TEACHER_SETS: dict[str, dict[str, Any]] = {
     "mpnn": {"pair": _mpnn("pair"), "structure": _mpnn("structure")},
     "inproject": {"pair": lambda d: PairGeometryTeacher(d.model.k), "structure": lambda d: StructureEncoderTeacher()},

@@ -4,7 +4,8 @@ Each designable residue is replaced by the mask token independently with probabi
 the ELBO's: cross-entropy on masked positions weighted by 1/t, averaged over the residues of the chain
 (``"elbo"``); ``"smoothed"`` is the paper's variant: label-smoothed cross-entropy on every valid position.
 ``distill`` scores the prediction against a teacher's per-residue distribution the same way (a latent matched on
-the prediction, ``reed_core.PREDICTION``: ProteinMPNN's structure-only profile, ``teacher_preset(distill=...)``).
+the prediction, ``reed_core.PREDICTION``: ProteinMPNN's structure-only profile or its distribution given the
+visible residues, ``teacher_preset(distill=..., distill_from=...)``).
 The ancestral sampler (``sampler.sample_sequences``) unmasks each still-masked residue with probability
 (t - s) / t between times t > s.
 """
@@ -48,11 +49,9 @@ class MaskedDiffusion:
                           extras={"masked": masked, "scored": x0.design_mask & (x0.S != X_INDEX), "unmask_time": u})
 
     def loss(self, logits: torch.Tensor, corruption: Corruption) -> torch.Tensor:
-        if self.loss_type == "smoothed":
-            ce = F.cross_entropy(logits.float().transpose(1, 2), corruption.target, reduction="none",
-                                 label_smoothing=self.label_smoothing)
-        else:
-            ce = F.cross_entropy(logits.float().transpose(1, 2), corruption.target, reduction="none")
+        smoothing = self.label_smoothing if self.loss_type == "smoothed" else 0.0
+        ce = F.cross_entropy(logits.float().transpose(1, 2), corruption.target, reduction="none",
+                             label_smoothing=smoothing)
         return self._reduce(ce, corruption)
 
     def distill(self, logits: torch.Tensor, corruption: Corruption, target: Representation) -> torch.Tensor:
