@@ -62,3 +62,17 @@ def test_sampler_with_oracle_returns_the_molecule():
     out = sample(oracle, p, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7)
     assert torch.equal(out.atoms, x0.atoms) and torch.equal(out.bonds, x0.bonds)
     assert torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
+
+
+def test_time_power_reshapes_the_same_uniform_draws():
+    import pytest
+
+    u = MolecularDiffusion().sample_time(100_000, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(u, torch.rand(100_000, generator=torch.Generator().manual_seed(4)))  # P = 1: uniform, unchanged
+    t = MolecularDiffusion(time_power=2.0).sample_time(100_000, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(t, u**2)
+    assert abs(float((t < 0.55).float().mean()) - 0.55**0.5) < 0.01  # 74 % of the draws below 0.55, not 55 %
+    assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="time_power"):
+            MolecularDiffusion(time_power=bad)

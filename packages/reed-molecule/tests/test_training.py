@@ -1,6 +1,7 @@
 """Smoke tests on real QM9: the tiny preset's loss falls; REED runs through teachers; save -> load is exact;
 a new teacher is one LatentSpec added to the preset."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -110,3 +111,15 @@ def test_teachers_are_invariant(qm9_train):
     a = teacher(Batch(x0=x)).features
     b = teacher(Batch(x0=x.with_(pos=x.pos @ rot.T))).features
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_time_power_reaches_the_objective_and_the_run_config(tmp_path):
+    ds = QM9Dataset("train", progress=False, limit=64)
+    trainer = molecule_trainer("vanilla", ds, tmp_path / "run", steps=1, batch_size=4, time_power=2.0, cache=tmp_path,
+                               progress=False, device="cpu")
+    assert trainer.objective.process.time_power == 2.0
+    t = trainer.objective.process.sample_time(4096, generator=torch.Generator().manual_seed(0))
+    assert 0.70 < float((t < 0.55).float().mean()) < 0.78
+    trainer.fit()
+    cfg = json.loads((trainer.checkpoint_root / "step_00000001" / "config.json").read_text())
+    assert cfg["model"]["run"]["time_power"] == 2.0

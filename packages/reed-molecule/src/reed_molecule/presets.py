@@ -51,15 +51,17 @@ def capture_layer(model: ModelConfig, layer: str | float) -> str:
 
 
 class MoleculeDomain:
-    """Denoiser = ``EQGATDenoiser(model)``; process = ``MolecularDiffusion`` with the split's marginals; a latent
-    at relative depth r is captured after layer round(r * layers) (1-based); its width is the scalar width."""
+    """Denoiser = ``EQGATDenoiser(model)``; process = ``MolecularDiffusion`` with the split's marginals (training
+    times t = u^``time_power``); a latent at relative depth r is captured after layer round(r * layers) (1-based);
+    its width is the scalar width."""
 
     name = DOMAIN
 
-    def __init__(self, data: QM9Dataset, model: ModelConfig | str = "tiny") -> None:
+    def __init__(self, data: QM9Dataset, model: ModelConfig | str = "tiny", *, time_power: float = 1.0) -> None:
         if isinstance(model, str) and model not in MODEL_PRESETS:
             raise ValueError(f"model preset must be one of {sorted(MODEL_PRESETS)}, got {model!r}")
         self.data, self.model = data, MODEL_PRESETS[model] if isinstance(model, str) else model
+        self.time_power = time_power
         self._process: MolecularDiffusion | None = None
 
     def build_model(self, latent_dims) -> EQGATDenoiser:
@@ -69,7 +71,7 @@ class MoleculeDomain:
 
     def build_process(self) -> MolecularDiffusion:
         if self._process is None:
-            self._process = MolecularDiffusion.from_marginals(self.data.marginals())
+            self._process = MolecularDiffusion.from_marginals(self.data.marginals(), time_power=self.time_power)
         return self._process
 
     def capture(self, layer: str | float) -> tuple[str, int]:
@@ -95,7 +97,7 @@ PRESET = DomainPreset(
 
 def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike | None, *, model: str | ModelConfig = "tiny",
                      steps: int = 1000, batch_size: int = 32, lr: float = 5e-4, lr_decay: str = "constant",
-                     lr_final: float = 0.0, seed: int = 0,
+                     lr_final: float = 0.0, seed: int = 0, time_power: float = 1.0,
                      align_coefficient: float | None = None, ema_decay: float = 0.999, preset: DomainPreset = PRESET,
                      cache: str | os.PathLike | None = None, progress: bool = True, device: str | None = None) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
@@ -103,11 +105,13 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
 
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
-    run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
-           "lr_final": lr_final, "seed": seed, "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay, "train_molecules": len(data)}
+    run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps,
+           "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "seed": seed,
+           "time_power": time_power, "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay,
+           "train_molecules": len(data)}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, lr_decay=lr_decay,
                              lr_final=lr_final)
-    return build_trainer(MoleculeDomain(data, model), preset, method, train, batch_size, out_dir,
+    return build_trainer(MoleculeDomain(data, model, time_power=time_power), preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)
 
 

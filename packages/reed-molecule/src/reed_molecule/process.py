@@ -5,7 +5,9 @@ Both use the cosine schedule abar(t) = cos^2(pi/2 (t + s) / (1 + s)) / cos^2(pi/
 coordinates x_t = sqrt(abar) x0 + sqrt(1 - abar) eps (eps with zero CoM over real atoms); categories
 q(x_t | x0) = abar onehot(x0) + (1 - abar) prior. The model predicts x0; the per-sample loss is
 w(t) [3 MSE(pos) + 0.4 CE(atoms) + 2 CE(bonds) + 1 CE(charges)] with w(t) = clip(SNR(t), 0.05, 1.5) as in
-EQGAT-diff. ``step`` is one ancestral step (the exact Gaussian posterior and the categorical posterior
+EQGAT-diff. Training times are t = u^P, u ~ U(0, 1): P = ``time_power`` = 1 is EQGAT-diff's uniform t; P > 1
+draws the low-noise end more often (P = 2: t < 0.55 in 74 % of the draws instead of 55 %) with w(t) unchanged, so
+the objective's weight moves towards the times where the denoiser's errors still fall. ``step`` is one ancestral step (the exact Gaussian posterior and the categorical posterior
 q(x_s | x_t, x0 ~ p_theta)) given a prediction; the loop that calls the model is ``sampler.sample``.
 """
 
@@ -47,8 +49,11 @@ class MolecularDiffusion:
     snr_min: float = 0.05
     snr_max: float = 1.5
     offset: float = 0.008
+    time_power: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_power) and self.time_power > 0):
+            raise ValueError(f"time_power must be a finite number > 0, got {self.time_power}")
         for name, p in (("atom", self.atom_prior), ("charge", self.charge_prior), ("bond", self.bond_prior)):
             if abs(sum(p) - 1.0) > 1e-4 or min(p) < 0:
                 raise ValueError(f"{name}_prior must be a probability vector, got {p}")
@@ -74,7 +79,9 @@ class MolecularDiffusion:
         return (a / (1 - a).clamp_min(1e-8)).clamp(self.snr_min, self.snr_max)
 
     def sample_time(self, batch_size: int, *, device="cpu", generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.rand(batch_size, device=device, generator=generator)
+        """Training times t = u^time_power, u ~ U(0, 1) (the same draws for every power)."""
+        u = torch.rand(batch_size, device=device, generator=generator)
+        return u if self.time_power == 1.0 else u.pow(self.time_power)
 
     # ---------------------------------------------------------------------------------------- corruption
     def prior(self, name: str, like: torch.Tensor) -> torch.Tensor:
