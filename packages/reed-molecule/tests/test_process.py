@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from reed_core import Corruption
@@ -65,8 +66,6 @@ def test_sampler_with_oracle_returns_the_molecule():
 
 
 def test_time_power_reshapes_the_same_uniform_draws():
-    import pytest
-
     u = MolecularDiffusion().sample_time(100_000, generator=torch.Generator().manual_seed(4))
     assert torch.equal(u, torch.rand(100_000, generator=torch.Generator().manual_seed(4)))  # P = 1: uniform, unchanged
     t = MolecularDiffusion(time_power=2.0).sample_time(100_000, generator=torch.Generator().manual_seed(4))

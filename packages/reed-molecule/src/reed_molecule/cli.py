@@ -15,6 +15,7 @@ EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (o
 def _train(args: argparse.Namespace) -> int:
     from .config import MODEL_PRESETS
     from .presets import PRESET, capture_layer
+    from .process import check_time_power
 
     init = None
     if args.init is not None:
@@ -24,8 +25,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("--preset and --init exclude each other: the model's size comes from the --init checkpoint")
         init = _checkpoint_path(None if args.init == "shipped" else args.init)
     model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
-    if not (math.isfinite(args.time_power) and args.time_power > 0):
-        raise ValueError(f"--time-power must be a finite number > 0, got {args.time_power}")
+    check_time_power(args.time_power, "--time-power")
     if args.eval_every < 0 or args.eval_molecules < 1:
         raise ValueError(f"--eval-every must be >= 0 and --eval-molecules >= 1, got {args.eval_every}, {args.eval_molecules}")
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,

@@ -7,8 +7,9 @@ q(x_t | x0) = abar onehot(x0) + (1 - abar) prior. The model predicts x0; the per
 w(t) [3 MSE(pos) + 0.4 CE(atoms) + 2 CE(bonds) + 1 CE(charges)] with w(t) = clip(SNR(t), 0.05, 1.5) as in
 EQGAT-diff. Training times are t = u^P, u ~ U(0, 1): P = ``time_power`` = 1 is EQGAT-diff's uniform t; P > 1
 draws the low-noise end more often (P = 2: t < 0.55 in 74 % of the draws instead of 55 %) with w(t) unchanged, so
-the objective's weight moves towards the times where the denoiser's errors still fall. ``step`` is one ancestral step (the exact Gaussian posterior and the categorical posterior
-q(x_s | x_t, x0 ~ p_theta)) given a prediction; the loop that calls the model is ``sampler.sample``.
+the objective's weight moves towards the times where the denoiser's errors still fall. ``step`` is one ancestral
+step (the exact Gaussian posterior and the categorical posterior q(x_s | x_t, x0 ~ p_theta)) given a prediction;
+the loop that calls the model is ``sampler.sample``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def _uniform(n: int) -> tuple[float, ...]:
     return tuple([1.0 / n] * n)
 
 
+def check_time_power(value: float, name: str = "time_power") -> float:
+    """``value`` if it is a valid power of the training-time draw t = u^P (finite, > 0), else a ValueError naming
+    ``name``."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class MolecularDiffusion:
     """The process. ``atom_prior``/``charge_prior``/``bond_prior`` are the empirical marginals."""
@@ -52,8 +61,7 @@ class MolecularDiffusion:
     time_power: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.time_power) and self.time_power > 0):
-            raise ValueError(f"time_power must be a finite number > 0, got {self.time_power}")
+        check_time_power(self.time_power)
         for name, p in (("atom", self.atom_prior), ("charge", self.charge_prior), ("bond", self.bond_prior)):
             if abs(sum(p) - 1.0) > 1e-4 or min(p) < 0:
                 raise ValueError(f"{name}_prior must be a probability vector, got {p}")
@@ -80,8 +88,7 @@ class MolecularDiffusion:
 
     def sample_time(self, batch_size: int, *, device="cpu", generator: torch.Generator | None = None) -> torch.Tensor:
         """Training times t = u^time_power, u ~ U(0, 1) (the same draws for every power)."""
-        u = torch.rand(batch_size, device=device, generator=generator)
-        return u if self.time_power == 1.0 else u.pow(self.time_power)
+        return torch.rand(batch_size, device=device, generator=generator).pow(self.time_power)
 
     # ---------------------------------------------------------------------------------------- corruption
     def prior(self, name: str, like: torch.Tensor) -> torch.Tensor:
