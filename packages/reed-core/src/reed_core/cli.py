@@ -15,6 +15,18 @@ METHOD_NAMES = ("reed", "repa", "vanilla")  # recipe.METHODS' keys, here without
 LR_DECAY_NAMES = ("constant", "cosine", "linear")  # TrainConfig.lr_decay's values, likewise
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` that shows each option's default once: argparse's default-appending formatter, except where the
+    help text already states the default, the default is None (the help says what happens then) or the option is
+    an on/off flag (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
 def resolve_checkpoint(arg: str | None, default: Callable[[], Path]) -> Path:
     """A checkpoint directory from ``arg``: a checkpoint itself, or a run directory (its latest complete
     checkpoint); ``default()`` when ``arg`` is None."""

@@ -166,13 +166,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
     from .sampler import SAMPLER_METHODS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(prog="reed-image", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = p.add_subparsers(dest="command", required=True)

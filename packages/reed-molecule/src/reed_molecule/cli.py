@@ -217,12 +217,12 @@ def _energy(records) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
 
     from .config import MODEL_PRESETS
     from .pack import default_pack_path
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(prog="reed-molecule", description=__doc__, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)

@@ -304,12 +304,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, add_lr_schedule_arguments
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(prog="reed-protein", description=__doc__, formatter_class=fmt)
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = p.add_subparsers(dest="command", required=True)
