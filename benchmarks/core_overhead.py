@@ -27,6 +27,7 @@ from reed_core import (
     TrainConfig,
     Trainer,
 )
+from reed_core.cli import HelpFormatter
 
 
 class Transformer(nn.Module):
@@ -80,7 +81,7 @@ def measure(method: str, args: argparse.Namespace) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--width", type=int, default=768, help="transformer width")
     p.add_argument("--depth", type=int, default=12, help="transformer blocks")
     p.add_argument("--heads", type=int, default=12, help="attention heads")

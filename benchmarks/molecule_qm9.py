@@ -53,7 +53,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_core import METHODS  # noqa: E402
-from reed_core.cli import parse_duration  # noqa: E402
+from reed_core.cli import HelpFormatter, parse_duration  # noqa: E402
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
@@ -176,7 +176,7 @@ def summarise(runs: dict[int, dict], params: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 2000; --full 100000)")
     p.add_argument("--batch-size", type=int, default=None, help="molecules per step (default 32; --full 64)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")

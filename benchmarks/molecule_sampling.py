@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.checkpoint import load_config  # noqa: E402
+from reed_core.cli import HelpFormatter  # noqa: E402
 from reed_molecule.loading import default_checkpoint, load_model  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
@@ -37,7 +38,7 @@ def evaluate(loaded, path: Path, train_step: int | None, steps: int, args, smile
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", nargs="+", default=None, help="checkpoint directories (default: the shipped model)")
     p.add_argument("--steps", default="25,50,100,250,500", help="comma-separated sampler step counts")
     p.add_argument("-n", type=int, default=500, help="molecules per setting")

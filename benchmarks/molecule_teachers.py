@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
+from reed_core.cli import HelpFormatter  # noqa: E402
 from reed_molecule.data import QM9Dataset  # noqa: E402
 from reed_molecule.qm9 import PROPERTIES, load_raw  # noqa: E402
 from reed_molecule.teachers import Encoder3D, Encoder3DTeacher, _batch_graph2d  # noqa: E402
@@ -86,7 +87,7 @@ def print_table(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--fit", type=int, default=20_000, help="training molecules the probes are fitted on")
     p.add_argument("--valid", type=int, default=5_000, help="validation molecules that pick the ridge strength")
     p.add_argument("--test", type=int, default=0, help="test molecules (0: the whole test split)")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.checkpoint import load_config  # noqa: E402
+from reed_core.cli import HelpFormatter  # noqa: E402
 from reed_molecule.loading import default_checkpoint, load_model  # noqa: E402
 from reed_molecule.presets import validation_molecules  # noqa: E402
 from reed_molecule.process import MolecularDiffusion  # noqa: E402
@@ -122,7 +123,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", nargs="+", default=None, help="checkpoint directories (default: the shipped model)")
     p.add_argument("--molecules", type=int, default=512, help="validation molecules (each at every time)")
     p.add_argument("--times", type=int, default=20, help="time bins: t at the midpoints of this many equal bins")

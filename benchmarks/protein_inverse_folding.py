@@ -35,7 +35,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 from reed_core import METHODS  # noqa: E402
-from reed_core.cli import add_lr_schedule_arguments  # noqa: E402
+from reed_core.cli import HelpFormatter, add_lr_schedule_arguments  # noqa: E402
 from reed_protein.constants import CROPS, PAIRS_PER_TOKEN  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
@@ -119,7 +119,7 @@ def report(results: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per method (default 240; --full 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="chains per step (default 8; --full 32)")
     p.add_argument("--preset", default=None, help="model preset (default tiny; --full paper)")

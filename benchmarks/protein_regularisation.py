@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
     value_at,
     write_json,
 )
+from reed_core.cli import HelpFormatter  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
 from reed_protein.presets import default_cache_dir, protein_trainer, teacher_preset, train_ids  # noqa: E402
@@ -84,7 +85,7 @@ def subset(ids: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--settings", default="fixed,random+noise0.2", help="comma-separated settings")
     p.add_argument("--method", choices=("vanilla", "repa", "reed"), default="vanilla")
     p.add_argument("--preset", default="tiny", help="model preset")

@@ -15,13 +15,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
+from reed_core.cli import HelpFormatter  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.evaluation import evaluate  # noqa: E402
 from reed_protein.loading import default_checkpoint, load_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped REED model)")
     p.add_argument("--steps", default="5,10,20,50,100,500", help="comma-separated step counts")
     p.add_argument("--splits", default="ts50,test", help="splits to evaluate")
