@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,10 @@ def test_a_second_signal_or_no_out_dir_interrupts_at_once(tmp_path):
     def impatient(step, shard=0, num_shards=1):
         if step == 2:
             os.kill(os.getpid(), signal.SIGINT)  # noted; the next one gets Python's own handler
+            for _ in range(1000):  # let Python run the handler first: two pending SIGINTs would coalesce into one
+                if t._signal_seen is not None:
+                    break
+                time.sleep(0.001)
             os.kill(os.getpid(), signal.SIGINT)
         return data(step, shard, num_shards)
 
