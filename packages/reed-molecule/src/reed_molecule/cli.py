@@ -219,7 +219,7 @@ def _energy(records) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
 
-    from .config import MODEL_PRESETS
+    from .config import MODEL_PRESETS, SAMPLER_STEPS
     from .pack import default_pack_path
 
     fmt = HelpFormatter
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="atoms per molecule: a count or an inclusive range (the training histogram restricted to it; "
                         "QM9 models saw 3-29); default: the training histogram")
     s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
-    s.add_argument("--steps", type=int, default=250, help="sampling steps")
+    s.add_argument("--steps", type=int, default=SAMPLER_STEPS, help="sampling steps")
     s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.add_argument("--batch-size", type=int, default=100, help="molecules per sampling batch")
     s.add_argument("--device", default="cpu", help="cpu / cuda")

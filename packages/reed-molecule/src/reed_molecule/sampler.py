@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import SAMPLER_STEPS
 from .constants import CHARGES
 from .data import MAX_ATOMS, MoleculeBatch
 from .loading import LoadedModel
@@ -13,7 +14,7 @@ from .process import MolecularDiffusion
 
 
 @torch.no_grad()
-def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tensor, *, num_steps: int = 250,
+def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tensor, *, num_steps: int = SAMPLER_STEPS,
            generator: torch.Generator | None = None, max_atoms: int | None = None) -> MoleculeBatch:
     """len(num_atoms) molecules from the prior at t = 1 down to t = 0 in ``num_steps`` steps (any number:
     continuous time), padded to ``max_atoms`` (default the largest count)."""
@@ -47,7 +48,7 @@ def size_distribution(histogram: np.ndarray, num_atoms: int | tuple[int, int] | 
     return p / p.sum()
 
 
-def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = 250, seed: int = 0, batch_size: int = 100,
+def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = SAMPLER_STEPS, seed: int = 0, batch_size: int = 100,
                      progress: bool = False, device: str = "cpu",
                      num_atoms: int | tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """``n`` molecules as numpy arrays (pos, atoms, charges (formal), bonds, mask); atom counts drawn from the
