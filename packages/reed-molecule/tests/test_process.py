@@ -4,7 +4,7 @@ import torch
 from reed_core import Corruption
 from reed_molecule.model import MoleculePrediction
 from reed_molecule.process import MolecularDiffusion
-from reed_molecule.sampler import sample
+from reed_molecule.sampler import sample, sampler_times
 from reed_molecule.testing import random_molecules as _batch
 
 
@@ -63,6 +63,32 @@ def test_sampler_with_oracle_returns_the_molecule():
     out = sample(oracle, p, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7)
     assert torch.equal(out.atoms, x0.atoms) and torch.equal(out.bonds, x0.bonds)
     assert torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
+
+
+def test_sampler_time_grid_spacing():
+    assert torch.equal(sampler_times(250), torch.linspace(1.0, 0.0, 251))  # spacing 1: the uniform grid, unchanged
+    t = sampler_times(100, 2.0)
+    assert torch.allclose(t, torch.linspace(1.0, 0.0, 101) ** 2) and t[0] == 1 and t[-1] == 0
+    assert (t[1:] < t[:-1]).all() and int((t[1:] < 0.25).sum()) == 50  # half the steps end below t = 0.25
+    for steps, spacing in ((0, 1.0), (10, 0.0), (10, -1.0), (10, float("nan")), (10, float("inf"))):
+        with pytest.raises(ValueError, match="num_steps" if steps < 1 else "spacing"):
+            sampler_times(steps, spacing)
+
+
+@pytest.mark.parametrize("spacing", [1.0, 3.0])
+def test_sampler_with_oracle_returns_the_molecule_on_any_grid(spacing):
+    p = MolecularDiffusion()
+    x0 = _batch(2, 7)
+    seen = []
+
+    def oracle(x, t, cond=None, **kw):
+        seen.append(float(t[0]))
+        return type("O", (), {"prediction": _oracle(x0)})()
+
+    out = sample(oracle, p, x0.mask.sum(1), num_steps=5, generator=torch.Generator().manual_seed(0), max_atoms=7,
+                 spacing=spacing)
+    assert torch.equal(out.atoms, x0.atoms) and torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
+    assert seen == pytest.approx([(1 - i / 5) ** spacing for i in range(5)])
 
 
 def test_time_power_reshapes_the_same_uniform_draws():

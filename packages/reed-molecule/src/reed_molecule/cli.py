@@ -118,9 +118,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n must be >= 1, got {args.n}")
     num_atoms = _atom_counts(args.num_atoms) if args.num_atoms else None
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if not (math.isfinite(args.spacing) and args.spacing > 0):
+        raise ValueError(f"--spacing must be a finite number > 0, got {args.spacing}")
     loaded = load_model(_checkpoint_path(args.checkpoint), device=args.device)
     arrays = sample_molecules(loaded, args.n, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                              progress=True, device=args.device, num_atoms=num_atoms)
+                              progress=True, device=args.device, num_atoms=num_atoms, spacing=args.spacing)
     write_molecules(arrays, out)
     print(f"wrote {args.n} molecules to {out}")
     return 0
@@ -219,7 +223,7 @@ def _energy(records) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
 
-    from .config import MODEL_PRESETS, SAMPLER_STEPS
+    from .config import MODEL_PRESETS, SAMPLER_SPACING, SAMPLER_STEPS
     from .pack import default_pack_path
 
     fmt = HelpFormatter
@@ -275,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "QM9 models saw 3-29); default: the training histogram")
     s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     s.add_argument("--steps", type=int, default=SAMPLER_STEPS, help="sampling steps")
+    s.add_argument("--spacing", type=float, default=SAMPLER_SPACING, metavar="P",
+                   help="time grid t_i = (1 - i / steps) ** P: 1 uniform, > 1 more steps at low noise")
     s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.add_argument("--batch-size", type=int, default=100, help="molecules per sampling batch")
     s.add_argument("--device", default="cpu", help="cpu / cuda")
