@@ -2,7 +2,8 @@
 ``uv run benchmarks/molecule_sampling.py [--checkpoint DIR ...] [--steps 25,50,100,250,500] [--spacing 1,2] [-n 500]``.
 
 One checkpoint, several step counts: is the sampler's default the cheapest setting that loses nothing
-measurable, and on which time grid (``--spacing``: t_i = (1 - i / steps) ** spacing)? Several checkpoints (the saved steps of one training run) at one step count: that run's curve.
+measurable, and on which time grid (``--spacing``: t_i = (1 - i / steps) ** spacing)? Several checkpoints (the
+saved steps of one training run) at one step count: that run's curve.
 Every setting samples the same atom counts and noise (seed ``--seed``); novelty is against the QM9 training
 SMILES (built once, cached) unless ``--no-novelty``.
 """

@@ -52,17 +52,22 @@ def test_loss_weights_and_snr_clamp():
     assert torch.allclose(p.loss(bad, c), 3.0 * w[1] * torch.ones(3), atol=1e-5)
 
 
-def test_sampler_with_oracle_returns_the_molecule():
+@pytest.mark.parametrize("spacing", [1.0, 3.0])
+def test_sampler_with_oracle_returns_the_molecule_on_any_grid(spacing):
     p = MolecularDiffusion()
     x0 = _batch(2, 7)
     counts = x0.mask.sum(1)
+    seen = []
 
     def oracle(x, t, cond=None, **kw):
+        seen.append(float(t[0]))
         return type("O", (), {"prediction": _oracle(x0)})()
 
-    out = sample(oracle, p, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7)
+    out = sample(oracle, p, counts, num_steps=8, generator=torch.Generator().manual_seed(0), max_atoms=7,
+                 spacing=spacing)
     assert torch.equal(out.atoms, x0.atoms) and torch.equal(out.bonds, x0.bonds)
     assert torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
+    assert seen == pytest.approx([(1 - i / 8) ** spacing for i in range(8)])
 
 
 def test_sampler_time_grid_spacing():
@@ -73,22 +78,6 @@ def test_sampler_time_grid_spacing():
     for steps, spacing in ((0, 1.0), (10, 0.0), (10, -1.0), (10, float("nan")), (10, float("inf"))):
         with pytest.raises(ValueError, match="num_steps" if steps < 1 else "spacing"):
             sampler_times(steps, spacing)
-
-
-@pytest.mark.parametrize("spacing", [1.0, 3.0])
-def test_sampler_with_oracle_returns_the_molecule_on_any_grid(spacing):
-    p = MolecularDiffusion()
-    x0 = _batch(2, 7)
-    seen = []
-
-    def oracle(x, t, cond=None, **kw):
-        seen.append(float(t[0]))
-        return type("O", (), {"prediction": _oracle(x0)})()
-
-    out = sample(oracle, p, x0.mask.sum(1), num_steps=5, generator=torch.Generator().manual_seed(0), max_atoms=7,
-                 spacing=spacing)
-    assert torch.equal(out.atoms, x0.atoms) and torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
-    assert seen == pytest.approx([(1 - i / 5) ** spacing for i in range(5)])
 
 
 def test_time_power_reshapes_the_same_uniform_draws():

@@ -110,6 +110,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from .io import SUFFIXES, MoleculeFormatError, write_molecules
     from .loading import load_model
+    from .process import check_time_power
     from .sampler import sample_molecules
 
     out = output_path(args.out)
@@ -120,8 +121,7 @@ def _sample(args: argparse.Namespace) -> int:
     num_atoms = _atom_counts(args.num_atoms) if args.num_atoms else None
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if not (math.isfinite(args.spacing) and args.spacing > 0):
-        raise ValueError(f"--spacing must be a finite number > 0, got {args.spacing}")
+    check_time_power(args.spacing, "--spacing")
     loaded = load_model(_checkpoint_path(args.checkpoint), device=args.device)
     arrays = sample_molecules(loaded, args.n, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
                               progress=True, device=args.device, num_atoms=num_atoms, spacing=args.spacing)

@@ -40,8 +40,8 @@ def _uniform(n: int) -> tuple[float, ...]:
 
 
 def check_time_power(value: float, name: str = "time_power") -> float:
-    """``value`` if it is a valid power of the training-time draw t = u^P (finite, > 0), else a ValueError naming
-    ``name``."""
+    """``value`` if it is a valid power P of a time grid t = u^P (finite, > 0): the training-time draw's or the
+    sampler's spacing; else a ValueError naming ``name``."""
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value

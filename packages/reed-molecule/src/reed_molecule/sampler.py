@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -12,7 +10,7 @@ from .config import SAMPLER_SPACING, SAMPLER_STEPS
 from .constants import CHARGES
 from .data import MAX_ATOMS, MoleculeBatch
 from .loading import LoadedModel
-from .process import MolecularDiffusion
+from .process import MolecularDiffusion, check_time_power
 
 
 def sampler_times(num_steps: int, spacing: float = SAMPLER_SPACING, device=None) -> torch.Tensor:
@@ -21,8 +19,7 @@ def sampler_times(num_steps: int, spacing: float = SAMPLER_SPACING, device=None)
     coordinates must become precise to a few hundredths of an angstrom for the bonds to come out right."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if not (math.isfinite(spacing) and spacing > 0):
-        raise ValueError(f"spacing must be a finite number > 0, got {spacing}")
+    check_time_power(spacing, "spacing")
     u = torch.linspace(1.0, 0.0, num_steps + 1, device=device)
     return u if spacing == 1 else u.pow(spacing)
 
