@@ -245,7 +245,7 @@ def _train(args: argparse.Namespace) -> int:
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
                           else args.align_coefficient, "time_budget_s": budget, "eval_every": args.eval_every,
-                          "eval_chains": args.eval_chains or "all valid",
+                          "eval_chains": args.eval_chains or "all valid", "eval_seed": args.eval_seed,
                           "latents": latents, "curriculum": asdict(preset.curriculum), "out": args.out}, indent=2))
         return 0
     from .data import ChainSet
@@ -254,7 +254,7 @@ def _train(args: argparse.Namespace) -> int:
     chains = ChainSet(args.data)
     trainer = protein_trainer(args.method, chains, args.out, device=args.device, preset=preset, **kw)
     if args.eval_every:
-        trainer.validation = validation(chains, args.eval_every, limit=args.eval_chains, seed=args.seed,
+        trainer.validation = validation(chains, args.eval_every, limit=args.eval_chains, seed=args.eval_seed,
                                         device=str(trainer.device))
     start_from(trainer, init and init[0])
     trainer.fit(time_budget=budget)
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "best-recovery weights in OUT/best (design/eval with --checkpoint OUT/best); 0: never")
     t.add_argument("--eval-chains", type=int, default=0, metavar="N",
                    help="validate on a fixed random N of the validation chains (0: all of them)")
+    t.add_argument("--eval-seed", type=int, default=0, metavar="S",
+                   help="seed of the validation chain choice and sampler, apart from --seed so that runs with different "
+                        "training seeds validate on the same chains ('eval --seed S' reproduces the logged scores)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 
