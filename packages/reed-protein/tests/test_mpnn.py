@@ -187,6 +187,10 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert "not a duration" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--pairs-per-token", "-3", "--out", str(tmp_path / "r")]) == 2
     assert "--pairs-per-token must be >= 0" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--eval-seed", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "--eval-seed must be >= 0, got 0, 0, -1" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--eval-seed", "7", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_seed"] == 7
     assert main(["train", "--dry-run", "--pairs-per-token", "0", "--out", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["latents"]["pair"]["pairs_per_token"] is None
     assert main(["train", "--dry-run", "--method", "vanilla", "--distill", "0.5", "--out", str(tmp_path / "r")]) == 0

@@ -226,8 +226,9 @@ def _train(args: argparse.Namespace) -> int:
     budget = parse_duration(args.time_budget) if args.time_budget else None
     if args.pairs_per_token < 0:
         raise ValueError(f"--pairs-per-token must be >= 0 (0: every edge), got {args.pairs_per_token}")
-    if args.eval_every < 0 or args.eval_chains < 0:
-        raise ValueError(f"--eval-every and --eval-chains must be >= 0, got {args.eval_every}, {args.eval_chains}")
+    if args.eval_every < 0 or args.eval_chains < 0 or args.eval_seed < 0:
+        raise ValueError(f"--eval-every, --eval-chains and --eval-seed must be >= 0, got {args.eval_every}, "
+                         f"{args.eval_chains}, {args.eval_seed}")
     init = _init_model(args)
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
     kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
