@@ -59,11 +59,13 @@ from reed_molecule.loading import LoadedModel  # noqa: E402
 from reed_molecule.metrics import edm_metrics  # noqa: E402
 from reed_molecule.pack import default_pack_path  # noqa: E402
 from reed_molecule.presets import PRESET, VAL_TIMES, molecule_trainer, validation_batches, validation_loss  # noqa: E402
+from reed_molecule.process import check_time_power  # noqa: E402
 from reed_molecule.qm9 import training_smiles  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable")
 SAMPLE_ARRAYS = ("pos", "atoms", "charges", "bonds", "mask")
+LEGACY = {"sample_spacing": 1.0}  # what results written before the setting existed used (merge / resume)
 
 
 def method_preset(method: str):
@@ -86,7 +88,7 @@ def score(arr: dict, train_smiles: set[str]) -> dict:
 
 
 def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[str] | None, device: str, val: list,
-             samples: Path | None = None) -> dict:
+             samples: Path | None = None, spacing: float = 1.0) -> dict:
     """Validation loss and EDM metrics of the EMA weights; with ``samples`` (a file name) the samples are saved there
     and their metrics left to ``--score`` (None here)."""
     model = trainer.ema_model()
@@ -94,7 +96,8 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     hist = np.asarray(trainer.model_config["atom_histogram"], float)
     loaded = LoadedModel(model, trainer.objective.process, hist, trainer.model_config)
     start = time.perf_counter()
-    arr = sample_molecules(loaded, n, num_steps=sample_steps, seed=seed, batch_size=min(n, 250), device=device)
+    arr = sample_molecules(loaded, n, num_steps=sample_steps, seed=seed, batch_size=min(n, 250), device=device,
+                           spacing=spacing)
     seconds = time.perf_counter() - start
     if samples is not None:
         samples.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--evals", type=int, default=8, help="number of evaluation checkpoints per method")
     p.add_argument("--eval-samples", type=int, default=None, help="molecules sampled per evaluation (default 200; --full 1000)")
     p.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default 50; --full 500)")
+    p.add_argument("--sample-spacing", type=float, default=1.0, metavar="P",
+                   help="sampler time grid t_i = (1 - i / steps) ** P (default 1, uniform: the grid of the recorded "
+                        "results; `reed-molecule sample` defaults to 2)")
     p.add_argument("--val-molecules", type=int, default=512, help="validation molecules of the validation loss")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each method runs once per seed")
@@ -229,6 +235,10 @@ def main(argv: list[str] | None = None) -> dict:
     preset = args.preset or ("paper" if full else "tiny")
     n_eval = args.eval_samples or (1000 if full else 200)
     sample_steps = args.sample_steps or (500 if full else 50)
+    try:
+        check_time_power(args.sample_spacing, "--sample-spacing")
+    except ValueError as e:
+        p.error(str(e))
     methods = [m for m in args.methods.split(",") if m]
     presets = {m: method_preset(m) for m in methods}
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
@@ -240,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     val = validation_batches(args.cache, args.val_molecules, 256, seed=0, pack=args.pack)
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results: dict = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "eval_samples": n_eval,
-                                "sample_steps": sample_steps, "lr": args.lr, "seeds": seeds, "device": args.device,
+                                "sample_steps": sample_steps, "sample_spacing": args.sample_spacing, "lr": args.lr, "seeds": seeds, "device": args.device,
                                 "train_molecules": len(ds), "val_molecules": args.val_molecules,
                                 "val_times": VAL_TIMES, "eval_at": eval_at} | ({"data": "pack"} if args.pack else {}),
                      "methods": {}}
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not partial.is_file():
             raise SystemExit(f"--resume: no {partial} to continue")
         prev = json.loads(partial.read_text())
-        if not same_settings(prev["config"], results["config"]):
+        if not same_settings({**LEGACY, **prev["config"]}, results["config"]):
             raise SystemExit(f"--resume: {partial} was run with different settings")
         results["methods"], running = prev["methods"], prev.get("running", {})
     deadline = time.monotonic() + parse_duration(args.time_budget) if args.time_budget else None
@@ -280,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
             curve, train_seconds = train_with_evals(
                 trainer, steps, eval_at, lambda tr, s=seed, tag=tag: evaluate(
                     tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val,
-                    samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None),
+                    samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None, args.sample_spacing),
                 label=f"{method} seed {seed}", deadline=deadline, curve=prev_run["curve"] if prev_run else (),
                 seconds=prev_run["train_seconds"] if prev_run else 0.0, losses=losses)
             trainer.save()
@@ -296,7 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
                 return results
         results["methods"][method] = summarise(runs, denoiser_params(preset))
         write_json({**results, "running": {}}, partial)
-    merge_results(results, args.merge, order=METHODS)
+    merge_results(results, args.merge, order=METHODS, legacy=LEGACY)
     report(results, out)
     return results
 

@@ -87,6 +87,32 @@ def test_molecule_method_names_pick_teachers():
             method_preset(bad)
 
 
+def test_molecule_benchmark_pins_its_sampler_grid(monkeypatch):
+    """The benchmark samples on the uniform grid its recorded results used, whatever `sample`'s default, records it,
+    and refuses a grid that is not finite and positive before loading any data."""
+    import molecule_qm9
+
+    seen = {}
+    monkeypatch.setattr(molecule_qm9, "sample_molecules", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(molecule_qm9, "validation_loss", lambda *a, **kw: 0.0)
+    monkeypatch.setattr(molecule_qm9, "score", lambda arr, smiles: {})
+
+    class Trainer:
+        model_config = {"atom_histogram": [0.0, 1.0]}
+        objective = type("O", (), {"process": None})()
+
+        def ema_model(self):
+            return None
+
+    molecule_qm9.evaluate(Trainer(), 2, 3, 0, set(), "cpu", [])
+    assert seen["spacing"] == 1.0 and molecule_qm9.LEGACY == {"sample_spacing": 1.0}
+    molecule_qm9.evaluate(Trainer(), 2, 3, 0, set(), "cpu", [], spacing=2.0)
+    assert seen["spacing"] == 2.0 and seen["num_steps"] == 3
+    for bad in ("0", "nan", "-1"):
+        with pytest.raises(SystemExit):
+            molecule_qm9.main(["--sample-spacing", bad])
+
+
 def test_molecule_samples_saved_without_rdkit_are_scored_later(tmp_path):
     """A --samples-dir run leaves the EDM metrics None and names its sample files; --score fills them in per seed
     and recomputes the mean curve."""
