@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from reed_core import Corruption
+from reed_molecule.config import SAMPLER_SPACING
 from reed_molecule.model import MoleculePrediction
 from reed_molecule.process import MolecularDiffusion
 from reed_molecule.sampler import sample, sampler_times
@@ -71,7 +72,8 @@ def test_sampler_with_oracle_returns_the_molecule_on_any_grid(spacing):
 
 
 def test_sampler_time_grid_spacing():
-    assert torch.equal(sampler_times(250), torch.linspace(1.0, 0.0, 251))  # spacing 1: the uniform grid, unchanged
+    assert torch.equal(sampler_times(250, 1.0), torch.linspace(1.0, 0.0, 251))  # spacing 1: the uniform grid, unchanged
+    assert torch.equal(sampler_times(250), sampler_times(250, SAMPLER_SPACING)) and SAMPLER_SPACING == 2.0  # the default
     t = sampler_times(100, 2.0)
     assert torch.allclose(t, torch.linspace(1.0, 0.0, 101) ** 2) and t[0] == 1 and t[-1] == 0
     assert (t[1:] < t[:-1]).all() and int((t[1:] < 0.25).sum()) == 50  # half the steps end below t = 0.25
