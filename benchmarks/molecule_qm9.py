@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     val = validation_batches(args.cache, args.val_molecules, 256, seed=0, pack=args.pack)
     eval_at = sorted({max(1, round(steps * (k + 1) / args.evals)) for k in range(args.evals)})
     results: dict = {"config": {"steps": steps, "batch_size": batch, "preset": preset, "eval_samples": n_eval,
-                                "sample_steps": sample_steps, "sample_spacing": args.sample_spacing, "lr": args.lr, "seeds": seeds, "device": args.device,
+                                "sample_steps": sample_steps, "sample_spacing": args.sample_spacing, "lr": args.lr,
+                                "seeds": seeds, "device": args.device,
                                 "train_molecules": len(ds), "val_molecules": args.val_molecules,
                                 "val_times": VAL_TIMES, "eval_at": eval_at} | ({"data": "pack"} if args.pack else {}),
                      "methods": {}}
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
             curve, train_seconds = train_with_evals(
                 trainer, steps, eval_at, lambda tr, s=seed, tag=tag: evaluate(
                     tr, n_eval, sample_steps, s + 1, train_smiles, args.device, val,
-                    samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None, args.sample_spacing),
+                    samples_dir / f"{tag}_step{tr.step}.npz" if samples_dir else None, spacing=args.sample_spacing),
                 label=f"{method} seed {seed}", deadline=deadline, curve=prev_run["curve"] if prev_run else (),
                 seconds=prev_run["train_seconds"] if prev_run else 0.0, losses=losses)
             trainer.save()
