@@ -87,6 +87,46 @@ def test_molecule_method_names_pick_teachers():
             method_preset(bad)
 
 
+def test_molecule_sampling_compares_settings_molecule_by_molecule(tmp_path):
+    """The sampling study keeps per-molecule outcomes and pairs every setting of a checkpoint with its first one:
+    the paired difference and its SE; an earlier file joins only if it sampled the same molecules."""
+    from molecule_sampling import _numbers, earlier_rows, outcomes, paired_difference, paired_rows
+
+    from reed_molecule.metrics import MoleculeResults
+
+    res = MoleculeResults(num_atoms=np.array([3, 3, 2]), defined=np.array([True, True, False]),
+                          atoms_stable=np.array([3, 2, 0]), geometry=np.zeros(3, np.int8),
+                          smiles=np.array(["C", None, "O"], dtype=object), bond_atoms_stable=np.array([3, 3, 2]),
+                          connected=np.array([True, False, True]))
+    assert outcomes(res) == {"mol_stable": "100", "valid": "101", "bond_mol_stable": "110", "connected": "101"}
+    a, b = "1100110011", "1110110011"  # one molecule turns stable, the rest agree
+    d, se = paired_difference(a, b)
+    assert d == pytest.approx(10.0) and se == pytest.approx(100 * np.std([1] + [0] * 9, ddof=1) / np.sqrt(10))
+    assert se < 100 * np.sqrt(0.6 * 0.4 / 10 + 0.7 * 0.3 / 10)  # tighter than two independent rates'
+    with pytest.raises(ValueError, match="same molecules"):
+        paired_difference("1", "10")
+    rows = [{"checkpoint": "c", "steps": 250, "spacing": 2.0, "per_molecule": {"mol_stable": a, "valid": a}},
+            {"checkpoint": "d", "steps": 250, "spacing": 2.0, "per_molecule": {"mol_stable": b, "valid": b}},
+            {"checkpoint": "c", "steps": 100, "spacing": 2.0},  # an old row without outcomes: left out
+            {"checkpoint": "c", "steps": 100, "spacing": 1.0, "per_molecule": {"mol_stable": b, "valid": a}}]
+    (pair,) = paired_rows(rows)
+    assert pair["reference"] == (250, 2.0) and pair["setting"] == (100, 1.0)
+    assert pair["diffs"]["mol_stable"] == pytest.approx((d, se)) and pair["diffs"]["valid"] == (0.0, 0.0)
+    for text, kind in (("0", int), ("2.5", int), ("nan", float), ("-1", float), ("x", float)):
+        with pytest.raises(SystemExit):
+            _numbers(text, kind, "--steps")
+    assert _numbers("100,250", int, "--steps") == [100, 250] and _numbers("1,2.5", float, "--spacing") == [1.0, 2.5]
+    args = type("A", (), {"n": 10, "seed": 0, "batch_size": 250})()
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"n": 10, "seed": 1, "batch_size": 250, "rows": rows}))
+    with pytest.raises(SystemExit, match="not the same"):
+        earlier_rows(str(path), args)
+    path.write_text(json.dumps({"n": 10, "seed": 0, "batch_size": 250, "rows": rows}))
+    assert len(earlier_rows(str(path), args)) == 3
+    with pytest.raises(SystemExit, match="cannot read"):
+        earlier_rows(str(tmp_path / "missing.json"), args)
+
+
 def test_molecule_benchmark_pins_its_sampler_grid(monkeypatch):
     """The benchmark samples on the uniform grid its recorded results used, whatever `sample`'s default, records it,
     and refuses a grid that is not finite and positive before loading any data."""
