@@ -129,11 +129,12 @@ def test_methods_differ_only_in_latents_coefficients_and_curriculum():
     assert all(torch.equal(a, b) for a, b in zip(reed.model.parameters(), vanilla.model.parameters(), strict=True))
     with pytest.raises(ValueError, match="method"):
         _trainer("repa-ish")
-    from reed_core.cli import LR_DECAY_NAMES, METHOD_NAMES
-    from reed_core.train import _LR_DECAYS
+    from reed_core.cli import LR_DECAY_NAMES, METHOD_NAMES, PRECISION_NAMES
+    from reed_core.train import _LR_DECAYS, _PRECISIONS
 
     assert set(METHODS) == {"vanilla", "repa", "reed"} == set(METHOD_NAMES)  # the CLIs' torch-free copy agrees
     assert set(LR_DECAY_NAMES) == set(_LR_DECAYS)
+    assert set(PRECISION_NAMES) == set(_PRECISIONS)
 
 
 def test_cached_latents_match_on_the_fly_ones_on_crops():

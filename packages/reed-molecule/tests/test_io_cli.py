@@ -94,9 +94,11 @@ def test_train_dry_run_prints_config(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model_config"]["layers"] == 12 and cfg["latents"] == {"graph2d": "layer5", "encoder3d": "layer8"}
     assert cfg["align_coefficient"] == 0.2 and cfg["curriculum"]["warmup"] == 0.15
-    assert cfg["time_power"] == 1.0
+    assert cfg["time_power"] == 1.0 and cfg["precision"] == "fp32"
     assert main(["train", "--dry-run", "--time-power", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["time_power"] == 2.0
+    assert main(["train", "--dry-run", "--precision", "bf16"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
     assert main(["train", "--dry-run", "--time-power", "0"]) == 2
     assert "--time-power must be a finite number > 0" in capsys.readouterr().err
 

@@ -123,3 +123,21 @@ def test_time_power_reaches_the_objective_and_the_run_config(tmp_path):
     trainer.fit()
     cfg = json.loads((trainer.checkpoint_root / "step_00000001" / "config.json").read_text())
     assert cfg["model"]["run"]["time_power"] == 2.0
+
+
+def test_bf16_autocast_trains_a_reed_step_and_is_recorded(tmp_path):
+    """``--precision bf16`` (for GPUs): the EQGAT step, both teachers' alignments and the optimizer run under bf16
+    autocast with finite losses close to the float32 step's, and the run config records the precision."""
+    ds = QM9Dataset("train", progress=False, limit=64)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        trainer = molecule_trainer("reed", ds, tmp_path / precision, steps=1, batch_size=8, cache=tmp_path / "cache",
+                                   progress=False, device="cpu", precision=precision)
+        (out[precision],) = trainer.fit()
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        cfg = json.loads((trainer.checkpoint_root / "step_00000001" / "config.json").read_text())
+        assert cfg["model"]["run"]["precision"] == precision
+    for key in ("loss", "align/graph2d", "align/encoder3d"):
+        assert np.isfinite(out["bf16"][key]) and out["bf16"][key] == pytest.approx(out["fp32"][key], rel=0.05, abs=0.02)
+    with pytest.raises(ValueError, match="precision"):
+        molecule_trainer("vanilla", ds, None, steps=1, batch_size=4, cache=tmp_path, progress=False, precision="fp8")

@@ -178,6 +178,41 @@ def test_every_method_trains_with_the_mpnn_teachers(chains):
     assert out["weight/conditional"] == 0.5 and out["align/conditional"] > 0 and c.objective.specs[0].teacher is not None
 
 
+def test_loading_proteinmpnn_leaves_the_global_rng_alone(chains):
+    """The loader is cached per process; had building it drawn from torch's generator, a trainer's projectors
+    (drawn after the teachers) would depend on whether the teacher had been loaded earlier in the process."""
+    from reed_protein.mpnn import _shared_encoder
+    from reed_protein.presets import protein_trainer
+
+    state = torch.random.get_rng_state()
+    load_proteinmpnn()
+    assert torch.equal(state, torch.random.get_rng_state())
+    _shared_encoder.cache_clear()
+    a, b = (protein_trainer("repa", chains, None, model="tiny", steps=1, batch_size=2, max_length=32,
+                            ids=chains.split("train")[:4], progress=False, device="cpu") for _ in range(2))
+    pairs = list(zip(a.objective.projectors.parameters(), b.objective.projectors.parameters(), strict=True))
+    assert pairs and all(torch.equal(p, q) for p, q in pairs)
+
+
+def test_bf16_autocast_trains_a_reed_step_and_is_recorded(tmp_path, chains):
+    """``--precision bf16`` (for GPUs): a REED step with ProteinMPNN's three latents and the distilled profile runs
+    under bf16 autocast with losses close to the float32 step's; the run config records the precision."""
+    from reed_protein.presets import protein_trainer
+
+    ids, out = chains.split("train")[:8], {}
+    for precision in ("fp32", "bf16"):
+        t = protein_trainer("reed", chains, tmp_path / precision, model="tiny", steps=1, batch_size=2, max_length=32,
+                            ids=ids, progress=False, device="cpu", distill=0.5, precision=precision)
+        (out[precision],) = t.fit()
+        cfg = json.loads((t.checkpoint_root / "step_00000001" / "config.json").read_text())
+        assert cfg["model"]["run"]["precision"] == precision
+    assert {k for k in out["bf16"] if k.startswith("align/")} == {"align/single", "align/pair", "align/structure",
+                                                                  "align/profile"}
+    for key in ("loss", "denoise", "align/structure", "align/profile"):
+        assert np.isfinite(out["bf16"][key]) and out["bf16"][key] == pytest.approx(out["fp32"][key], rel=0.05, abs=0.02)
+    assert main(["train", "--dry-run", "--precision", "bf16", "--out", str(tmp_path / "r")]) == 0
+
+
 def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert main(["train", "--dry-run", "--teachers", "inproject", "--time-budget", "1m30s", "--out",
                  str(tmp_path / "r")]) == 0

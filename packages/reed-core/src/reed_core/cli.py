@@ -13,6 +13,7 @@ from .io import CheckpointError
 
 METHOD_NAMES = ("reed", "repa", "vanilla")  # recipe.METHODS' keys, here without torch: parsers build fast
 LR_DECAY_NAMES = ("constant", "cosine", "linear")  # TrainConfig.lr_decay's values, likewise
+PRECISION_NAMES = ("fp32", "bf16")  # TrainConfig.precision's values, likewise
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -59,6 +60,13 @@ def add_lr_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-decay", choices=LR_DECAY_NAMES, default="constant",
                         help="learning-rate decay after the warm-up, reaching --lr-final x --lr at the last step")
     parser.add_argument("--lr-final", type=float, default=0.0, help="final learning rate as a fraction of --lr")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """A ``train`` command's ``--precision`` (``TrainConfig.precision``): the autocast dtype of the training step."""
+    parser.add_argument("--precision", choices=PRECISION_NAMES, default="fp32",
+                        help="autocast precision of the training step (bf16: mixed precision for GPUs; the weights, "
+                             "optimizer and alignment losses stay float32; slower than fp32 on most CPUs)")
 
 
 def start_from(trainer, init: Path | None) -> None:

@@ -166,7 +166,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache-dir", default=".cache/reed-image", help="cached teacher features")
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     t.add_argument("--vae", default=None, help="train on the latents of this local diffusers AutoencoderKL directory (an SD-VAE)")
-    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast precision")
+    add_precision_argument(t)
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 1h30m); rerun to resume")
     t.add_argument("--eval-every", type=int, default=0, metavar="N",

@@ -99,8 +99,10 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
                      steps: int = 1000, batch_size: int = 32, lr: float = 5e-4, lr_decay: str = "constant",
                      lr_final: float = 0.0, seed: int = 0, time_power: float = 1.0,
                      align_coefficient: float | None = None, ema_decay: float = 0.999, preset: DomainPreset = PRESET,
-                     cache: str | os.PathLike | None = None, progress: bool = True, device: str | None = None) -> Trainer:
-    """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this)."""
+                     cache: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
+                     precision: str = "fp32") -> Trainer:
+    """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this); ``precision``: the
+    training step's autocast dtype (``TrainConfig.precision``)."""
     from .qm9 import cache_dir
 
     if align_coefficient is not None:
@@ -108,9 +110,9 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
     run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps,
            "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "seed": seed,
            "time_power": time_power, "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay,
-           "train_molecules": len(data)}
+           "train_molecules": len(data), "precision": precision}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, lr_decay=lr_decay,
-                             lr_final=lr_final)
+                             lr_final=lr_final, precision=precision)
     return build_trainer(MoleculeDomain(data, model, time_power=time_power), preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)
 

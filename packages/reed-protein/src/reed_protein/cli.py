@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
-          "distill_from": args.distill_from, "cache_teachers": not args.no_cache_teachers,
+          "distill_from": args.distill_from, "cache_teachers": not args.no_cache_teachers, "precision": args.precision,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
                             distill=args.distill, distill_from=args.distill_from)
@@ -305,7 +305,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-length", type=int, default=256, help="training crop length")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
+    add_precision_argument(t)
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
     t.add_argument("--backbone-noise", type=float, default=0.0, metavar="ANGSTROM",
                    help="Gaussian noise on training backbones (ProteinMPNN's augmentation: 0.2 in v_48_020)")

@@ -198,10 +198,12 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     distill_from: str = "profile",
                     drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
-                    device: str | None = None, cache_dir: str | os.PathLike | None = None) -> Trainer:
+                    device: str | None = None, cache_dir: str | os.PathLike | None = None,
+                    precision: str = "fp32") -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
     to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)``; ``ids``: the training chains (default: ``train_ids``);
-    ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only)."""
+    ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only);
+    ``precision``: the training step's autocast dtype (``TrainConfig.precision``)."""
     preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
@@ -214,8 +216,8 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers, "distill": distill,
            "distill_from": distill_from,
-           "drop_antibodies": drop_antibodies}
+           "drop_antibodies": drop_antibodies, "precision": precision}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
-                             lr_decay=lr_decay, lr_final=lr_final)
+                             lr_decay=lr_decay, lr_final=lr_final, precision=precision)
     return build_trainer(ProteinDomain(data, config, loss_type), preset, method, train, batch_size, out_dir,
                          device=device, progress=progress, run=run, cache_dir=cache_dir)
