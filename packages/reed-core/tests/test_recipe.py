@@ -343,3 +343,23 @@ def test_a_teacher_that_sees_the_corruption_gets_the_steps_own_corruption_and_is
                       "vanilla", train, batch_size=4, device="cpu", progress=False)
     with pytest.raises(ValueError, match="no z to condition"):
         AlignmentSpec("cond", "block0", "token", teacher=SeesTheCorruption("cond", 8, 8), condition=True)
+
+
+def test_cached_teachers_are_computed_where_the_trainer_trains(monkeypatch):
+    """No device given: the trainer takes the process's GPU when torch sees one, and the cached teacher features
+    are computed there too (they were computed on the CPU, which on a GPU machine meant its slowest part)."""
+    import reed_core.recipe as recipe
+    from reed_core.train import training_device
+
+    seen = []
+    real = recipe.cache_features
+    monkeypatch.setattr(recipe, "cache_features", lambda *a, **kw: seen.append(kw["device"]) or real(*a, **kw))
+    cached = replace(PRESET, latents=tuple(replace(s, cached=True) for s in PRESET.latents))
+    train = run_train_config(2, lr=1e-3, seed=0, ema_decay=0.9, progress=False)
+    trainer = build_trainer(ToyDomain(), cached, "reed", train, batch_size=4, progress=False)
+    assert seen == [trainer.device] == [training_device()]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert training_device() == torch.device("cuda:0") and training_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert training_device() == torch.device("cuda:1")

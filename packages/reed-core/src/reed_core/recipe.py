@@ -29,7 +29,7 @@ from .objective import PREDICTION, AlignmentSpec, REEDObjective
 from .projector import ProjectorBank
 from .protocols import Domain
 from .teacher import Teacher
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, Trainer, training_device
 from .types import Batch
 
 
@@ -142,7 +142,7 @@ def build_trainer(domain: Domain, preset: DomainPreset, method: str, train: Trai
     process = domain.build_process()
     teachers = teachers or {s.name: s.teacher(domain) for s in specs}
     caches = cache_features({s.name: teachers[s.name] for s in specs if s.cached}, domain.data, cache_dir,
-                            device=device or "cpu", progress=progress)
+                            device=training_device(device), progress=progress)
     aligns, dims, layers = [], {}, {}
     for s in specs:
         teacher = teachers[s.name]

@@ -139,6 +139,15 @@ def distributed_context() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def training_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else this process's GPU (torchrun's ``LOCAL_RANK``, 0 alone) when torch sees one, else the CPU:
+    where a ``Trainer`` given no device trains, and where ``build_trainer`` computes its cached teacher features."""
+    if device is not None:
+        return torch.device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
 def _destroy_process_group() -> None:
     """Shut the process group down while the interpreter is still alive (registered by ``distributed_context``,
     which created it): left to interpreter finalisation, Gloo's worker threads abort the process after a
@@ -163,8 +172,8 @@ class Trainer:
                  model_config: dict[str, Any] | None = None, device: str | torch.device | None = None,
                  batch_to_device: Callable[[Batch, torch.device], Batch] | None = None,
                  validation: Validation | None = None) -> None:
-        self.rank, self.world, local_rank = distributed_context()
-        self.device = torch.device(device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world, _ = distributed_context()
+        self.device = training_device(device)
         self.config, self.data, self.model_config = config, data, dict(model_config or {})
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.batch_to_device = batch_to_device or _default_to_device
