@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from reed_core.cli import PRECISION_NAMES
 from reed_molecule.config import MODEL_PRESETS
 from reed_molecule.data import QM9Dataset
 from reed_molecule.model import EQGATDenoiser
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISION_NAMES, default="fp32")
     p.add_argument("--pack", default=str(default_pack_path()))
     p.add_argument("--json", default=None, help="append the result to this JSON-lines file")
     args = p.parse_args()
