@@ -1,8 +1,10 @@
 """EDM metrics of molecule checkpoints by sampler step count, with the sampling time per molecule:
-``uv run benchmarks/molecule_sampling.py [--checkpoint DIR ...] [--steps 25,50,100,250,500] [--spacing 1,2] [-n 500]``.
+``uv run benchmarks/molecule_sampling.py [--checkpoint DIR ...] [--steps 25,50,100,250,500] [--spacing 1,2]
+[--noise-scale 1,0.8] [-n 500]``.
 
 One checkpoint, several step counts: is the sampler's default the cheapest setting that loses nothing
-measurable, and on which time grid (``--spacing``: t_i = (1 - i / steps) ** spacing)? Several checkpoints (the
+measurable, on which time grid (``--spacing``: t_i = (1 - i / steps) ** spacing) and at which temperature of the
+coordinates' steps (``--noise-scale``: the factor on their noise)? Several checkpoints (the
 saved steps of one training run) at one step count: that run's curve.
 Every setting samples the same atom counts and initial noise (seed ``--seed``); novelty is against the QM9 training
 SMILES (built once, cached) unless ``--no-novelty``. Each row keeps its per-molecule outcomes (``per_molecule``: a
@@ -29,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.checkpoint import load_config  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
-from reed_molecule.config import SAMPLER_SPACING  # noqa: E402
+from reed_molecule.config import SAMPLER_NOISE_SCALE, SAMPLER_SPACING  # noqa: E402
 from reed_molecule.loading import default_checkpoint, load_model  # noqa: E402
 from reed_molecule.metrics import MoleculeResults, evaluate_batch, summarise  # noqa: E402
-from reed_molecule.process import check_time_power  # noqa: E402
+from reed_molecule.process import check_noise_scale, check_time_power  # noqa: E402
 from reed_molecule.sampler import sample_molecules  # noqa: E402
 
 METRICS = ("atom_stable", "mol_stable", "validity", "valid_unique", "novelty", "bond_mol_stable", "connected_validity")
@@ -41,14 +43,19 @@ OUTCOMES = {"mol_stable": "mol_stable", "valid": "validity", "bond_mol_stable": 
             "connected": "connected_validity"}
 
 
-def _numbers(text: str, kind, flag: str) -> list:
+def _numbers(text: str, kind, flag: str, check=check_time_power) -> list:
     try:
         values = [kind(v) for v in text.split(",")]
         for v in values:
-            check_time_power(v, flag)  # finite and > 0
+            check(v, flag)  # finite and > 0 (noise scales: >= 0)
     except ValueError as err:
-        raise SystemExit(f"{flag}: expected comma-separated numbers > 0, got {text!r} ({err})") from None
+        raise SystemExit(f"{flag}: expected comma-separated numbers, got {text!r} ({err})") from None
     return values
+
+
+def setting(row: dict) -> tuple:
+    """(steps, spacing, noise scale) of a row; rows written before the noise scale existed sampled at 1."""
+    return row["steps"], row["spacing"], row.get("noise_scale", 1.0)
 
 
 def outcomes(res: MoleculeResults) -> dict[str, str]:
@@ -83,20 +90,20 @@ def paired_rows(rows: list[dict]) -> list[dict]:
             continue
         diffs = {k: paired_difference(ref["per_molecule"][k], r["per_molecule"][k])
                  for k in OUTCOMES if k in ref["per_molecule"] and k in r["per_molecule"]}
-        out.append({"checkpoint": r["checkpoint"], "reference": (ref["steps"], ref["spacing"]),
-                    "setting": (r["steps"], r["spacing"]), "diffs": diffs})
+        out.append({"checkpoint": r["checkpoint"], "reference": setting(ref), "setting": setting(r), "diffs": diffs})
     return out
 
 
-def evaluate(loaded, path: Path, train_step: int | None, steps: int, spacing: float, args,
+def evaluate(loaded, path: Path, train_step: int | None, steps: int, spacing: float, noise_scale: float, args,
              smiles: set[str] | None) -> dict:
     start = time.perf_counter()
     arr = sample_molecules(loaded, args.n, num_steps=steps, seed=args.seed, batch_size=args.batch_size,
-                           device=args.device, spacing=spacing)
+                           device=args.device, spacing=spacing, noise_scale=noise_scale)
     seconds = time.perf_counter() - start
     res = evaluate_batch(arr["pos"], arr["atoms"], arr["mask"], arr["bonds"], arr["charges"])
     rep = summarise(res, smiles)
     return {"checkpoint": str(path), "train_step": train_step, "steps": steps, "spacing": spacing,
+            "noise_scale": noise_scale,
             **{k: getattr(rep, k) for k in METRICS}, "ms_per_molecule": 1000 * seconds / args.n,
             "per_molecule": outcomes(res)}
 
@@ -120,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", default="25,50,100,250,500", help="comma-separated sampler step counts")
     p.add_argument("--spacing", default=str(SAMPLER_SPACING),
                    help="comma-separated sampler time grids: t_i = (1 - i / steps) ** spacing (1: uniform)")
+    p.add_argument("--noise-scale", default=str(SAMPLER_NOISE_SCALE),
+                   help="comma-separated factors on the coordinates' noise at every sampler step (1: exact)")
     p.add_argument("-n", type=int, default=500, help="molecules per setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250, help="molecules per sampling batch")
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="an earlier result file of the same seed, -n and batch size: its rows join the paired comparison")
     args = p.parse_args(argv)
     step_counts, spacings = _numbers(args.steps, int, "--steps"), _numbers(args.spacing, float, "--spacing")
+    scales = _numbers(args.noise_scale, float, "--noise-scale", check_noise_scale)
     earlier = earlier_rows(args.pair_with, args) if args.pair_with else []
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,19 +156,20 @@ def main(argv: list[str] | None = None) -> dict:
     for path in paths:
         loaded, train_step = load_model(path, device=args.device), load_config(path).get("step")
         sample_molecules(loaded, 4, num_steps=2, device=args.device)  # warm-up: first-call costs stay out of the timing
-        for steps, spacing in itertools.product(step_counts, spacings):
-            row = evaluate(loaded, path, train_step, steps, spacing, args, smiles)
+        for steps, spacing, scale in itertools.product(step_counts, spacings, scales):
+            row = evaluate(loaded, path, train_step, steps, spacing, scale, args, smiles)
             result["rows"].append(row)
-            print(f"[{path.name}] {steps} steps, spacing {spacing:g}: " + ", ".join(
+            print(f"[{path.name}] {steps} steps, spacing {spacing:g}, noise scale {scale:g}: " + ", ".join(
                 f"{k} {row[k]:.2f}" for k in (*METRICS, "ms_per_molecule") if row[k] is not None), flush=True)
             write_json(result, args.out)  # after every setting: a killed run keeps what it measured
-    header = ["checkpoint", "train step", "sampler steps", "spacing", *METRICS, "ms/molecule"]
-    print(format_table(header, [[Path(r["checkpoint"]).name, r["train_step"], r["steps"], r["spacing"],
+    header = ["checkpoint", "train step", "sampler steps", "spacing", "noise scale", *METRICS, "ms/molecule"]
+    print(format_table(header, [[Path(r["checkpoint"]).name, r["train_step"], *setting(r),
                                  *(r[k] for k in METRICS), r["ms_per_molecule"]] for r in result["rows"]]))
     result["paired"] = paired_rows(earlier + result["rows"])
     for c in result["paired"]:
-        print(f"[{Path(c['checkpoint']).name}] {c['setting'][0]} steps, spacing {c['setting'][1]:g} vs "
-              f"{c['reference'][0]} steps, spacing {c['reference'][1]:g} (same molecules, paired): " + ", ".join(
+        (a, b, c1), (d, e, f) = c["setting"], c["reference"]
+        print(f"[{Path(c['checkpoint']).name}] {a} steps, spacing {b:g}, noise scale {c1:g} vs {d} steps, spacing "
+              f"{e:g}, noise scale {f:g} (same molecules, paired): " + ", ".join(
                   f"{OUTCOMES[k]} {d:+.1f} ± {se:.1f}" for k, (d, se) in c["diffs"].items()))
     write_json(result, args.out)
     return result

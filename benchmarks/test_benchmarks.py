@@ -108,21 +108,29 @@ def test_molecule_sampling_compares_settings_molecule_by_molecule(tmp_path):
     rows = [{"checkpoint": "c", "steps": 250, "spacing": 2.0, "per_molecule": {"mol_stable": a, "valid": a}},
             {"checkpoint": "d", "steps": 250, "spacing": 2.0, "per_molecule": {"mol_stable": b, "valid": b}},
             {"checkpoint": "c", "steps": 100, "spacing": 2.0},  # an old row without outcomes: left out
-            {"checkpoint": "c", "steps": 100, "spacing": 1.0, "per_molecule": {"mol_stable": b, "valid": a}}]
-    (pair,) = paired_rows(rows)
-    assert pair["reference"] == (250, 2.0) and pair["setting"] == (100, 1.0)
+            {"checkpoint": "c", "steps": 100, "spacing": 1.0, "per_molecule": {"mol_stable": b, "valid": a}},
+            {"checkpoint": "c", "steps": 100, "spacing": 2.0, "noise_scale": 0.8, "per_molecule": {"mol_stable": b}}]
+    pair, colder = paired_rows(rows)  # rows from before the noise scale existed sampled at 1
+    assert pair["reference"] == (250, 2.0, 1.0) and pair["setting"] == (100, 1.0, 1.0)
     assert pair["diffs"]["mol_stable"] == pytest.approx((d, se)) and pair["diffs"]["valid"] == (0.0, 0.0)
+    assert colder["setting"] == (100, 2.0, 0.8) and set(colder["diffs"]) == {"mol_stable"}
     for text, kind in (("0", int), ("2.5", int), ("nan", float), ("-1", float), ("x", float)):
         with pytest.raises(SystemExit):
             _numbers(text, kind, "--steps")
     assert _numbers("100,250", int, "--steps") == [100, 250] and _numbers("1,2.5", float, "--spacing") == [1.0, 2.5]
+    from molecule_sampling import check_noise_scale
+
+    assert _numbers("1,0.8,0", float, "--noise-scale", check_noise_scale) == [1.0, 0.8, 0.0]
+    for text in ("-0.5", "inf"):
+        with pytest.raises(SystemExit, match="--noise-scale"):
+            _numbers(text, float, "--noise-scale", check_noise_scale)
     args = type("A", (), {"n": 10, "seed": 0, "batch_size": 250})()
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"n": 10, "seed": 1, "batch_size": 250, "rows": rows}))
     with pytest.raises(SystemExit, match="not the same"):
         earlier_rows(str(path), args)
     path.write_text(json.dumps({"n": 10, "seed": 0, "batch_size": 250, "rows": rows}))
-    assert len(earlier_rows(str(path), args)) == 3
+    assert len(earlier_rows(str(path), args)) == 4
     with pytest.raises(SystemExit, match="cannot read"):
         earlier_rows(str(tmp_path / "missing.json"), args)
 

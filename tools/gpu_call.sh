@@ -53,8 +53,9 @@ if [[ $what == molecule ]]; then
   probe=$out/throughput.jsonl
   if [[ $device == cuda ]]; then  # issue 11: steps/s of the paper preset on the GPU, fp32 vs bf16 autocast
     for spec in "paper 32 fp32" "paper 32 bf16" "paper 128 bf16" "small 32 fp32" "small 128 fp32" "small 128 bf16"; do
+      (( $(left) > budget - 100 )) || { echo "probe time used up: skipping $spec and the rest"; break; }
       read -r preset batch precision <<< "$spec"
-      timeout 60 $py packages/reed-molecule/scripts/time_step.py --preset "$preset" --batch-size "$batch" \
+      timeout 40 $py packages/reed-molecule/scripts/time_step.py --preset "$preset" --batch-size "$batch" \
         --precision "$precision" --steps 12 --device cuda --json "$probe" || echo "probe $spec failed"
     done
   fi
@@ -65,6 +66,7 @@ if [[ $what == molecule ]]; then
   sps=$($py packages/reed-molecule/scripts/time_step.py --preset small --batch-size "$batch" --steps 6 \
         --device "$device" --threads 0 --json "$probe" | sed -n 's/.*: \([0-9.]*\) s\/step.*/\1/p')
   train_s=$(( $(left) - 60 ))
+  (( train_s >= 60 )) || { echo "only ${train_s}s left for training: raise GPU_CALL_SECONDS"; exit 1; }
   steps=$($py -c "print(max(20, int(0.7 * $train_s / max(${sps:-1}, 1e-3))))")
   every=$(( steps / 8 > 0 ? steps / 8 : 1 ))
   echo "== training: $steps steps at batch $batch (probe ${sps:-?} s/step), budget ${train_s}s, validation every $every"
@@ -77,6 +79,7 @@ else
   batch=${GPU_CALL_BATCH:-$([[ $device == cuda ]] && echo 32 || echo 2)}
   lr=${GPU_CALL_LR:-2e-4}
   train_s=$(( $(left) - 45 ))
+  (( train_s >= 60 )) || { echo "only ${train_s}s left for training: raise GPU_CALL_SECONDS"; exit 1; }
   steps=${GPU_CALL_STEPS:-$([[ $device == cuda ]] && echo 2000 || echo 4)}
   every=$(( steps / 8 > 0 ? steps / 8 : 1 ))
   chains=$([[ $device == cuda ]] && echo 100 || echo 4)

@@ -82,7 +82,8 @@ def test_bad_output_and_checkpoint_leave_no_file(tmp_path, capsys):
     assert main(["sample", "-n", "2", "--out", str(tmp_path / "x.sdf"), "--checkpoint", str(tmp_path / "nope")]) == 2
     assert not list(tmp_path.iterdir())
     assert "error" in capsys.readouterr().err
-    for flag, value in (("--steps", "0"), ("--spacing", "0"), ("--spacing", "nan")):
+    for flag, value in (("--steps", "0"), ("--spacing", "0"), ("--spacing", "nan"), ("--noise-scale", "-1"),
+                        ("--noise-scale", "nan")):
         assert main(["sample", "-n", "2", "--out", str(tmp_path / "x.sdf"), flag, value]) == 2
         assert f"{flag} must be" in capsys.readouterr().err and not list(tmp_path.iterdir())
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reed_core import Corruption
-from reed_molecule.config import SAMPLER_SPACING
+from reed_molecule.config import SAMPLER_NOISE_SCALE, SAMPLER_SPACING
 from reed_molecule.model import MoleculePrediction
 from reed_molecule.process import MolecularDiffusion
 from reed_molecule.sampler import sample, sampler_times
@@ -69,6 +69,34 @@ def test_sampler_with_oracle_returns_the_molecule_on_any_grid(spacing):
     assert torch.equal(out.atoms, x0.atoms) and torch.equal(out.bonds, x0.bonds)
     assert torch.allclose(out.pos.double(), x0.pos, atol=1e-6)
     assert seen == pytest.approx([(1 - i / 8) ** spacing for i in range(8)])
+
+
+def test_noise_scale_scales_only_the_coordinate_noise():
+    """``noise_scale`` 1 is the exact ancestral step (bit-identical to ``step``'s default); any scale leaves the mean
+    and the categories' draws alone and multiplies the coordinates' deviation from that mean; 0 is the mean."""
+    p = MolecularDiffusion()
+    x0 = _batch(2, 7)
+    x = p.corrupt(x0, torch.full((2,), 0.6), generator=torch.Generator().manual_seed(1)).x_t
+    pred = _oracle(x0)
+    t, s = torch.full((2,), 0.6), torch.full((2,), 0.5)
+
+    def step(**kw):
+        return p.step(x, pred, t, s, torch.Generator().manual_seed(3), **kw)
+
+    exact, same, cold, mean = step(), step(noise_scale=1.0), step(noise_scale=0.5), step(noise_scale=0.0)
+    assert torch.equal(exact.pos, same.pos) and torch.equal(exact.atoms, same.atoms)
+    assert torch.equal(cold.atoms, exact.atoms) and torch.equal(cold.bonds, exact.bonds)
+    assert torch.allclose(cold.pos - mean.pos, 0.5 * (exact.pos - mean.pos), atol=1e-6)
+    assert (exact.pos - mean.pos).abs().max() > 1e-3
+    counts = x0.mask.sum(1)
+    model = lambda x, t, cond=None, **kw: type("O", (), {"prediction": pred})()  # noqa: E731
+    a = sample(model, p, counts, num_steps=4, generator=torch.Generator().manual_seed(0), max_atoms=7)
+    b = sample(model, p, counts, num_steps=4, generator=torch.Generator().manual_seed(0), max_atoms=7,
+               noise_scale=SAMPLER_NOISE_SCALE)
+    assert torch.equal(a.pos, b.pos)  # the default is SAMPLER_NOISE_SCALE
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise_scale"):
+            sample(model, p, counts, num_steps=2, max_atoms=7, noise_scale=bad)
 
 
 def test_sampler_time_grid_spacing():

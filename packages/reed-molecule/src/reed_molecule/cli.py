@@ -110,7 +110,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     from .io import SUFFIXES, MoleculeFormatError, write_molecules
     from .loading import load_model
-    from .process import check_time_power
+    from .process import check_noise_scale, check_time_power
     from .sampler import sample_molecules
 
     out = output_path(args.out)
@@ -122,9 +122,11 @@ def _sample(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     check_time_power(args.spacing, "--spacing")
+    check_noise_scale(args.noise_scale, "--noise-scale")
     loaded = load_model(_checkpoint_path(args.checkpoint), device=args.device)
     arrays = sample_molecules(loaded, args.n, num_steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-                              progress=True, device=args.device, num_atoms=num_atoms, spacing=args.spacing)
+                              progress=True, device=args.device, num_atoms=num_atoms, spacing=args.spacing,
+                              noise_scale=args.noise_scale)
     write_molecules(arrays, out)
     print(f"wrote {args.n} molecules to {out}")
     return 0
@@ -223,7 +225,7 @@ def _energy(records) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
 
-    from .config import MODEL_PRESETS, SAMPLER_SPACING, SAMPLER_STEPS
+    from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS
     from .pack import default_pack_path
 
     fmt = HelpFormatter
@@ -282,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=SAMPLER_STEPS, help="sampling steps")
     s.add_argument("--spacing", type=float, default=SAMPLER_SPACING, metavar="P",
                    help="time grid t_i = (1 - i / steps) ** P: 1 uniform, > 1 more steps at low noise")
+    s.add_argument("--noise-scale", type=float, default=SAMPLER_NOISE_SCALE, metavar="S",
+                   help="factor on the coordinates' noise at every step: 1 the exact ancestral step, < 1 colder")
     s.add_argument("--seed", type=int, default=0, help="sampling seed")
     s.add_argument("--batch-size", type=int, default=100, help="molecules per sampling batch")
     s.add_argument("--device", default="cpu", help="cpu / cuda")

@@ -39,6 +39,13 @@ def _uniform(n: int) -> tuple[float, ...]:
     return tuple([1.0 / n] * n)
 
 
+def check_noise_scale(value: float, name: str = "noise_scale") -> float:
+    """``value`` if it is a valid factor on the sampler's coordinate noise (finite, >= 0), else a ValueError."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
 def check_time_power(value: float, name: str = "time_power") -> float:
     """``value`` if it is a valid power P of a time grid t = u^P (finite, > 0): the training-time draw's or the
     sampler's spacing; else a ValueError naming ``name``."""
@@ -181,9 +188,10 @@ class MolecularDiffusion:
 
     @torch.no_grad()
     def step(self, x: MoleculeBatch, pred, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None,
-             last: bool = False) -> MoleculeBatch:
+             last: bool = False, noise_scale: float = 1.0) -> MoleculeBatch:
         """One ancestral step from time t to s < t given the model's x0 prediction ``pred`` at (x, t): the exact
-        Gaussian posterior for coordinates, q(x_s | x_t, x0 ~ p_theta) for the categories; ``last`` returns the
+        Gaussian posterior for coordinates (its noise times ``noise_scale``: 1 is the exact posterior, < 1 a
+        lower-temperature step, 0 its mean), q(x_s | x_t, x0 ~ p_theta) for the categories; ``last`` returns the
         prediction itself (argmax categories)."""
         mask, pm = x.mask, x.pair_mask
         if last:
@@ -196,7 +204,8 @@ class MolecularDiffusion:
         a_ts = a_t / a_s.clamp_min(1e-12)
         var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0)
         mean = (a_ts * sig_s**2 / sig_t**2) * x.pos + (a_s * var_ts / sig_t**2) * pred.pos
-        std = (var_ts.sqrt() * sig_s / sig_t).to(x.pos.dtype)
+        std = var_ts.sqrt() * sig_s / sig_t
+        std = (std if noise_scale == 1 else noise_scale * std).to(x.pos.dtype)
         pos = remove_com(mean + std * self.noise_like(x, generator), mask)
 
         def cat(name: str, current: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
