@@ -97,7 +97,7 @@ def evaluate(trainer, n: int, sample_steps: int, seed: int, train_smiles: set[st
     loaded = LoadedModel(model, trainer.objective.process, hist, trainer.model_config)
     start = time.perf_counter()
     arr = sample_molecules(loaded, n, num_steps=sample_steps, seed=seed, batch_size=min(n, 250), device=device,
-                           spacing=spacing)
+                           spacing=spacing, noise_scale=1.0)  # the exact ancestral step, whatever `sample`'s default
     seconds = time.perf_counter() - start
     if samples is not None:
         samples.parent.mkdir(parents=True, exist_ok=True)

@@ -136,8 +136,8 @@ def test_molecule_sampling_compares_settings_molecule_by_molecule(tmp_path):
 
 
 def test_molecule_benchmark_pins_its_sampler_grid(monkeypatch):
-    """The benchmark samples on the uniform grid its recorded results used, whatever `sample`'s default, records it,
-    and refuses a grid that is not finite and positive before loading any data."""
+    """The benchmark samples on the uniform grid (and with the exact noise) its recorded results used, whatever
+    `sample`'s defaults, records the grid, and refuses a grid that is not finite and positive before loading data."""
     import molecule_qm9
 
     seen = {}
@@ -154,6 +154,7 @@ def test_molecule_benchmark_pins_its_sampler_grid(monkeypatch):
 
     molecule_qm9.evaluate(Trainer(), 2, 3, 0, set(), "cpu", [])
     assert seen["spacing"] == 1.0 and molecule_qm9.LEGACY == {"sample_spacing": 1.0}
+    assert seen["noise_scale"] == 1.0  # the exact ancestral step its recorded results used
     molecule_qm9.evaluate(Trainer(), 2, 3, 0, set(), "cpu", [], spacing=2.0)
     assert seen["spacing"] == 2.0 and seen["num_steps"] == 3
     for bad in ("0", "nan", "-1"):
