@@ -35,6 +35,11 @@ echo "== gpu_call $what: budget ${budget}s, device $device, $(date -u +%FT%TZ), 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $py -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 
+guard() {  # the teacher caches are built before --time-budget starts counting: past the budget, Ctrl-C (SIGINT:
+  # the trainer finishes its step, checkpoints and stops), then kill; copy_back runs either way
+  timeout -s INT -k 20 $(( $(left) - 35 )) "$@"
+}
+
 copy_back() {  # what must outlive the machine; safe to call when training stopped early or failed
   local run=$1
   mkdir -p "$out/best"
@@ -70,7 +75,7 @@ if [[ $what == molecule ]]; then
   steps=$($py -c "print(max(20, int(0.7 * $train_s / max(${sps:-1}, 1e-3))))")
   every=$(( steps / 8 > 0 ? steps / 8 : 1 ))
   echo "== training: $steps steps at batch $batch (probe ${sps:-?} s/step), budget ${train_s}s, validation every $every"
-  $py -m reed_molecule.cli train --init shipped --method reed --time-power 2 --pack --steps "$steps" \
+  guard $py -m reed_molecule.cli train --init shipped --method reed --time-power 2 --pack --steps "$steps" \
     --batch-size "$batch" --lr "$lr" --lr-decay cosine --lr-final 0.04 --seed 7 --eval-every "$every" \
     --device "$device" --time-budget "${train_s}s" --out runs/mol_gpu ${GPU_CALL_EXTRA:-}
   echo "train exit $?"
@@ -84,7 +89,7 @@ else
   every=$(( steps / 8 > 0 ? steps / 8 : 1 ))
   chains=$([[ $device == cuda ]] && echo 100 || echo 4)
   echo "== training: $steps steps at batch $batch, budget ${train_s}s (the profile cache first), validation every $every on $chains chains"
-  $py -m reed_protein.cli train --init shipped --method vanilla --distill 10 --steps "$steps" --batch-size "$batch" \
+  guard $py -m reed_protein.cli train --init shipped --method vanilla --distill 10 --steps "$steps" --batch-size "$batch" \
     --lr "$lr" --lr-decay cosine --lr-final 0.1 --seed 7 --eval-every "$every" --eval-chains "$chains" \
     --device "$device" --cache-dir runs/teacher_cache --time-budget "${train_s}s" --out runs/prot_gpu ${GPU_CALL_EXTRA:-}
   echo "train exit $?"
