@@ -58,6 +58,11 @@ def setting(row: dict) -> tuple:
     return row["steps"], row["spacing"], row.get("noise_scale", 1.0)
 
 
+def label(setting: tuple) -> str:
+    steps, spacing, scale = setting
+    return f"{steps} steps, spacing {spacing:g}, noise scale {scale:g}"
+
+
 def outcomes(res: MoleculeResults) -> dict[str, str]:
     """Per-molecule 0/1 outcomes as strings (molecule k at position k): EDM molecule stability (0 where undefined),
     validity, and with the model's own bonds, bond-aware stability and connected validity."""
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         for steps, spacing, scale in itertools.product(step_counts, spacings, scales):
             row = evaluate(loaded, path, train_step, steps, spacing, scale, args, smiles)
             result["rows"].append(row)
-            print(f"[{path.name}] {steps} steps, spacing {spacing:g}, noise scale {scale:g}: " + ", ".join(
+            print(f"[{path.name}] {label(setting(row))}: " + ", ".join(
                 f"{k} {row[k]:.2f}" for k in (*METRICS, "ms_per_molecule") if row[k] is not None), flush=True)
             write_json(result, args.out)  # after every setting: a killed run keeps what it measured
     header = ["checkpoint", "train step", "sampler steps", "spacing", "noise scale", *METRICS, "ms/molecule"]
@@ -167,9 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  *(r[k] for k in METRICS), r["ms_per_molecule"]] for r in result["rows"]]))
     result["paired"] = paired_rows(earlier + result["rows"])
     for c in result["paired"]:
-        (a, b, c1), (d, e, f) = c["setting"], c["reference"]
-        print(f"[{Path(c['checkpoint']).name}] {a} steps, spacing {b:g}, noise scale {c1:g} vs {d} steps, spacing "
-              f"{e:g}, noise scale {f:g} (same molecules, paired): " + ", ".join(
+        print(f"[{Path(c['checkpoint']).name}] {label(c['setting'])} vs {label(c['reference'])} (same molecules, "
+              "paired): " + ", ".join(
                   f"{OUTCOMES[k]} {d:+.1f} ± {se:.1f}" for k, (d, se) in c["diffs"].items()))
     write_json(result, args.out)
     return result

@@ -59,7 +59,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     params = sum(q.numel() for q in model.parameters()) / 1e6
     median = float(np.median(times[2:]))
-    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{args.threads} threads on cpu"
+    cuda = args.device.startswith("cuda")
+    where = torch.cuda.get_device_name(args.device) if cuda else f"{torch.get_num_threads()} threads on cpu"
     print(f"{args.preset} ({params:.1f} M params), batch {args.batch_size}, {args.precision}, {where}: "
           f"{median:.3f} s/step (median of steps 3-{args.steps}; all: {[round(x, 3) for x in times]})")
     if args.json:

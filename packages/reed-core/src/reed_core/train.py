@@ -136,7 +136,12 @@ def distributed_context() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         atexit.register(_destroy_process_group)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return dist.get_rank(), dist.get_world_size(), _local_rank()
+
+
+def _local_rank() -> int:
+    """torchrun's ``LOCAL_RANK`` in a multi-process run, else 0."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
 def training_device(device: str | torch.device | None = None) -> torch.device:
@@ -144,8 +149,7 @@ def training_device(device: str | torch.device | None = None) -> torch.device:
     where a ``Trainer`` given no device trains, and where ``build_trainer`` computes its cached teacher features."""
     if device is not None:
         return torch.device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(f"cuda:{_local_rank()}" if torch.cuda.is_available() else "cpu")
 
 
 def _destroy_process_group() -> None:

@@ -204,8 +204,7 @@ class MolecularDiffusion:
         a_ts = a_t / a_s.clamp_min(1e-12)
         var_ts = (sig_t**2 - a_ts**2 * sig_s**2).clamp_min(0)
         mean = (a_ts * sig_s**2 / sig_t**2) * x.pos + (a_s * var_ts / sig_t**2) * pred.pos
-        std = var_ts.sqrt() * sig_s / sig_t
-        std = (std if noise_scale == 1 else noise_scale * std).to(x.pos.dtype)
+        std = (noise_scale * var_ts.sqrt() * sig_s / sig_t).to(x.pos.dtype)  # x 1.0 is exact: the same bits
         pos = remove_com(mean + std * self.noise_like(x, generator), mask)
 
         def cat(name: str, current: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
