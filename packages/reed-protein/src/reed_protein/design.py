@@ -241,11 +241,11 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     for lo in range(0, num_seqs, batch_size):
         b = min(batch_size, num_seqs - lo)
         x = pad_batch([item] * b).to(device)
-        enc = model.encode(x)  # once: for sampling and for scoring the designs
+        # the structure was encoded once (enc1): the decoder broadcasts it over the b sequences
         S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, bias=bias, omit=omit,
-                            encoding=enc, tied=tied)
-        sc = _scores(model, enc, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
-        gs = _scores(model, enc, S, x, x.mask)
+                            encoding=enc1, tied=tied)
+        sc = _scores(model, enc1, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
+        gs = _scores(model, enc1, S, x, x.mask)
         rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
         for k in range(b):
             seqs.append(_join(structure, S[k].cpu().numpy()))
@@ -318,11 +318,11 @@ def score(model: ProteinDenoiser, structure: Structure, sequences: Sequence[str]
     toks = [item["S"]] if sequences is None else [_tokens(structure, s, f"sequence {k + 1}")
                                                    for k, s in enumerate(sequences)]
     model.eval()
+    enc = model.encode(pad_batch([item]).to(device))  # once; the decoder broadcasts it over the sequences
     scores, gscores, logps = [], [], []
     for lo in range(0, len(toks), batch_size):
         chunk = toks[lo:lo + batch_size]
         x = pad_batch([{**item, "S": t} for t in chunk]).to(device)
-        enc = model.encode(x)
         S, valid = x.S, x.mask & (x.S != X_INDEX)
         scores.extend(_scores(model, enc, S, x, x.design_mask & valid).tolist())  # design_mask implies a backbone
         lp = _residue_logp(model, enc, S, valid)

@@ -66,8 +66,14 @@ class MessageLayer(nn.Module):
 
     def forward(self, h_V, parts, E_idx, node_mask, edge_mask, h_E=None):
         """``parts``: the message input as (kind, tensor) pieces, see ``pair_mlp``."""
-        m = pair_mlp(self.msg, parts, E_idx) * edge_mask[..., None]
-        h_V = self.norm1(h_V + self.drop(m.sum(2) / self.scale))
+        # sum_k mask_k (W z_k + b) = W (sum_k mask_k z_k) + b sum_k mask_k: the message MLP's last linear layer
+        # runs on the per-residue sum, not on every edge (half of its per-edge matmuls)
+        z, last = pair_mlp(self.msg[:-1], parts, E_idx), self.msg[-1]
+        B, L, K, H = z.shape
+        w = edge_mask.to(z.dtype).expand(B, L, K)
+        zs = torch.bmm(w.reshape(B * L, 1, K), z.reshape(B * L, K, H)).view(B, L, H)  # masked sum over k
+        m = F.linear(zs, last.weight) + w.sum(-1, keepdim=True) * last.bias
+        h_V = self.norm1(h_V + self.drop(m / self.scale))
         h_V = self.norm2(h_V + self.drop(self.ff(h_V))) * node_mask[..., None]
         if self.edge is not None:
             e = pair_mlp(self.edge, [("i", h_V), ("e", h_E), ("j", h_V)], E_idx)
@@ -78,26 +84,32 @@ class MessageLayer(nn.Module):
 def pair_mlp(mlp: nn.Sequential, parts, E_idx: torch.Tensor) -> torch.Tensor:
     """``mlp`` applied to the per-edge concatenation of ``parts`` without building it (B,L,K,sum d): the first
     linear layer is split by columns. Kinds: "i" node features of the receiving residue (B,L,d), "j" node
-    features of the neighbour (projected on L residues, then gathered), "e" edge features (B,L,K,d), "p" an edge
-    part already projected by its columns (B,L,K,H) with its width given as ``(tensor, d)``."""
+    features of the neighbour, "e" edge features (B,L,K,d), "p" an edge part already projected by its columns
+    (B,L,K,H) with its width given as ``(tensor, d)``. The "i" parts and the "j" parts are each projected and summed
+    on the L residues, so the neighbours' part is gathered once. A batch of 1 broadcasts (see ``gather_nodes``)."""
     first = mlp[0]
-    out, col = first.bias, 0
+    node_i = node_j = None
+    edge, col = first.bias, 0
     for kind, x in parts:
         if kind == "p":
             x, d = x
-            out = out + x
+            edge = edge + x
             col += d
             continue
         d = x.shape[-1]
         y = F.linear(x, first.weight[:, col:col + d])
         col += d
         if kind == "i":
-            y = y[:, :, None]
+            node_i = y if node_i is None else node_i + y
         elif kind == "j":
-            y = gather_nodes(y, E_idx)
-        out = out + y
+            node_j = y if node_j is None else node_j + y
+        else:
+            edge = edge + y
     if col != first.in_features:
         raise ValueError(f"message parts cover {col} of {first.in_features} input features")
+    out = edge if node_i is None else edge + node_i[:, :, None]
+    if node_j is not None:
+        out = out + gather_nodes(node_j, E_idx)
     return mlp[1:](out)
 
 
@@ -155,6 +167,7 @@ class ProteinDenoiser(nn.Module):
         return Encoding(h_V, h_E, E_idx, edge_mask, x.mask, hiddens, masks)
 
     def decode(self, enc: Encoding, S: torch.Tensor, capture=(), latents=None) -> DenoiserOutput:
+        """Logits for the tokens ``S`` (B,L); an encoding of batch 1 (one structure) is broadcast over S's batch."""
         h_V, h_E, E_idx = enc.h_V, enc.h_E, enc.E_idx
         B, L, K, H = h_E.shape
         h_S = self.seq_embed(S)
