@@ -251,3 +251,25 @@ def test_time_profile_reference_is_the_token_posterior_and_an_oracle_beats_it():
         for name in ("atoms", "charges", "bonds"):
             assert r[f"{name}_ce"] < 1e-6 < r[f"{name}_ce_ref"]
     assert rows[-1]["atoms_ce_ref"] > rows[0]["atoms_ce_ref"]  # more noise, less to read off x_t
+
+
+def test_design_cli_benchmark_writes_a_readable_chain_and_times_processes(tmp_path):
+    from protein_design_cli import command, fasta_recoveries, run_timed, write_chain_pdb
+
+    from reed_protein.structure import read_structure
+
+    pdb = tmp_path / "chain.pdb"
+    name = write_chain_pdb(pdb, 100)
+    s = read_structure(pdb)  # the file both tools read parses, every residue with its backbone
+    assert name and len(s.chains) == 1 and abs(len(s.chains[0]) - 100) <= 5 and s.chains[0].mask.all()
+    wall, rss, code = run_timed([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    assert code == 0 and wall >= 0.2 and rss > 1
+    assert run_timed([sys.executable, "-c", "raise SystemExit(3)"])[2] == 3
+    (tmp_path / "d.fa").write_text(">x, score=1.0\nAAA\n>T=0.1, sample=1, score=0.9, seq_recovery=0.3800\nAAA\n"
+                                   ">T=0.1, sample=2, score=0.9, seq_recovery=0.4200\nAAC\n")
+    assert fasta_recoveries(tmp_path / "d.fa") == [0.38, 0.42]
+    cmd, env = command("protein_mpnn_run", "mpnn", pdb, tmp_path, 1, 0)
+    assert env["OMP_NUM_THREADS"] == "1" and cmd[cmd.index("--seed") + 1] == "1"  # their seed 0 means random
+    assert "OMP_NUM_THREADS" not in command("protein_mpnn_run", "mpnn", pdb, tmp_path, 0, 0)[1]  # its default
+    cmd, env = command("reed-protein", "rp", pdb, tmp_path, 2, 0)
+    assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--num-seqs") + 1] == "8"

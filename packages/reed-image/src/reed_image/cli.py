@@ -56,7 +56,7 @@ def _interval(text: str) -> tuple[float, float]:
 def _sample(args: argparse.Namespace) -> int:
     import torch
 
-    from reed_core.cli import resolve_checkpoint
+    from reed_core.cli import apply_threads, resolve_checkpoint
     from reed_core.io import output_path
 
     from .io import save_grid, save_npz
@@ -71,8 +71,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.cfg < 1.0:
         raise ValueError(f"--cfg must be >= 1 (1 = no guidance), got {args.cfg}")
     interval = _interval(args.guidance_interval)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     loaded = load_model(resolve_checkpoint(args.checkpoint, default_checkpoint), device=args.device, vae=args.vae)
     cfg = loaded.model.cfg
     classes = _classes(args.class_, loaded.class_names) or list(range(cfg.num_classes))
@@ -166,7 +165,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
+    from reed_core.cli import (
+        METHOD_NAMES,
+        HelpFormatter,
+        add_lr_schedule_arguments,
+        add_precision_argument,
+        add_threads_argument,
+    )
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
@@ -191,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=256, help="images sampled together")
     s.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     s.add_argument("--device", default="cpu", help="cpu / cuda")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_threads_argument(s)
     s.add_argument("--latents", choices=("none", "self"), default="none",
                    help="a variational-hybrid model: sample unconditionally on z, or on its own projected z_hat")
     s.add_argument("--vae", default=None, help="a latent-space model's VAE directory (default: the one it was trained with)")
@@ -244,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from reed_core.cli import run_cli
 
-    return run_cli("reed-image", build_parser(), argv)
+    return run_cli("reed-image", build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def _design(args: argparse.Namespace) -> int:
     import io
 
     import numpy as np
-    import torch
+
+    from reed_core.cli import apply_threads
 
     from .design import design, parse_bias, parse_omit, to_fasta
     from .loading import load_model
@@ -87,8 +88,7 @@ def _design(args: argparse.Namespace) -> int:
     for target in (args.out, args.probs):
         if target:
             output_path(target)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     files = _inputs(args.input)
     omit, bias = parse_omit(args.omit_aa), parse_bias(args.bias_aa)
     ckpt = _checkpoint(args.checkpoint)
@@ -144,7 +144,7 @@ def _json_option(arg: str | None, what: str, kinds: type | tuple[type, ...], exp
 
 
 def _score(args: argparse.Namespace) -> int:
-    import torch
+    from reed_core.cli import apply_threads
 
     from .design import parse_fasta, score
     from .loading import load_model
@@ -152,8 +152,7 @@ def _score(args: argparse.Namespace) -> int:
 
     if args.out:
         output_path(args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     files = _inputs(args.input)
     sequences = None
     if args.fasta:
@@ -305,7 +304,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
+    from reed_core.cli import (
+        METHOD_NAMES,
+        HelpFormatter,
+        add_lr_schedule_arguments,
+        add_precision_argument,
+        add_threads_argument,
+    )
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
@@ -330,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--probs", default=None, help="also write per-residue probabilities (.npz)")
     d.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     d.add_argument("--device", default="cpu", help="cpu / cuda")
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_threads_argument(d)
     d.add_argument("--quiet", action="store_true", help="no progress or summary output")
     d.add_argument("--tied-positions", default=None,
                    help="ProteinMPNN's tied-positions JSON ({name: [{chain: [1-based positions]}, ...]}): each group "
@@ -351,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", default=None, help="also write per-residue log-probabilities and scores as JSON")
     sc.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     sc.add_argument("--device", default="cpu", help="cpu / cuda")
-    sc.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    add_threads_argument(sc)
     sc.set_defaults(func=_score)
 
     pk = sub.add_parser("pack", help="pack a folder of PDB/mmCIF files into a training set (.npz) with a cluster split",
@@ -437,10 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from reed_core.cli import run_cli
 
-    from .design import DesignError
+    # torch-free (the parser is built inside run_cli), so the start-up clock of auto --threads sees torch load
     from .structure import StructureError
 
-    return run_cli("reed-protein", build_parser(), argv, (StructureError, DesignError))
+    return run_cli("reed-protein", build_parser, argv, (StructureError,))  # DesignError is a ValueError
 
 
 if __name__ == "__main__":
