@@ -65,6 +65,8 @@ def parse_setting(text: str, method: str = "vanilla") -> dict:
             kw["align_decay"] = "constant"
         elif token in ("vanilla", "repa", "reed"):
             kw["method"] = token
+        elif m := re.fullmatch(r"mpnn(\d{3})", token):
+            kw["mpnn_noise"] = m.group(1)
         elif m := re.fullmatch(r"(noise|align|distill|cdistill)(\d+(?:\.\d+)?)", token):
             key = {"noise": "backbone_noise", "align": "align_coefficient", "distill": "distill",
                    "cdistill": "distill"}[m.group(1)]
@@ -73,7 +75,7 @@ def parse_setting(text: str, method: str = "vanilla") -> dict:
                 kw["distill_from"] = "conditional"
         else:
             raise SystemExit(f"--settings: {token!r} in {text!r} is not fixed, random, cosine, vanilla, repa, reed, "
-                             "hold, noiseX (X in Å), alignX, distillX or cdistillX")
+                             "hold, noiseX (X in Å), alignX, distillX, cdistillX or mpnnNNN (ProteinMPNN v_48_NNN)")
     return kw
 
 
@@ -145,7 +147,8 @@ def main(argv=None) -> dict:
         kw = dict(kw)
         if decay := kw.pop("align_decay", None):
             base = teacher_preset(args.teachers, distill=kw.get("distill", 0.0),
-                                  distill_from=kw.get("distill_from", "profile"))
+                                  distill_from=kw.get("distill_from", "profile"),
+                                  mpnn_noise=kw.get("mpnn_noise", "020"))
             kw["preset"] = replace(base, curriculum=replace(base.curriculum, decay=decay))
         trainer = protein_trainer(kw.pop("method"), chains, fresh_dir(out.parent / f"{out.name}_runs" / name),
                                   model=args.preset, steps=steps, batch_size=args.batch_size,

@@ -273,3 +273,23 @@ def test_design_cli_benchmark_writes_a_readable_chain_and_times_processes(tmp_pa
     assert "OMP_NUM_THREADS" not in command("protein_mpnn_run", "mpnn", pdb, tmp_path, 0, 0)[1]  # its default
     cmd, env = command("reed-protein", "rp", pdb, tmp_path, 2, 0)
     assert cmd[cmd.index("--threads") + 1] == "2" and cmd[cmd.index("--num-seqs") + 1] == "8"
+
+
+def test_teacher_fit_statistics():
+    import torch
+    from protein_teacher_fit import fit_stats, summarise
+
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(2, 5, 21, generator=g).log_softmax(-1)
+    S = lp[..., :20].argmax(-1)
+    S[1, 4] = 20  # a native X is never scored
+    scored = torch.ones(2, 5, dtype=torch.bool)
+    scored[0, 0] = False
+    same = summarise(fit_stats(lp, lp, S, scored))
+    assert same["residues"] == 8 and same["model_recovery"] == same["teacher_recovery"] == 100.0
+    assert same["argmax_agreement"] == 100.0 and abs(same["kl"]) < 1e-6
+    assert same["model_perplexity"] == pytest.approx(same["teacher_perplexity"])
+    uniform = torch.full_like(lp, -np.log(21.0))  # the model knows nothing: perplexity 20 over the 20 amino acids
+    other = summarise(fit_stats(uniform, lp, S, scored))
+    assert other["model_perplexity"] == pytest.approx(20.0) and other["kl"] > 0
+    assert other["teacher_recovery"] == 100.0 and other["argmax_agreement"] == other["model_recovery"]

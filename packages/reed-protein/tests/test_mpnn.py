@@ -273,3 +273,25 @@ def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in
     start = int(x.residue_idx[b, 0])
     slot = int(torch.nonzero(full.index[b, start + i] == start + ours[b, i, j])[0, 0])
     assert torch.allclose(got.features[b, i, j], full.features[b, start + i, slot], atol=1e-2, rtol=1e-2)
+
+
+def test_mpnn_noise_picks_the_teachers_weights(tmp_path, capsys):
+    """``--mpnn-noise 002``: every ProteinMPNN teacher (encoder slots and the distilled profile) runs v_48_002."""
+    from types import SimpleNamespace
+
+    from reed_protein.mpnn import load_proteinmpnn
+    from reed_protein.presets import teacher_preset
+
+    domain = SimpleNamespace(model=SimpleNamespace(k=30))
+    w002, w020 = (load_proteinmpnn(noise=n).W_s.weight for n in ("002", "020"))
+    assert not torch.equal(w002, w020)
+    for noise, w in (("002", w002), ("020", w020)):
+        specs = {s.name: s for s in teacher_preset("mpnn", distill=1.0, mpnn_noise=noise).latents}
+        for name in ("structure", "pair", "profile"):
+            assert torch.equal(specs[name].teacher(domain).encoder.model.W_s.weight, w), (noise, name)
+    with pytest.raises(ValueError, match="mpnn_noise must be one of"):
+        teacher_preset("mpnn", mpnn_noise="005")
+    assert main(["train", "--dry-run", "--mpnn-noise", "002", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["mpnn_noise"] == "002"
+    with pytest.raises(SystemExit):
+        main(["train", "--dry-run", "--mpnn-noise", "005", "--out", str(tmp_path / "r")])

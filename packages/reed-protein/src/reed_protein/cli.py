@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reed_core.io import atomic_write, output_path
 
-from .constants import CROPS, PAIRS_PER_TOKEN
+from .constants import CROPS, MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
@@ -234,10 +234,11 @@ def _train(args: argparse.Namespace) -> int:
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
-          "distill_from": args.distill_from, "cache_teachers": not args.no_cache_teachers, "precision": args.precision,
+          "distill_from": args.distill_from, "mpnn_noise": args.mpnn_noise, "cache_teachers": not args.no_cache_teachers,
+          "precision": args.precision,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
-                            distill=args.distill, distill_from=args.distill_from)
+                            distill=args.distill, distill_from=args.distill_from, mpnn_noise=args.mpnn_noise)
     if args.dry_run:
         latents = {s.name: {"layer": s.layer if s.layer == PREDICTION else capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
@@ -408,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distill-from", choices=DISTILL_FROM, default="profile",
                    help="what --distill matches: ProteinMPNN's structure-only profile (cached), or its distribution "
                         "given the residues left visible at each step (conditional: one ProteinMPNN pass per step)")
+    t.add_argument("--mpnn-noise", choices=MPNN_NOISE_LEVELS, default="020",
+                   help="which ProteinMPNN weights every ProteinMPNN teacher (and --distill) uses: v_48_<this>, "
+                        "trained with this many hundredths of an Å of backbone noise (002: the sharpest profile)")
     t.add_argument("--pairs-per-token", type=int, default=PAIRS_PER_TOKEN,
                    help="random kNN edges per residue the pair latent aligns each step (0: all of them)")
     t.add_argument("--cache-dir", default=None,

