@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from reed_core.cli import add_threads_argument
+
 
 def _classes(text: str | None, names: tuple[str, ...]) -> list[int] | None:
     """``--class`` values: ids or names, comma-separated; None = all classes in turn."""
@@ -165,13 +167,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import (
-        METHOD_NAMES,
-        HelpFormatter,
-        add_lr_schedule_arguments,
-        add_precision_argument,
-        add_threads_argument,
-    )
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
 
     from .model import SIT_PRESETS
     from .presets import PRESETS

@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from reed_core.cli import add_threads_argument
 from reed_core.io import atomic_write, output_path
 
 from .constants import CROPS, MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
@@ -305,13 +306,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import (
-        METHOD_NAMES,
-        HelpFormatter,
-        add_lr_schedule_arguments,
-        add_precision_argument,
-        add_threads_argument,
-    )
+    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
