@@ -70,8 +70,8 @@ def apply_threads(requested: int) -> int:
     began (measured over the command's start-up, torch's import included; at least 1, at most the cores this
     process may run on); where that cannot be measured torch keeps its default (every core). Returns the count.
 
-    Why (``benchmarks/protein_design_cli.py``, 2 cores): two threads design 1.3x faster than one on an idle
-    machine and 1.2x slower than one beside a single busy process."""
+    Why (``benchmarks/protein_design_cli.py``, 2 cores, whole design commands): two threads were 1.2x faster than
+    one on an idle machine and 1.4x slower than one beside a single busy process."""
     import torch
 
     if requested < 0:

@@ -208,7 +208,8 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     device: str | None = None, cache_dir: str | os.PathLike | None = None,
                     precision: str = "fp32", mpnn_noise: str = "020") -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
-    to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from)``; ``ids``: the training chains (default: ``train_ids``);
+    to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from,
+    mpnn_noise=mpnn_noise)``; ``ids``: the training chains (default: ``train_ids``);
     ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only);
     ``precision``: the training step's autocast dtype (``TrainConfig.precision``)."""
     preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from,
