@@ -31,15 +31,14 @@ from _common import format_table, write_json  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
 
 TOOLS = ("reed-protein", "protein_mpnn_run")
-LETTERS = "ACDEFGHIKLMNPQRSTVWYX"
-THREE = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS", "I": "ILE", "K": "LYS",
-         "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN", "R": "ARG", "S": "SER", "T": "THR", "V": "VAL",
-         "W": "TRP", "Y": "TYR", "X": "UNK"}
 
 
 def write_chain_pdb(path: Path, length: int = 100) -> str:
     """The test chain closest to ``length`` residues (the one ``protein_inverse_folding.design_latency`` times) as a
     backbone-only PDB file; returns its name."""
+    from biotite.sequence import ProteinSequence
+
+    from reed_protein.constants import ALPHABET
     from reed_protein.data import ChainSet
 
     cs = ChainSet()
@@ -50,7 +49,7 @@ def write_chain_pdb(path: Path, length: int = 100) -> str:
     for k, (s, xyz) in enumerate(zip(item["S"], item["X"], strict=True), start=1):
         for name, p in zip(("N", "CA", "C", "O"), xyz, strict=True):
             if np.isfinite(p).all():
-                lines.append(f"ATOM  {serial:5d}  {name:<3} {THREE[LETTERS[s]]} A{k:4d}    "
+                lines.append(f"ATOM  {serial:5d}  {name:<3} {ProteinSequence.convert_letter_1to3(ALPHABET[s])} A{k:4d}    "
                              f"{p[0]:8.3f}{p[1]:8.3f}{p[2]:8.3f}  1.00 20.00           {name[0]}")
                 serial += 1
     path.write_text("\n".join([*lines, "TER", "END"]) + "\n")
@@ -101,9 +100,10 @@ def measure(binaries: dict[str, str], pdb: Path, threads: list[int], repeats: in
             for tool, binary in binaries.items():
                 out = work / f"{tool}_{n}_{r}"
                 out.mkdir()
-                wall, rss, code = run_timed(*command(tool, binary, pdb, out, n, r))
+                cmd, env = command(tool, binary, pdb, out, n, r)
+                wall, rss, code = run_timed(cmd, env)
                 if code != 0:
-                    raise SystemExit(f"{tool} exited {code}: {' '.join(command(tool, binary, pdb, out, n, r)[0])}")
+                    raise SystemExit(f"{tool} exited {code}: {' '.join(cmd)}")
                 if r:
                     runs[tool, n].append((wall, rss))
                     recoveries[tool] += fasta_recoveries(output_fasta(tool, out))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
-from reed_protein.constants import MASK_INDEX, X_INDEX  # noqa: E402
+from reed_protein.constants import MASK_INDEX, MPNN_NOISE_LEVELS, X_INDEX  # noqa: E402
 from reed_protein.data import ChainSet  # noqa: E402
 from reed_protein.loading import default_checkpoint, load_model  # noqa: E402
 from reed_protein.mpnn import load_proteinmpnn  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chains", type=int, default=150, help="random chains drawn from train and valid (test and "
                                                            "ts50 are used whole)")
     p.add_argument("--max-length", type=int, default=256, help="crop length (training's)")
-    p.add_argument("--teacher-noise", default="020", help="ProteinMPNN weights v_48_<noise>")
+    p.add_argument("--teacher-noise", choices=MPNN_NOISE_LEVELS, default="020", help="ProteinMPNN weights v_48_<noise>")
     p.add_argument("--seed", type=int, default=0, help="which train / valid chains")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="benchmarks/results/protein_teacher_fit.json")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,11 @@ def _mpnn(slot: str, noise: str = "020"):
     return make
 
 
-TEACHER_SETS: dict[str, dict[str, Any]] = {
-    "mpnn": {"pair": _mpnn("pair"), "structure": _mpnn("structure")},
-    "inproject": {"pair": lambda d: PairGeometryTeacher(d.model.k), "structure": lambda d: StructureEncoderTeacher()},
+# name -> the "pair" and "structure" teacher factories, given which ProteinMPNN weights (``mpnn_noise``) to use
+TEACHER_SETS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "mpnn": lambda noise: {"pair": _mpnn("pair", noise), "structure": _mpnn("structure", noise)},
+    "inproject": lambda noise: {"pair": lambda d: PairGeometryTeacher(d.model.k),
+                                "structure": lambda d: StructureEncoderTeacher()},
 }
 
 
@@ -139,9 +142,7 @@ def teacher_preset(teachers: str = "mpnn", cached: bool = True, pairs_per_token:
         raise ValueError(f"distill_from must be one of {DISTILL_FROM}, got {distill_from!r}")
     if mpnn_noise not in MPNN_NOISE_LEVELS:
         raise ValueError(f"mpnn_noise must be one of {MPNN_NOISE_LEVELS}, got {mpnn_noise!r}")
-    t = TEACHER_SETS[teachers]
-    if teachers == "mpnn":
-        t = {"pair": _mpnn("pair", mpnn_noise), "structure": _mpnn("structure", mpnn_noise)}
+    t = TEACHER_SETS[teachers](mpnn_noise)
     profile = (LatentSpec(distill_from, _mpnn(distill_from, mpnn_noise), layer=PREDICTION, coefficient=distill,
                           cached=cached and distill_from == "profile", always=True),) if distill > 0 else ()
     return DomainPreset(
