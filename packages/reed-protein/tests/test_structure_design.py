@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import atom_line, real_chain, write_pdb  # noqa: E402
 
 from reed_protein.cli import main  # noqa: E402
+from reed_protein.constants import ALPHABET  # noqa: E402
 from reed_protein.design import DesignError, parse_fixed_positions  # noqa: E402
 from reed_protein.structure import StructureError, read_structure  # noqa: E402
 
@@ -310,6 +311,70 @@ def test_bias_per_residue_steers_the_listed_residues_only(tmp_path, capsys):
                      str(bias)]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "x.fasta").exists()
+
+
+def test_several_temperatures_number_their_designs_like_proteinmpnn(tmp_path, capsys):
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "t.pdb", [("A", seq[:50], X[:50])])
+    out, one = tmp_path / "t.fasta", tmp_path / "one.fasta"
+    assert main(["design", str(tmp_path / "t.pdb"), "--out", str(out), "--num-seqs", "3", "--temperature",
+                 "0.1, 0.5 2"]) == 0
+    assert "wrote 9 design(s) per structure (3 at each of T = 0.1, 0.5, 2.0)" in capsys.readouterr().out
+    heads = out.read_text().splitlines()[2::2]
+    assert [h.split(", score=")[0] for h in heads] == [f">T={t}, sample={k}" for t in (0.1, 0.5, 2.0) for k in (1, 2, 3)]
+    # the first temperature's designs are those of a run at that temperature alone (one generator, in order)
+    assert main(["design", str(tmp_path / "t.pdb"), "--out", str(one), "--num-seqs", "3", "--quiet"]) == 0
+    assert one.read_text().splitlines()[:8] == out.read_text().splitlines()[:8]
+    designs = out.read_text().splitlines()[3::2]
+    identity = [np.mean([a == b for a, b in zip(d, seq[:50], strict=True)]) for d in designs]
+    assert np.mean(identity[:3]) > np.mean(identity[6:])  # T = 2 designs stray further from the native
+    for bad in ("0.1,x", "0.1,-1", "", "nan"):
+        assert main(["design", str(tmp_path / "t.pdb"), "--out", str(tmp_path / "z.fasta"), "--temperature", bad]) == 2
+        assert "--temperature" in capsys.readouterr().err
+    assert not (tmp_path / "z.fasta").exists()
+
+
+def test_omit_aa_per_residue_bans_types_at_the_listed_residues_only(tmp_path, capsys):
+    import json
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "o.pdb", [("A", seq[:40], X[:40]), ("B", seq[40:80], X[40:80] + 30.0)])
+    bias = tmp_path / "bias.json"
+    rows = [[0.0] * 21 for _ in range(40)]
+    for r in rows:
+        r[ALPHABET.index("W")] = r[ALPHABET.index("G")] = 8.0  # W or G everywhere on chain A unless omitted
+    bias.write_text(json.dumps({"A": rows, "B": rows}))
+    omit = tmp_path / "omit.json"
+    out = tmp_path / "o.fasta"
+    for spec in ({"o": {"A": [[[1, 2, 3], "W"], [[5], "WG"]]}}, {"A": [[[1, 2, 3], "W"], [[5], "gw"]]}):
+        omit.write_text(json.dumps(spec))
+        assert main(["design", str(tmp_path / "o.pdb"), "--out", str(out), "--num-seqs", "4", "--bias-per-residue",
+                     str(bias), "--omit-aa-per-residue", str(omit), "--quiet"]) == 0
+        designs = [d.split("/") for d in out.read_text().splitlines()[3::2]]
+        assert all(a[:3] == "GGG" and a[4] not in "WG" for a, _ in designs)
+        assert sum(a[3:4] + a[5:] == "W" * 36 for a, _ in designs) < 4 and all("W" in a[5:] for a, _ in designs)
+        assert all("W" in b for _, b in designs)  # chain B is not touched
+    # a tied group omits what any member omits
+    tied = tmp_path / "tied.json"
+    tied.write_text(json.dumps([{"A": [10], "B": [10]}]))
+    omit.write_text(json.dumps({"B": [[[10], "WG"]]}))
+    assert main(["design", str(tmp_path / "o.pdb"), "--out", str(out), "--num-seqs", "4", "--bias-per-residue",
+                 str(bias), "--omit-aa-per-residue", str(omit), "--tied-positions", str(tied), "--quiet"]) == 0
+    for d in out.read_text().splitlines()[3::2]:
+        a, b = d.split("/")
+        assert a[9] == b[9] and a[9] not in "WG"
+    everything = "".join(a for a in ALPHABET if a != "X")
+    for spec, msg in [({"A": [[[41], "W"]]}, "not a position 1..40"), ({"Q": [[[1], "W"]]}, "chain 'Q'"),
+                      ({"A": [[[1], "WZ"]]}, "unknown residue letters ['Z']"), ({"A": [[1, "W"]]}, "expected"),
+                      ({"A": [[[2], everything]]}, "every amino acid is omitted at residue A"), ([1], "expected")]:
+        omit.write_text(json.dumps(spec))
+        assert main(["design", str(tmp_path / "o.pdb"), "--out", str(tmp_path / "x.fasta"), "--omit-aa-per-residue",
+                     str(omit)]) == 2
+        assert msg in capsys.readouterr().err
+    omit.write_text(json.dumps({"A": [[[2], everything]]}))  # a fixed residue may omit everything
+    assert main(["design", str(tmp_path / "o.pdb"), "--out", str(tmp_path / "x.fasta"), "--omit-aa-per-residue",
+                 str(omit), "--fixed-positions", "A2", "--quiet"]) == 0
+    assert (tmp_path / "x.fasta").read_text().splitlines()[3][1] == seq[1]
 
 
 def test_pack_a_folder_then_fine_tune_from_a_checkpoint(tmp_path, capsys):

@@ -80,12 +80,11 @@ def _design(args: argparse.Namespace) -> int:
 
     from reed_core.cli import apply_threads
 
-    from .design import design, parse_bias, parse_omit, to_fasta
+    from .design import design, parse_bias, parse_omit, parse_temperatures, to_fasta
     from .loading import load_model
     from .structure import read_structure
 
-    if not math.isfinite(args.temperature) or args.temperature <= 0:
-        raise ValueError(f"--temperature must be a finite number > 0, got {args.temperature}")
+    temperatures = parse_temperatures(args.temperature)
     for target in (args.out, args.probs):
         if target:
             output_path(target)
@@ -100,18 +99,22 @@ def _design(args: argparse.Namespace) -> int:
     per_res = _json_option(args.bias_per_residue, "per-residue bias", dict,
                            "{name: {chain: [[21 biases] per residue]}} or {chain: [[21 biases] per residue]}")
     by_name = bool(per_res) and all(isinstance(v, dict) for v in per_res.values())  # else one for every structure
+    omit_res = _json_option(args.omit_aa_per_residue, "per-residue omission", dict,
+                            '{name: {chain: [[[positions], "letters"], ...]}} or {chain: [[[positions], "letters"]]}')
+    omit_by_name = bool(omit_res) and all(isinstance(v, dict) for v in omit_res.values())
 
     def one(f: Path):
         structure = read_structure(f)
         return design(model, structure, chains=chains, fixed_positions=args.fixed_positions, num_seqs=args.num_seqs,
-                      temperature=args.temperature, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
+                      temperature=temperatures, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
                       batch_size=args.batch_size, device=args.device,
                       tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
                       homo_oligomer=args.homo_oligomer,
-                      bias_per_residue=per_res.get(structure.name) if by_name else per_res)
+                      bias_per_residue=per_res.get(structure.name) if by_name else per_res,
+                      omit_per_residue=omit_res.get(structure.name) if omit_by_name else omit_res)
 
     done, failed = _each_structure(files, one, "designing", args.quiet)
-    fasta = [to_fasta(r, temperature=args.temperature, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
+    fasta = [to_fasta(r, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
     if fasta:  # the structures that designed, written whole (never a partial FASTA)
         atomic_write(args.out, "".join(fasta))
         if args.probs:
@@ -124,7 +127,9 @@ def _design(args: argparse.Namespace) -> int:
         return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
                                 + (f" to {args.out}" if fasta else ""))
     if not args.quiet:
-        print(f"wrote {args.num_seqs} design(s) per structure for {len(files)} structure(s) to {args.out}")
+        at = f" ({args.num_seqs} at each of T = {', '.join(map(str, temperatures))})" if len(temperatures) > 1 else ""
+        print(f"wrote {args.num_seqs * len(temperatures)} design(s) per structure{at} for {len(files)} structure(s) "
+              f"to {args.out}")
     return 0
 
 
@@ -322,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--chains", default=None, help="chains to design, e.g. A,B (default: all; others stay native)")
     d.add_argument("--fixed-positions", default=None, help="residues kept native, author numbering: A1-10,A15,B7A")
     d.add_argument("--num-seqs", type=int, default=8, help="designs per structure")
-    d.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
+    d.add_argument("--temperature", default="0.1",
+                   help="sampling temperature, or several (0.1,0.2 or \"0.1 0.2\"): --num-seqs designs at each")
     d.add_argument("--steps", type=int, default=10, help="diffusion sampling steps (recovery is flat from 5 to 500 steps)")
     d.add_argument("--omit-aa", default="", help="residue types never designed, e.g. CM (X is always omitted)")
     d.add_argument("--bias-aa", default="", help="logit biases, e.g. A:0.5,G:-1")
@@ -339,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bias-per-residue", default=None,
                    help="ProteinMPNN's per-residue bias JSON ({name: {chain: [[21 logit biases, order "
                         "ACDEFGHIKLMNPQRSTVWYX] per residue]}}), added to --bias-aa")
+    d.add_argument("--omit-aa-per-residue", default=None,
+                   help="ProteinMPNN's omit-AA JSON ({name: {chain: [[[1-based positions], \"letters\"], ...]}}): "
+                        "residue types never designed at those residues, besides --omit-aa")
     d.add_argument("--homo-oligomer", action="store_true",
                    help="tie position k of every designed chain (symmetric design of identical chains)")
     d.set_defaults(func=_design)

@@ -155,6 +155,55 @@ def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
     return out
 
 
+def parse_temperatures(spec: str | float | Sequence[float]) -> tuple[float, ...]:
+    """Sampling temperatures: a number, a sequence of them, or a string of them separated by commas or spaces
+    (ProteinMPNN's ``--sampling_temp "0.1 0.2"``). Each must be a finite number > 0."""
+    if isinstance(spec, str):
+        items = [t for t in re.split(r"[,\s]+", spec.strip()) if t]
+        try:
+            temps = tuple(float(t) for t in items)
+        except ValueError:
+            raise DesignError(f"--temperature: {spec!r} is not a list of numbers like 0.1,0.2") from None
+    else:
+        temps = (float(spec),) if isinstance(spec, (int, float)) else tuple(float(t) for t in spec)
+    if not temps or not all(math.isfinite(t) and t > 0 for t in temps):
+        raise DesignError(f"--temperature: each must be a finite number > 0, got {spec!r}")
+    return temps
+
+
+def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
+    """ProteinMPNN's omitted residue types per residue of one structure (its ``--omit_AA_jsonl`` entry),
+    ``{chain: [[[1-based positions], "letters"], ...]}``, as an (L, 21) bool array over all chains (chains not
+    listed omit nothing); None when ``spec`` is None."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise DesignError(f"{structure.name}: the per-residue omission must map chains to "
+                          f"[[[positions], \"letters\"], ...] lists")
+    out = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET)), bool)
+    starts = _chain_starts(structure)
+    for cid, items in spec.items():
+        if cid not in starts:
+            raise DesignError(f"{structure.name}: per-residue omission for chain {cid!r}, which is not in the "
+                              f"structure (chains {list(starts)})")
+        n = len(structure.chain(cid))
+        for m, item in enumerate(items if isinstance(items, list) else [items], start=1):
+            ok = isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], str)
+            if not ok:
+                raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: expected "
+                                  f"[[1-based positions], \"letters\"], got {item!r}")
+            positions, letters = item
+            if bad := [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= n]:
+                raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: {bad[0]!r} is "
+                                  f"not a position 1..{n}")
+            if unknown := sorted(set(letters.upper()) - set(ALPHABET)):
+                raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: unknown residue "
+                                  f"letters {unknown}; use {ALPHABET}")
+            rows = starts[cid] + np.asarray(positions, np.int64) - 1
+            out[np.ix_(rows, [AA_TO_INDEX[a] for a in letters.upper()])] = True
+    return out
+
+
 @dataclass(frozen=True)
 class DesignResult:
     name: str
@@ -169,6 +218,7 @@ class DesignResult:
     recoveries: tuple[float, ...]
     probs: np.ndarray  # (L, 21) probabilities with designed positions masked
     labels: tuple[str, ...]
+    temperatures: tuple[float, ...] = ()  # each design's sampling temperature
 
 
 def _structure_item(structure: Structure, design_chains: Sequence[str], fixed: dict[str, set[int]]) -> dict:
@@ -200,12 +250,17 @@ def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Te
 
 @torch.no_grad()
 def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str] | None = None,
-           fixed_positions: str | None = None, num_seqs: int = 1, temperature: float = 0.1, num_steps: int = 20,
-           omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0, batch_size: int = 8,
-           device: str = "cpu", tied_positions: Sequence[dict] | None = None, homo_oligomer: bool = False,
-           bias_per_residue: dict | None = None) -> DesignResult:
-    """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native). ``bias`` (21,) is
-    added to every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's."""
+           fixed_positions: str | None = None, num_seqs: int = 1, temperature: float | Sequence[float] = 0.1,
+           num_steps: int = 20, omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0,
+           batch_size: int = 8, device: str = "cpu", tied_positions: Sequence[dict] | None = None,
+           homo_oligomer: bool = False, bias_per_residue: dict | None = None,
+           omit_per_residue: dict | None = None) -> DesignResult:
+    """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native) at each
+    ``temperature`` in turn (one or several, as ProteinMPNN's ``--sampling_temp``). ``bias`` (21,) is added to
+    every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's;
+    ``omit`` (21,) bool bans residue types everywhere, ``omit_per_residue`` (ProteinMPNN's ``{chain: [[[positions],
+    "letters"], ...]}``) at the listed residues."""
+    temperatures = parse_temperatures(temperature)
     all_ids = [c.chain_id for c in structure.chains]
     design_chains = list(chains) if chains else all_ids
     for c in design_chains:
@@ -226,6 +281,18 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         bias = per_residue + (bias if bias is not None else 0.0)
     if not item["design_mask"].any():
         raise DesignError(f"{structure.name}: nothing to design (every residue of {design_chains} is fixed or masked)")
+    labels = tuple(lab for c in structure.chains for lab in c.labels())
+    omit_res = residue_omit(structure, omit_per_residue)
+    if omit_res is not None:
+        omit_res |= (omit if omit is not None else torch.zeros(len(ALPHABET), dtype=torch.bool)).numpy()
+        omit_res[:, X_INDEX] = True
+        if tied is not None:  # a tied group omits what any member omits (as the sampler applies it)
+            rep, union = tied.cpu().numpy(), np.zeros_like(omit_res)
+            np.logical_or.at(union, rep, omit_res)
+            omit_res = union[rep]
+        if (stuck := np.flatnonzero(omit_res.all(-1) & item["design_mask"])).size:
+            raise DesignError(f"{structure.name}: every amino acid is omitted at residue {labels[stuck[0]]}")
+        omit = torch.as_tensor(omit_res, device=device)
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
     one = pad_batch([item]).to(device)
@@ -237,25 +304,26 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     native_global = float(_scores(model, enc1, native, one, valid)[0])
     logits = model.decode(enc1, torch.where(one.design_mask, torch.full_like(native, MASK_INDEX), native)).prediction
     probs = F.softmax(logits.float(), -1)[0].cpu().numpy()
-    seqs, scores, gscores, recs = [], [], [], []
-    for lo in range(0, num_seqs, batch_size):
-        b = min(batch_size, num_seqs - lo)
-        x = pad_batch([item] * b).to(device)
-        # the structure was encoded once (enc1): the decoder broadcasts it over the b sequences
-        S, _ = design_batch(model, x, num_steps=num_steps, temperature=temperature, generator=g, bias=bias, omit=omit,
-                            encoding=enc1, tied=tied)
-        sc = _scores(model, enc1, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
-        gs = _scores(model, enc1, S, x, x.mask)
-        rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
-        for k in range(b):
-            seqs.append(_join(structure, S[k].cpu().numpy()))
-            scores.append(float(sc[k]))
-            gscores.append(float(gs[k]))
-            recs.append(float(rec[k]))
-    labels = tuple(lab for c in structure.chains for lab in c.labels())
+    seqs, scores, gscores, recs, temps = [], [], [], [], []
+    for temp in temperatures:  # one generator throughout: a run's designs at one temperature repeat alone
+        for lo in range(0, num_seqs, batch_size):
+            b = min(batch_size, num_seqs - lo)
+            x = pad_batch([item] * b).to(device)
+            # the structure was encoded once (enc1): the decoder broadcasts it over the b sequences
+            S, _ = design_batch(model, x, num_steps=num_steps, temperature=temp, generator=g, bias=bias, omit=omit,
+                                encoding=enc1, tied=tied)
+            sc = _scores(model, enc1, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
+            gs = _scores(model, enc1, S, x, x.mask)
+            rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
+            for k in range(b):
+                seqs.append(_join(structure, S[k].cpu().numpy()))
+                scores.append(float(sc[k]))
+                gscores.append(float(gs[k]))
+                recs.append(float(rec[k]))
+                temps.append(temp)
     return DesignResult(structure.name, tuple(design_chains), tuple(c for c in all_ids if c not in design_chains),
                         _join(structure, native[0].cpu().numpy()), native_score, native_global, tuple(seqs),
-                        tuple(scores), tuple(gscores), tuple(recs), probs, labels)
+                        tuple(scores), tuple(gscores), tuple(recs), probs, labels, tuple(temps))
 
 
 @dataclass(frozen=True)
@@ -342,17 +410,23 @@ def _join(structure: Structure, tokens: np.ndarray) -> str:
     return "/".join(parts)
 
 
-def to_fasta(result: DesignResult, *, temperature: float, seed: int, model_name: str) -> str:
-    """ProteinMPNN's FASTA convention: the native first, then one record per design."""
+def to_fasta(result: DesignResult, *, seed: int, model_name: str, temperature: float | None = None) -> str:
+    """ProteinMPNN's FASTA convention: the native first, then one record per design, numbered from 1 at each
+    temperature (``temperature``: for a result that does not record its designs' temperatures)."""
     lines = [f">{result.name}, score={result.native_score:.4f}, global_score={result.native_global_score:.4f}, "
              f"fixed_chains={list(result.fixed_chains)}, designed_chains={list(result.designed_chains)}, "
              f"model_name={model_name}, seed={seed}", result.native]
-    for k, (seq, s, gs, r) in enumerate(zip(result.sequences, result.scores, result.global_scores, result.recoveries,
-                                            strict=True), start=1):
-        lines.append(f">T={temperature}, sample={k}, score={s:.4f}, global_score={gs:.4f}, seq_recovery={r:.4f}")
+    temps = result.temperatures or (temperature,) * len(result.sequences)
+    if None in temps:
+        raise ValueError("to_fasta: the result records no temperatures; pass temperature=")
+    k = 0
+    for n, (seq, s, gs, r, temp) in enumerate(zip(result.sequences, result.scores, result.global_scores,
+                                                  result.recoveries, temps, strict=True)):
+        k = 1 if n == 0 or temp != temps[n - 1] else k + 1
+        lines.append(f">T={temp}, sample={k}, score={s:.4f}, global_score={gs:.4f}, seq_recovery={r:.4f}")
         lines.append(seq)
     return "\n".join(lines) + "\n"
 
 
 __all__ = ["DesignError", "DesignResult", "ScoreResult", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
-           "parse_omit", "residue_bias", "score", "tied_index", "to_fasta"]
+           "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "score", "tied_index", "to_fasta"]

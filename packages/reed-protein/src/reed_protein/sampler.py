@@ -30,10 +30,11 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
     ``decode(S, t)`` returns logits (B,L,21) for the current tokens. ``x.design_mask`` marks designable residues
     (the others keep ``x.S``). Between times t > s each still-masked residue is unmasked with probability
-    (t - s) / t, drawn from softmax(logits / temperature); ``bias`` (21,) is added to the logits; ``omit`` (21,)
-    bool excludes residue types; X is always excluded. ``tied`` (L,) long: for each position the position it is
-    tied to (itself when untied; ProteinMPNN's tied positions): a tied group shares the mean of its logits, one
-    draw and one unmasking coin, so its residues are identical.
+    (t - s) / t, drawn from softmax(logits / temperature); ``bias`` (21,) or per residue (L,21) is added to the
+    logits; ``omit`` (21,) or per residue (L,21) bool excludes residue types; X is always excluded. ``tied`` (L,)
+    long: for each position the position it is tied to (itself when untied; ProteinMPNN's tied positions): a tied
+    group shares the mean of its biased logits, the union of its omitted types, one draw and one unmasking coin,
+    so its residues are identical.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -45,18 +46,24 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     banned = torch.zeros(X_INDEX + 1, dtype=torch.bool, device=S.device)
     banned[X_INDEX] = True
     if omit is not None:
-        banned |= omit.to(S.device)
-    if bool(banned[:X_INDEX].all()):
-        raise ValueError("every amino acid is omitted")
+        banned = banned | omit.to(S.device)
+    if tied is not None and banned.dim() == 2:  # a tied group omits what any of its members omits
+        banned = torch.zeros_like(banned, dtype=torch.int).index_add_(0, tied, banned.int())[tied] > 0
+    none_left = banned[..., :X_INDEX].all(-1)
+    if bool((none_left & design).any()):
+        where = "" if none_left.dim() == 0 else f" at position {int((none_left & design).nonzero()[0, -1])}"
+        raise ValueError(f"every amino acid is omitted{where}")
+    if none_left.dim() == 1:  # a residue that is not designed keeps finite logits (it is drawn but never used)
+        banned = banned & ~none_left[:, None]
     times = torch.linspace(1.0, 0.0, num_steps + 1, device=S.device)
     for i in range(num_steps):
         t, s = times[i], times[i + 1]
         logits = decode(S, t.expand(S.shape[0])).float()
-        if tied is not None:  # mean logits of each group, read back at every member
-            sums = torch.zeros_like(logits).index_add_(1, tied, logits)
-            logits = (sums / torch.bincount(tied, minlength=S.shape[1]).clamp_min(1)[None, :, None])[:, tied]
         if bias is not None:
             logits = logits + bias.to(logits)
+        if tied is not None:  # mean logits (biases included) of each group, read back at every member
+            sums = torch.zeros_like(logits).index_add_(1, tied, logits)
+            logits = (sums / torch.bincount(tied, minlength=S.shape[1]).clamp_min(1)[None, :, None])[:, tied]
         logits = logits.masked_fill(banned, float("-inf"))
         logp = F.log_softmax(logits / temperature, dim=-1)
         draw = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(S.shape)
