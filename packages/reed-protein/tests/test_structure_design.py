@@ -253,6 +253,49 @@ def test_score_native_and_designed_sequences(tmp_path, capsys):
     assert not (tmp_path / "n.json").exists()
 
 
+def test_conditional_probs_mask_one_residue_at_a_time(tmp_path, capsys):
+    import torch
+
+    from reed_protein.constants import MASK_INDEX, X_INDEX
+    from reed_protein.data import pad_batch
+    from reed_protein.design import _structure_item, conditional_log_probs
+    from reed_protein.loading import load_model
+    from reed_protein.structure import read_structure
+
+    seq, X, _ = real_chain()
+    seq = seq[:30] + "X" + seq[31:45]  # an unknown residue: a NaN row, and given as X to the others
+    write_pdb(tmp_path / "c.pdb", [("A", seq, X[:45]), ("B", seq[:20], X[:20] + 40.0)])
+    fa, npz = tmp_path / "m.fasta", tmp_path / "c.npz"
+    mutant = seq[:5] + ("W" if seq[5] != "W" else "A") + seq[6:]
+    fa.write_text(f">wt\n{seq}/{seq[:20]}\n>mut\n{mutant}/{seq[:20]}\n")
+    assert main(["score", str(tmp_path / "c.pdb"), "--fasta", str(fa), "--conditional-probs", str(npz)]) == 0
+    z = np.load(npz)
+    lp, labels = z["c__log_probs"], list(z["c__labels"])
+    assert lp.shape == (2, 65, 21) and labels[0] == "A1" and labels[45] == "B1" and "".join(z["alphabet"]) == ALPHABET
+    assert list(z["c__sequences"]) == [f"{seq}/{seq[:20]}", f"{mutant}/{seq[:20]}"]
+    assert np.isnan(lp[:, 30]).all() and np.isfinite(np.delete(lp, 30, axis=1)).all()
+    assert np.allclose(np.exp(np.delete(lp, 30, axis=1)).sum(-1), 1.0, atol=1e-4)
+    # each row is the model's prediction with that residue alone masked and the rest of the sequence given
+    model = load_model(__import__("reed_protein.cli", fromlist=["_checkpoint"])._checkpoint(None))
+    st = read_structure(tmp_path / "c.pdb")
+    one = pad_batch([_structure_item(st, ["A", "B"], {})])
+    enc = model.encode(one)
+    S = one.S[0]
+    for i in (0, 5, 44, 64):
+        S_in = S.clone()
+        S_in[i] = MASK_INDEX
+        want = torch.log_softmax(model.decode(enc, S_in[None]).prediction[0, i].float(), -1).detach().numpy()
+        assert np.allclose(lp[0, i], want, atol=1e-5)
+    # the mutation changes its own row's context nowhere, but its neighbours' rows see it
+    assert np.allclose(lp[0, 5], lp[1, 5], atol=1e-5) and not np.allclose(lp[0, 4], lp[1, 4], atol=1e-5)
+    # the batching over positions does not change the numbers
+    valid = one.mask[0] & (S != X_INDEX)
+    small = conditional_log_probs(model, enc, S, valid, edges_per_pass=1).numpy()
+    assert np.allclose(small, lp[0], atol=1e-5, equal_nan=True)
+    assert main(["score", str(tmp_path / "c.pdb"), "--conditional-probs", str(tmp_path)]) == 2
+    assert "directory" in capsys.readouterr().err
+
+
 def test_tied_positions_and_homo_oligomers_design_identical_residues(tmp_path, capsys):
     import json
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from reed_core.cli import add_threads_argument
 from reed_core.io import atomic_write, output_path
 
-from .constants import CROPS, MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
+from .constants import ALPHABET, CROPS, MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
 
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
@@ -121,7 +121,7 @@ def _design(args: argparse.Namespace) -> int:
             probs = {f"{key}__{part}": v for _, key, r in done
                      for part, v in (("probs", r.probs), ("labels", np.asarray(r.labels)))}
             buf = io.BytesIO()
-            np.savez_compressed(buf, alphabet=np.asarray(list("ACDEFGHIKLMNPQRSTVWYX")), **probs)
+            np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **probs)
             atomic_write(args.probs, buf.getvalue())
     if failed:
         return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
@@ -156,8 +156,9 @@ def _score(args: argparse.Namespace) -> int:
     from .loading import load_model
     from .structure import read_structure
 
-    if args.out:
-        output_path(args.out)
+    for target in (args.out, args.conditional_probs):
+        if target:
+            output_path(target)
     apply_threads(args.threads)
     files = _inputs(args.input)
     sequences = None
@@ -171,13 +172,25 @@ def _score(args: argparse.Namespace) -> int:
     chains = _chain_list(args.chains)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
     done, failed = _each_structure(
-        files, lambda f: score(model, read_structure(f), sequences, chains=chains, device=args.device), "scoring", True)
+        files, lambda f: score(model, read_structure(f), sequences, chains=chains, device=args.device,
+                               conditional=bool(args.conditional_probs)), "scoring", True)
     results = {key: [{"sequence": q, "score": sc, "global_score": gs, "labels": list(r.labels),
                       "log_probs": [None if math.isnan(v) else round(float(v), 5) for v in lp]}
                      for q, sc, gs, lp in zip(r.sequences, r.scores, r.global_scores, r.log_probs, strict=True)]
                for _, key, r in done}
     if results and args.out:
         atomic_write(args.out, json.dumps(results, indent=1) + "\n")
+    if results and args.conditional_probs:
+        import io
+
+        import numpy as np
+
+        arrays = {f"{key}__{part}": v for _, key, r in done for part, v in
+                  (("log_probs", r.conditional.astype(np.float32)), ("labels", np.asarray(r.labels)),
+                   ("sequences", np.asarray(r.sequences)))}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **arrays)
+        atomic_write(args.conditional_probs, buf.getvalue())
     if results:
         print("structure\tsequence\tscore\tglobal_score")
         for key, rows in results.items():
@@ -359,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "`design` writes them; default: the native sequence)")
     sc.add_argument("--chains", default=None, help="chains whose residues make the score (default: all)")
     sc.add_argument("--out", default=None, help="also write per-residue log-probabilities and scores as JSON")
+    sc.add_argument("--conditional-probs", default=None, metavar="NPZ",
+                    help="also write, per structure and sequence, every residue's log-probabilities of all 21 types "
+                         "given every other residue (ProteinMPNN's --conditional_probs_only; mutation effects): "
+                         "<name>__log_probs (sequences x L x 21, NaN at X / no backbone), <name>__labels, "
+                         "<name>__sequences, alphabet")
     sc.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     sc.add_argument("--device", default="cpu", help="cpu / cuda")
     add_threads_argument(sc)

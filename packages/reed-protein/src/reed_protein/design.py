@@ -331,7 +331,9 @@ class ScoreResult:
     """Per sequence: ``score`` (mean negative log-likelihood over the scored chains' residues, each predicted
     with all scored residues masked: the ``score`` of the design headers), ``global_score`` (the same over every
     residue) and ``log_probs`` (L,): the global score's per-residue terms, log p(residue) with every residue
-    masked (NaN where X or no backbone)."""
+    masked (NaN where X or no backbone). ``conditional`` (with ``score(conditional=True)``): for every residue, the
+    log-probabilities of all 21 types with that residue alone masked and every other one given (ProteinMPNN's
+    ``--conditional_probs_only``; a mutation's effect is the difference of two entries of a row)."""
 
     name: str
     sequences: tuple[str, ...]
@@ -339,6 +341,7 @@ class ScoreResult:
     global_scores: tuple[float, ...]
     log_probs: np.ndarray  # (N, L)
     labels: tuple[str, ...]
+    conditional: np.ndarray | None = None  # (N, L, 21) log p(type | every other residue, backbone); NaN rows: X / no backbone
 
 
 def parse_fasta(text: str, source: str = "FASTA") -> list[str]:
@@ -374,10 +377,31 @@ def _tokens(structure: Structure, seq: str, where: str) -> np.ndarray:
 
 
 @torch.no_grad()
+def conditional_log_probs(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor, *,
+                          edges_per_pass: int = 1 << 18) -> torch.Tensor:
+    """(L, 21) log-probabilities at each of ``positions`` (L,) bool with that residue alone masked in the tokens
+    ``S`` (L,) and every other residue given; NaN rows elsewhere. One decoder pass per position, batched over
+    positions (about ``edges_per_pass`` kNN edges per pass) with the structure's encoding ``enc`` broadcast."""
+    L = S.shape[0]
+    out = torch.full((L, len(ALPHABET)), float("nan"), device=S.device)
+    where = positions.nonzero()[:, 0]
+    chunk = max(1, edges_per_pass // max(1, L * enc.E_idx.shape[-1]))
+    for lo in range(0, len(where), chunk):
+        pos = where[lo:lo + chunk]
+        rows = torch.arange(len(pos), device=S.device)
+        S_in = S.expand(len(pos), L).clone()
+        S_in[rows, pos] = MASK_INDEX
+        out[pos] = F.log_softmax(model.decode(enc, S_in).prediction.float()[rows, pos], -1)
+    return out
+
+
+@torch.no_grad()
 def score(model: ProteinDenoiser, structure: Structure, sequences: Sequence[str] | None = None, *,
-          chains: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 8) -> ScoreResult:
+          chains: Sequence[str] | None = None, device: str = "cpu", batch_size: int = 8,
+          conditional: bool = False) -> ScoreResult:
     """Score the native sequence (``sequences=None``) or the given ones (``"AAA/BBB"`` per chain, or the chains
-    concatenated) on ``structure`` (ProteinMPNN's ``--score_only``). ``chains``: the chains scored (default all)."""
+    concatenated) on ``structure`` (ProteinMPNN's ``--score_only``). ``chains``: the chains scored (default all).
+    ``conditional``: also every residue's 21 log-probabilities given all the others (``ScoreResult.conditional``)."""
     all_ids = [c.chain_id for c in structure.chains]
     for c in chains or ():
         if c not in all_ids:
@@ -397,9 +421,15 @@ def score(model: ProteinDenoiser, structure: Structure, sequences: Sequence[str]
         w = valid.float()
         gscores.extend((-(lp * w).sum(1) / w.sum(1).clamp_min(1)).tolist())
         logps.append(torch.where(valid, lp, torch.nan).cpu().numpy())
+    cond = None
+    if conditional:
+        one = pad_batch([item]).to(device)
+        cond = np.stack([conditional_log_probs(model, enc, torch.as_tensor(t, device=device),
+                                               one.mask[0] & (torch.as_tensor(t, device=device) != X_INDEX)).cpu().numpy()
+                         for t in toks])
     seqs = tuple(_join(structure, t) for t in toks)
     labels = tuple(lab for c in structure.chains for lab in c.labels())
-    return ScoreResult(structure.name, seqs, tuple(scores), tuple(gscores), np.concatenate(logps), labels)
+    return ScoreResult(structure.name, seqs, tuple(scores), tuple(gscores), np.concatenate(logps), labels, cond)
 
 
 def _join(structure: Structure, tokens: np.ndarray) -> str:
@@ -428,5 +458,5 @@ def to_fasta(result: DesignResult, *, seed: int, model_name: str, temperature: f
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DesignError", "DesignResult", "ScoreResult", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
+__all__ = ["DesignError", "DesignResult", "ScoreResult", "conditional_log_probs", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
            "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "score", "tied_index", "to_fasta"]
