@@ -124,3 +124,29 @@ def test_presets_and_config_validation():
     assert PROTEIN_PRESETS["paper"].encoder_layers == 3 and PROTEIN_PRESETS["paper"].decoder_layers == 3
     with pytest.raises(ValueError):
         ProteinModelConfig(k=0)
+
+
+def test_decode_at_rows_equals_the_full_pass_there(chains):
+    torch.manual_seed(0)
+    model = ProteinDenoiser(PROTEIN_PRESETS["paper"]).eval()
+    x = _batch(chains, n=3, max_length=70)  # padded: chains of different lengths
+    g = torch.Generator().manual_seed(1)
+    S = torch.where(torch.rand(x.S.shape, generator=g) < 0.5, torch.full_like(x.S, MASK_INDEX), x.S)
+    rows = (S == MASK_INDEX) & x.mask
+    with torch.no_grad():
+        enc = model.encode(x)
+        full = model.decode(enc, S).prediction
+        part = model.decode(enc, S, rows=rows).prediction
+        assert torch.allclose(part[rows], full[rows], atol=1e-5) and (part[~rows] == 0).all()
+        # a batch-1 encoding broadcast over several sequences (the design path)
+        x1 = chains.batch(chains.split("ts50")[:1], max_length=70)
+        enc1 = model.encode(x1)
+        S4 = torch.where(torch.rand((4, x1.S.shape[1]), generator=g) < 0.3, MASK_INDEX, x1.S.expand(4, -1))
+        r4 = S4 == MASK_INDEX
+        full4 = model.decode(enc1, S4).prediction
+        part4 = model.decode(enc1, S4, rows=r4).prediction
+        assert torch.allclose(part4[r4], full4[r4], atol=1e-5)
+        assert (model.decode(enc1, S4, rows=torch.zeros_like(r4)).prediction == 0).all()
+        # a capture of the last decoder layer needs it everywhere: rows are then ignored
+        out = model.decode(enc, S, capture=("dec3",), rows=rows)
+        assert torch.allclose(out.prediction, full, atol=1e-5) and out.hiddens["dec3"].shape[:2] == S.shape

@@ -237,9 +237,10 @@ def _structure_item(structure: Structure, design_chains: Sequence[str], fixed: d
 
 
 def _residue_logp(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """log p(S_i) (B,L) at every residue, predicted with all of ``positions`` (B,L) masked."""
+    """log p(S_i) (B,L) at ``positions`` (B,L), predicted with all of them masked; 0 elsewhere."""
     S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
-    return F.log_softmax(model.decode(enc, S_in).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
+    lp = F.log_softmax(model.decode(enc, S_in, rows=positions).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
+    return torch.where(positions, lp, 0.0)
 
 
 def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Tensor) -> torch.Tensor:
@@ -391,7 +392,8 @@ def conditional_log_probs(model: ProteinDenoiser, enc, S: torch.Tensor, position
         rows = torch.arange(len(pos), device=S.device)
         S_in = S.expand(len(pos), L).clone()
         S_in[rows, pos] = MASK_INDEX
-        out[pos] = F.log_softmax(model.decode(enc, S_in).prediction.float()[rows, pos], -1)
+        wanted = S_in == MASK_INDEX
+        out[pos] = F.log_softmax(model.decode(enc, S_in, rows=wanted).prediction.float()[rows, pos], -1)
     return out
 
 

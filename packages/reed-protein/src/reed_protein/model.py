@@ -166,8 +166,13 @@ class ProteinDenoiser(nn.Module):
                 hiddens[f"edge{k}"], masks[f"edge{k}"] = h_E, edge_mask
         return Encoding(h_V, h_E, E_idx, edge_mask, x.mask, hiddens, masks)
 
-    def decode(self, enc: Encoding, S: torch.Tensor, capture=(), latents=None) -> DenoiserOutput:
-        """Logits for the tokens ``S`` (B,L); an encoding of batch 1 (one structure) is broadcast over S's batch."""
+    def decode(self, enc: Encoding, S: torch.Tensor, capture=(), latents=None, rows: torch.Tensor | None = None
+               ) -> DenoiserOutput:
+        """Logits for the tokens ``S`` (B,L); an encoding of batch 1 (one structure) is broadcast over S's batch.
+
+        ``rows`` (B,L) bool: only these residues' logits are wanted (a sampler's still-masked residues, a scorer's
+        masked ones): the last decoder layer then runs at those residues only, since no other residue reads its
+        output, and the other logits are 0. The wanted logits equal the full pass's (to float rounding)."""
         h_V, h_E, E_idx = enc.h_V, enc.h_E, enc.E_idx
         B, L, K, H = h_E.shape
         h_S = self.seq_embed(S)
@@ -178,9 +183,14 @@ class ProteinDenoiser(nn.Module):
                 z = z[:, None, :] if z.dim() == 2 else z
                 h = h + lat.keep.to(h.dtype)[:, None, None] * z
         hiddens, masks = dict(enc.hiddens), dict(enc.masks)
+        n = len(self.decoder)
+        if rows is not None and f"dec{n}" in capture:
+            rows = None  # the last layer's hidden state is wanted everywhere
         for k, layer in enumerate(self.decoder, start=1):
             if k not in enc.cache:  # the structure part of the message is the same at every sampling step
                 enc.cache[k] = F.linear(h_E, layer.msg[0].weight[:, H:2 * H])
+            if k == n and rows is not None:
+                return DenoiserOutput(self._last_layer_at(layer, enc, h, h_S, rows), hiddens, masks)
             parts = [("i", h), ("p", (enc.cache[k], H)), ("j", h_S), ("j", h)]
             h, _ = layer(h, parts, E_idx, enc.node_mask, enc.edge_mask)
             if f"dec{k}" in capture:
@@ -189,6 +199,26 @@ class ProteinDenoiser(nn.Module):
         if unknown:
             raise KeyError(f"unknown capture names {sorted(unknown)}; use enc1.., edge1.., dec1..")
         return DenoiserOutput(self.out(h), hiddens, masks)
+
+    def _last_layer_at(self, layer: MessageLayer, enc: Encoding, h: torch.Tensor, h_S: torch.Tensor,
+                       rows: torch.Tensor) -> torch.Tensor:
+        """The last decoder layer and the output head at the residues ``rows`` (B,L) only, as one batch of the
+        selected residues whose neighbours index the flattened (B*L) residues; logits (B,L,21), 0 elsewhere."""
+        B, L, H = h.shape
+        K = enc.E_idx.shape[-1]
+        at = rows.expand(B, L).reshape(-1).nonzero()[:, 0]  # (N,) flat residue indices
+        if at.numel() == 0:
+            return h.new_zeros(B, L, self.out.out_features)
+        b, i = at // L, at % L
+        src = b if enc.E_idx.shape[0] == B else torch.zeros_like(b)  # a batch-1 encoding serves every sequence
+        E_at = (enc.E_idx[src, i] + b[:, None] * L)[None]  # (1,N,K) into the flattened residues
+        h_at = h.reshape(B * L, H)[at][None]
+        parts = [("i", h_at), ("p", (enc.cache[len(self.decoder)][src, i][None], H)),
+                 ("j", h_S.expand(B, L, H).reshape(1, B * L, H)), ("j", h.reshape(1, B * L, H))]
+        out, _ = layer(h_at, parts, E_at, enc.node_mask[src, i][None], enc.edge_mask[src, i].view(1, -1, K))
+        logits = self.out(out[0])
+        full = logits.new_zeros(B * L, logits.shape[-1])
+        return full.index_copy(0, at, logits).view(B, L, -1)
 
     def forward(self, x_t: ProteinBatch, t: torch.Tensor | None = None, cond: Any = None, *, capture=(),
                 latents=None) -> DenoiserOutput:

@@ -28,7 +28,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                      tied: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked.
 
-    ``decode(S, t)`` returns logits (B,L,21) for the current tokens. ``x.design_mask`` marks designable residues
+    ``decode(S, t)`` returns logits (B,L,21) for the current tokens (only those of still-masked residues are read). ``x.design_mask`` marks designable residues
     (the others keep ``x.S``). Between times t > s each still-masked residue is unmasked with probability
     (t - s) / t, drawn from softmax(logits / temperature); ``bias`` (21,) or per residue (L,21) is added to the
     logits; ``omit`` (21,) or per residue (L,21) bool excludes residue types; X is always excluded. ``tied`` (L,)
@@ -84,7 +84,8 @@ LATENT_MODES = ("none", "self")
 def decoder(model: ProteinDenoiser, x: ProteinBatch, encoding: Encoding | None = None, *,
             specs: Sequence[AlignmentSpec] = (), projectors: nn.Module | None = None, latents: str = "none"
             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``decode(S, t) -> logits`` for the structures ``x``, encoded once (or given as ``encoding``). For a hybrid
+    """``decode(S, t) -> logits`` for the structures ``x``, encoded once (or given as ``encoding``); only the
+    still-masked residues' logits are computed unless hybrid latents are in use (the others are 0). For a hybrid
     model, ``latents``: ``"none"`` or ``"self"`` (needs its hybrid ``specs`` and trained ``projectors``)."""
     if latents not in LATENT_MODES:
         raise ValueError(f"latent mode must be one of {LATENT_MODES}, got {latents!r}")
@@ -95,8 +96,8 @@ def decoder(model: ProteinDenoiser, x: ProteinBatch, encoding: Encoding | None =
     enc = encoding
     if enc is None or any(s.layer not in enc.hiddens for s in fixed):
         enc = model.encode(x, capture=tuple(s.layer for s in fixed))
-    if not hybrid:
-        return lambda S, t: model.decode(enc, S).prediction
+    if not hybrid:  # only the still-masked residues' logits are drawn from
+        return lambda S, t: model.decode(enc, S, rows=S == MASK_INDEX).prediction
     keep = torch.ones(x.S.shape[0], dtype=torch.bool, device=x.S.device)
 
     def condition(s: AlignmentSpec, out: DenoiserOutput) -> LatentCondition:
