@@ -285,7 +285,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     labels = tuple(lab for c in structure.chains for lab in c.labels())
     omit_res = residue_omit(structure, omit_per_residue)
     if omit_res is not None:
-        omit_res |= (omit if omit is not None else torch.zeros(len(ALPHABET), dtype=torch.bool)).numpy()
+        omit_res |= (omit if omit is not None else torch.zeros(len(ALPHABET), dtype=torch.bool)).cpu().numpy()
         omit_res[:, X_INDEX] = True
         if tied is not None:  # a tied group omits what any member omits (as the sampler applies it)
             rep, union = tied.cpu().numpy(), np.zeros_like(omit_res)
@@ -306,7 +306,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     logits = model.decode(enc1, torch.where(one.design_mask, torch.full_like(native, MASK_INDEX), native)).prediction
     probs = F.softmax(logits.float(), -1)[0].cpu().numpy()
     seqs, scores, gscores, recs, temps = [], [], [], [], []
-    for temp in temperatures:  # one generator throughout: a run's designs at one temperature repeat alone
+    for temp in temperatures:  # one generator throughout: the first temperature's designs are a lone run's
         for lo in range(0, num_seqs, batch_size):
             b = min(batch_size, num_seqs - lo)
             x = pad_batch([item] * b).to(device)
