@@ -128,20 +128,27 @@ def parse_bias(spec: str | None) -> torch.Tensor:
     return bias
 
 
+def _per_chain(structure: Structure, spec, what: str, expected: str, dtype) -> tuple[np.ndarray, list]:
+    """A ProteinMPNN per-residue JSON entry of one structure, ``{chain: value}``, checked to name its chains: an
+    (L, 21) zero array of ``dtype`` over all chains and (chain, first position, length, value) per listed chain."""
+    if not isinstance(spec, dict):
+        raise DesignError(f"{structure.name}: the per-residue {what} must map chains to {expected}")
+    starts = _chain_starts(structure)
+    for cid in spec:
+        if cid not in starts:
+            raise DesignError(f"{structure.name}: per-residue {what} for chain {cid!r}, which is not in the structure "
+                              f"(chains {list(starts)})")
+    out = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET)), dtype)
+    return out, [(cid, starts[cid], len(structure.chain(cid)), v) for cid, v in spec.items()]
+
+
 def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
     """ProteinMPNN's per-residue bias of one structure, ``{chain: [[21 logit biases, order ALPHABET] per residue]}``,
     as an (L, 21) array over all chains (zeros for chains not listed); None when ``spec`` is None."""
     if spec is None:
         return None
-    if not isinstance(spec, dict):
-        raise DesignError(f"{structure.name}: the per-residue bias must map chains to (residues x 21) lists")
-    out = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET)))
-    starts = _chain_starts(structure)
-    for cid, rows in spec.items():
-        if cid not in starts:
-            raise DesignError(f"{structure.name}: per-residue bias for chain {cid!r}, which is not in the structure "
-                              f"(chains {list(starts)})")
-        n = len(structure.chain(cid))
+    out, entries = _per_chain(structure, spec, "bias", "(residues x 21) lists", np.float64)
+    for cid, start, n, rows in entries:
         try:
             m = np.asarray(rows, np.float64)
         except (TypeError, ValueError):
@@ -151,7 +158,7 @@ def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
                               f"numbers (order {ALPHABET}), got shape {m.shape}")
         if not np.isfinite(m).all():
             raise DesignError(f"{structure.name}: per-residue bias of chain {cid} holds a non-finite number")
-        out[starts[cid]:starts[cid] + n] = m
+        out[start:start + n] = m
     return out
 
 
@@ -177,16 +184,8 @@ def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
     listed omit nothing); None when ``spec`` is None."""
     if spec is None:
         return None
-    if not isinstance(spec, dict):
-        raise DesignError(f"{structure.name}: the per-residue omission must map chains to "
-                          f"[[[positions], \"letters\"], ...] lists")
-    out = np.zeros((sum(len(c) for c in structure.chains), len(ALPHABET)), bool)
-    starts = _chain_starts(structure)
-    for cid, items in spec.items():
-        if cid not in starts:
-            raise DesignError(f"{structure.name}: per-residue omission for chain {cid!r}, which is not in the "
-                              f"structure (chains {list(starts)})")
-        n = len(structure.chain(cid))
+    out, entries = _per_chain(structure, spec, "omission", '[[[positions], "letters"], ...] lists', bool)
+    for cid, start, n, items in entries:
         for m, item in enumerate(items if isinstance(items, list) else [items], start=1):
             ok = isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], str)
             if not ok:
@@ -199,7 +198,7 @@ def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
             if unknown := sorted(set(letters.upper()) - set(ALPHABET)):
                 raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: unknown residue "
                                   f"letters {unknown}; use {ALPHABET}")
-            rows = starts[cid] + np.asarray(positions, np.int64) - 1
+            rows = start + np.asarray(positions, np.int64) - 1
             out[np.ix_(rows, [AA_TO_INDEX[a] for a in letters.upper()])] = True
     return out
 
