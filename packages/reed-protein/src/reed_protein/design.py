@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .constants import AA_TO_INDEX, ALPHABET, MASK_INDEX, X_INDEX, decode, encode
 from .data import pad_batch
 from .model import ProteinDenoiser
-from .sampler import design_batch
+from .sampler import design_batch, tied_union
 from .structure import Structure, StructureError
 
 
@@ -284,15 +284,14 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     labels = tuple(lab for c in structure.chains for lab in c.labels())
     omit_res = residue_omit(structure, omit_per_residue)
     if omit_res is not None:
-        omit_res |= (omit if omit is not None else torch.zeros(len(ALPHABET), dtype=torch.bool)).cpu().numpy()
+        omit_res = torch.as_tensor(omit_res)
+        omit_res |= omit.cpu() if omit is not None else False
         omit_res[:, X_INDEX] = True
-        if tied is not None:  # a tied group omits what any member omits (as the sampler applies it)
-            rep, union = tied.cpu().numpy(), np.zeros_like(omit_res)
-            np.logical_or.at(union, rep, omit_res)
-            omit_res = union[rep]
-        if (stuck := np.flatnonzero(omit_res.all(-1) & item["design_mask"])).size:
+        # checked here to name the residue: a tied group omits what any member omits, as the sampler applies it
+        grouped = tied_union(omit_res, tied.cpu()) if tied is not None else omit_res
+        if (stuck := np.flatnonzero(grouped.all(-1).numpy() & item["design_mask"])).size:
             raise DesignError(f"{structure.name}: every amino acid is omitted at residue {labels[stuck[0]]}")
-        omit = torch.as_tensor(omit_res, device=device)
+        omit = omit_res.to(device)
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
     one = pad_batch([item]).to(device)

@@ -21,6 +21,12 @@ from .data import ProteinBatch
 from .model import Encoding, ProteinDenoiser
 
 
+def tied_union(flags: torch.Tensor, tied: torch.Tensor) -> torch.Tensor:
+    """(L, C) bool flags with each tied group's (``tied``: each position's group representative) union read
+    back at every member."""
+    return torch.zeros_like(flags, dtype=torch.int).index_add_(0, tied, flags.int())[tied] > 0
+
+
 @torch.no_grad()
 def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: ProteinBatch, *,
                      num_steps: int = 20, temperature: float = 0.1, bias: torch.Tensor | None = None,
@@ -28,8 +34,8 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                      tied: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked.
 
-    ``decode(S, t)`` returns logits (B,L,21) for the current tokens (only those of still-masked residues are read). ``x.design_mask`` marks designable residues
-    (the others keep ``x.S``). Between times t > s each still-masked residue is unmasked with probability
+    ``decode(S, t)`` returns logits (B,L,21) for the current tokens (only the still-masked residues' are read).
+    ``x.design_mask`` marks designable residues (the others keep ``x.S``). Between times t > s each still-masked residue is unmasked with probability
     (t - s) / t, drawn from softmax(logits / temperature); ``bias`` (21,) or per residue (L,21) is added to the
     logits; ``omit`` (21,) or per residue (L,21) bool excludes residue types; X is always excluded. ``tied`` (L,)
     long: for each position the position it is tied to (itself when untied; ProteinMPNN's tied positions): a tied
@@ -48,7 +54,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     if omit is not None:
         banned = banned | omit.to(S.device)
     if tied is not None and banned.dim() == 2:  # a tied group omits what any of its members omits
-        banned = torch.zeros_like(banned, dtype=torch.int).index_add_(0, tied, banned.int())[tied] > 0
+        banned = tied_union(banned, tied)
     none_left = banned[..., :X_INDEX].all(-1)
     if bool((none_left & design).any()):
         where = "" if none_left.dim() == 0 else f" at position {int((none_left & design).nonzero()[0, -1])}"
