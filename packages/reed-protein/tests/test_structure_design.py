@@ -420,6 +420,103 @@ def test_omit_aa_per_residue_bans_types_at_the_listed_residues_only(tmp_path, ca
     assert (tmp_path / "x.fasta").read_text().splitlines()[3][1] == seq[1]
 
 
+def _pssm_pdb(tmp_path):
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "p.pdb", [("A", seq[:40], X[:40]), ("B", seq[40:80], X[40:80] + 30.0)])
+    return seq
+
+
+def _design_args(tmp_path, out, *extra):
+    return ["design", str(tmp_path / "p.pdb"), "--out", str(out), "--num-seqs", "4", "--quiet", *extra]
+
+
+def test_pssm_mixes_its_probabilities_in_and_restricts_by_log_odds(tmp_path, capsys):
+    import json
+
+    _pssm_pdb(tmp_path)
+    w, g = ALPHABET.index("W"), ALPHABET.index("G")
+    onehot_w = [[1.0 if k == w else 0.0 for k in range(21)] for _ in range(40)]
+    entry = {"pssm_coef": [1.0] * 40, "pssm_bias": onehot_w, "pssm_log_odds": [[-5.0] * 21] * 40}
+    pssm, out = tmp_path / "pssm.jsonl", tmp_path / "p.fasta"
+    # ProteinMPNN's {name: {chain: ...}} (here as JSON Lines, one structure per line, merged) and the unnamed form
+    for text in (json.dumps({"other": {"A": entry}}) + "\n" + json.dumps({"p": {"A": entry}}) + "\n",
+                 json.dumps({"A": entry})):
+        pssm.write_text(text)
+        assert main(_design_args(tmp_path, out, "--pssm", str(pssm), "--pssm-multi", "1")) == 0
+        designs = [d.split("/") for d in out.read_text().splitlines()[3::2]]
+        assert len(designs) == 4 and all(a == "W" * 40 and b.count("W") < 10 for a, b in designs)
+    # half weight: the PSSM's W and the model's choices both show
+    pssm.write_text(json.dumps({"A": entry}))
+    assert main(_design_args(tmp_path, out, "--pssm", str(pssm), "--pssm-multi", "0.5")) == 0
+    frac = np.mean([d.split("/")[0].count("W") / 40 for d in out.read_text().splitlines()[3::2]])
+    assert 0.3 < frac < 0.9
+    # log-odds above the threshold for G only: the other types keep 0.1 % of their probability (a soft
+    # restriction, as ProteinMPNN's: at T = 1, where the model leaves G some probability, G takes over)
+    entry["pssm_log_odds"] = [[2.0 if k == g else -2.0 for k in range(21)] for _ in range(40)]
+    pssm.write_text(json.dumps({"A": entry}))
+    g_frac = []
+    for flags in ((), ("--pssm", str(pssm), "--pssm-threshold", "0")):
+        assert main(_design_args(tmp_path, out, "--temperature", "1", *flags)) == 0
+        designs = [d.split("/") for d in out.read_text().splitlines()[3::2]]
+        g_frac.append([np.mean([a.count("G") / 40 for a, _ in designs]), np.mean([b.count("G") / 40 for _, b in designs])])
+    assert g_frac[1][0] > 0.8 and g_frac[0][0] < 0.3 and g_frac[1][1] < 0.3
+    # a tied group mixes its members' PSSMs and stays identical
+    tied = tmp_path / "tied.json"
+    tied.write_text(json.dumps([{"A": [10], "B": [10]}]))
+    assert main(_design_args(tmp_path, out, "--pssm", str(pssm), "--pssm-multi", "1", "--tied-positions",
+                             str(tied))) == 0
+    for d in out.read_text().splitlines()[3::2]:
+        a, b = d.split("/")
+        assert a[9] == b[9] and a[:9] == "W" * 9
+
+
+def test_pssm_bad_input_names_the_problem(tmp_path, capsys):
+    import json
+
+    _pssm_pdb(tmp_path)
+    pssm, x = tmp_path / "pssm.json", tmp_path / "x.fasta"
+    good = {"pssm_coef": [0.5] * 40, "pssm_bias": [[1.0] * 21] * 40, "pssm_log_odds": [[0.0] * 21] * 40}
+    cases = [({"A": {**good, "pssm_coef": [0.5] * 39}}, ["--pssm-multi", "1"], "pssm_coef must be one number per residue (40 residues)"),
+             ({"A": {**good, "pssm_coef": [1.5] * 40}}, ["--pssm-multi", "1"], "pssm_coef must lie in [0, 1], got 1.5 at residue 1"),
+             ({"A": {**good, "pssm_bias": [[-1.0] * 21] * 40}}, ["--pssm-multi", "1"], "negative probability at residue 1"),
+             ({"A": {**good, "pssm_bias": [[0.0] * 21] * 40}}, ["--pssm-multi", "1"], "all zeros but its pssm_coef"),
+             ({"A": {"pssm_coef": [1.0] * 40}}, ["--pssm-multi", "1"], "has no 'pssm_bias' (needed by --pssm-multi)"),
+             ({"A": {"pssm_coef": [1.0] * 40}}, ["--pssm-threshold", "0"], "has no 'pssm_log_odds'"),
+             ({"A": {**good, "pssm_log_odds": [[float("nan")] * 21] * 40}}, ["--pssm-threshold", "0"], "non-finite"),
+             ({"Q": good}, ["--pssm-multi", "1"], "chain 'Q'"),
+             ({"A": [1, 2]}, ["--pssm-multi", "1"], "must be an object"),
+             ({"A": good}, [], "--pssm does nothing alone"),
+             ({"A": good}, ["--pssm-multi", "2"], "--pssm-multi must be a number in [0, 1]")]
+    for spec, flags, msg in cases:
+        pssm.write_text(json.dumps(spec))
+        assert main(["design", str(tmp_path / "p.pdb"), "--out", str(x), "--pssm", str(pssm), *flags]) == 2, msg
+        assert msg in capsys.readouterr().err
+    pssm.write_text("{\"A\": 1}\nnot json\n")
+    assert main(["design", str(tmp_path / "p.pdb"), "--out", str(x), "--pssm", str(pssm), "--pssm-multi", "1"]) == 2
+    assert "not JSON or JSON Lines" in capsys.readouterr().err
+    assert main(["design", str(tmp_path / "p.pdb"), "--out", str(x), "--pssm-multi", "0.5"]) == 2
+    assert "need a PSSM" in capsys.readouterr().err
+    assert not x.exists()
+
+
+def test_backbone_noise_varies_designs_reproducibly(tmp_path, capsys):
+    _pssm_pdb(tmp_path)
+    plain, zero, n1, n2 = (tmp_path / f"{k}.fasta" for k in ("plain", "zero", "n1", "n2"))
+    assert main(_design_args(tmp_path, plain)) == 0
+    assert main(_design_args(tmp_path, zero, "--backbone-noise", "0")) == 0
+    assert zero.read_text() == plain.read_text()  # no noise: no draws, the same designs
+    assert main(_design_args(tmp_path, n1, "--backbone-noise", "0.5")) == 0
+    assert main(_design_args(tmp_path, n2, "--backbone-noise", "0.5")) == 0
+    assert n1.read_text() == n2.read_text()  # drawn from the design seed
+    lines, noisy = plain.read_text().splitlines(), n1.read_text().splitlines()
+    assert lines[:2] == noisy[:2]  # the native's header and scores: the clean structure's
+    assert lines[3::2] != noisy[3::2]
+    for bad in ("-0.1", "nan", "inf"):
+        assert main(_design_args(tmp_path, tmp_path / "x.fasta", "--backbone-noise", bad)) == 2
+        assert "--backbone-noise" in capsys.readouterr().err
+    assert not (tmp_path / "x.fasta").exists()
+
+
 def test_pack_a_folder_then_fine_tune_from_a_checkpoint(tmp_path, capsys):
     import json
 

@@ -80,7 +80,7 @@ def _design(args: argparse.Namespace) -> int:
 
     from reed_core.cli import apply_threads
 
-    from .design import design, parse_bias, parse_omit, parse_temperatures, to_fasta
+    from .design import PSSM_KEYS, design, parse_bias, parse_omit, parse_temperatures, to_fasta
     from .loading import load_model
     from .structure import read_structure
 
@@ -102,6 +102,15 @@ def _design(args: argparse.Namespace) -> int:
     omit_res = _json_option(args.omit_aa_per_residue, "per-residue omission", dict,
                             '{name: {chain: [[[positions], "letters"], ...]}} or {chain: [[[positions], "letters"]]}')
     omit_by_name = bool(omit_res) and all(isinstance(v, dict) for v in omit_res.values())
+    if args.pssm is None and (args.pssm_multi > 0 or args.pssm_threshold is not None):
+        raise ValueError("--pssm-multi and --pssm-threshold need a PSSM: --pssm FILE")
+    if args.pssm is not None and args.pssm_multi == 0 and args.pssm_threshold is None:
+        raise ValueError("--pssm does nothing alone: give --pssm-multi W (mix its probabilities in at weight W * "
+                         "pssm_coef) and/or --pssm-threshold T (restrict each residue to the types whose log-odds "
+                         "exceed T)")
+    pssm = _json_option(args.pssm, "PSSM", dict, '{name: {chain: {"pssm_coef": [...], "pssm_bias": [[21] ...], '
+                        '"pssm_log_odds": [[21] ...]}}} or {chain: {...}}')
+    pssm_by_name = bool(pssm) and all(isinstance(v, dict) and not set(v) & set(PSSM_KEYS) for v in pssm.values())
 
     def one(f: Path):
         structure = read_structure(f)
@@ -111,7 +120,9 @@ def _design(args: argparse.Namespace) -> int:
                       tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
                       homo_oligomer=args.homo_oligomer,
                       bias_per_residue=per_res.get(structure.name) if by_name else per_res,
-                      omit_per_residue=omit_res.get(structure.name) if omit_by_name else omit_res)
+                      omit_per_residue=omit_res.get(structure.name) if omit_by_name else omit_res,
+                      pssm=pssm.get(structure.name) if pssm_by_name else pssm, pssm_multi=args.pssm_multi,
+                      pssm_threshold=args.pssm_threshold, backbone_noise=args.backbone_noise)
 
     done, failed = _each_structure(files, one, "designing", args.quiet)
     fasta = [to_fasta(r, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
@@ -134,16 +145,30 @@ def _design(args: argparse.Namespace) -> int:
 
 
 def _json_option(arg: str | None, what: str, kinds: type | tuple[type, ...], expected: str):
-    """A JSON file option (ProteinMPNN's tied positions, per-residue bias), checked to be one of ``kinds``."""
+    """A JSON file option (ProteinMPNN's tied positions, per-residue bias...), checked to be one of ``kinds``; a
+    JSON Lines file (ProteinMPNN's ``.jsonl``) of several objects is read as their merge."""
     if arg is None:
         return None
     path = Path(arg)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what} file")
     try:
-        value = json.loads(path.read_text())
+        text = path.read_text()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:  # ProteinMPNN's .jsonl: one object per line, merged
+            lines = [line for line in text.splitlines() if line.strip()]
+            if len(lines) < 2:
+                raise
+            try:
+                parts = [json.loads(line) for line in lines]
+            except json.JSONDecodeError:
+                raise e from None
+            if not all(isinstance(part, dict) for part in parts):
+                raise e from None
+            value = {k: v for part in parts for k, v in part.items()}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not JSON ({e})") from None
+        raise ValueError(f"{path}: not JSON or JSON Lines ({e})") from None
     if not isinstance(value, kinds):
         raise ValueError(f"{path}: expected {expected}")
     return value
@@ -361,6 +386,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--omit-aa-per-residue", default=None,
                    help="ProteinMPNN's omit-AA JSON ({name: {chain: [[[1-based positions], \"letters\"], ...]}}): "
                         "residue types never designed at those residues, besides --omit-aa")
+    d.add_argument("--pssm", default=None, metavar="JSONL",
+                   help="ProteinMPNN's PSSM JSON(L) ({name: {chain: {\"pssm_coef\": [per residue], \"pssm_bias\": "
+                        "[[21 probabilities] per residue], \"pssm_log_odds\": [[21] per residue]}}}), used with "
+                        "--pssm-multi and/or --pssm-threshold")
+    d.add_argument("--pssm-multi", type=float, default=0.0,
+                   help="mix the PSSM's probabilities into the sampled ones at weight W * pssm_coef, W in [0, 1] "
+                        "(0: not at all, 1: the PSSM alone where pssm_coef is 1)")
+    d.add_argument("--pssm-threshold", type=float, default=None,
+                   help="restrict each residue to the types whose PSSM log-odds exceed this (the others keep 0.1%% "
+                        "of their probability, as in ProteinMPNN's --pssm_log_odds_flag)")
+    d.add_argument("--backbone-noise", type=float, default=0.0,
+                   help="standard deviation (Å) of Gaussian noise added to the backbone atoms, drawn anew for each "
+                        "design (ProteinMPNN's --backbone_noise; more diverse designs)")
     d.add_argument("--homo-oligomer", action="store_true",
                    help="tie position k of every designed chain (symmetric design of identical chains)")
     d.set_defaults(func=_design)

@@ -203,6 +203,63 @@ def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
     return out
 
 
+PSSM_KEYS = ("pssm_coef", "pssm_bias", "pssm_log_odds")
+
+
+def residue_pssm(structure: Structure, spec: dict | None, *, multi: float = 0.0, threshold: float | None = None
+                 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+    """ProteinMPNN's PSSM of one structure (its ``--pssm_jsonl`` entry), ``{chain: {"pssm_coef": [per residue],
+    "pssm_bias": [[21 probabilities] per residue], "pssm_log_odds": [[21] per residue]}}`` (order ALPHABET), as the
+    sampler takes it: ``(weight (L,), target (L,21))``, weight ``multi * pssm_coef`` (``--pssm_multi``) and each
+    ``pssm_bias`` row normalised (None when ``multi`` is 0), and the (L,21) bool types with ``pssm_log_odds >
+    threshold`` (``--pssm_threshold`` with ``--pssm_log_odds_flag``; None when ``threshold`` is None). Chains not
+    listed get weight 0 and allow every type; only the keys in use are required."""
+    if not (math.isfinite(multi) and 0.0 <= multi <= 1.0):
+        raise DesignError(f"--pssm-multi must be a number in [0, 1], got {multi}")
+    if threshold is not None and math.isnan(threshold):
+        raise DesignError("--pssm-threshold must be a number, got nan")
+    if spec is None or (multi == 0 and threshold is None):
+        return None, None
+    target, entries = _per_chain(structure, spec, "PSSM", "objects with " + ", ".join(PSSM_KEYS), np.float64)
+    weight, allowed = np.zeros(len(target)), np.ones(target.shape, bool)
+    needed = (("pssm_coef", "pssm_bias") if multi > 0 else ()) + (("pssm_log_odds",) if threshold is not None else ())
+    for cid, start, n, entry in entries:
+        where = f"{structure.name}: PSSM of chain {cid}"
+        if not isinstance(entry, dict):
+            raise DesignError(f"{where} must be an object with {', '.join(needed)}, got {type(entry).__name__}")
+        arrays = {}
+        for key in needed:
+            if key not in entry:
+                flag = "--pssm-threshold" if key == "pssm_log_odds" else "--pssm-multi"
+                raise DesignError(f"{where} has no {key!r} (needed by {flag})")
+            shape = (n,) if key == "pssm_coef" else (n, len(ALPHABET))
+            try:
+                a = np.asarray(entry[key], np.float64)
+            except (TypeError, ValueError):
+                a = np.zeros(0)
+            if a.shape != shape:
+                what = "one number" if key == "pssm_coef" else f"{len(ALPHABET)} numbers (order {ALPHABET})"
+                raise DesignError(f"{where}: {key} must be {what} per residue ({n} residues), got shape {a.shape}")
+            if not np.isfinite(a).all():
+                raise DesignError(f"{where}: {key} holds a non-finite number")
+            arrays[key] = a
+        if multi > 0:
+            coef, rows = arrays["pssm_coef"], arrays["pssm_bias"]
+            if (bad := np.flatnonzero((coef < 0) | (coef > 1))).size:
+                raise DesignError(f"{where}: pssm_coef must lie in [0, 1], got {coef[bad[0]]} at residue {bad[0] + 1}")
+            if (bad := np.flatnonzero((rows < 0).any(1))).size:
+                raise DesignError(f"{where}: pssm_bias holds a negative probability at residue {bad[0] + 1}")
+            total = rows.sum(1)
+            if (bad := np.flatnonzero((coef > 0) & (total <= 0))).size:
+                raise DesignError(f"{where}: pssm_bias of residue {bad[0] + 1} is all zeros but its pssm_coef is "
+                                  f"{coef[bad[0]]}")
+            weight[start:start + n] = multi * coef
+            target[start:start + n] = rows / np.where(total > 0, total, 1.0)[:, None]
+        if threshold is not None:
+            allowed[start:start + n] = arrays["pssm_log_odds"] > threshold
+    return ((weight, target) if multi > 0 else None), (allowed if threshold is not None else None)
+
+
 @dataclass(frozen=True)
 class DesignResult:
     name: str
@@ -254,13 +311,20 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
            num_steps: int = 20, omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0,
            batch_size: int = 8, device: str = "cpu", tied_positions: Sequence[dict] | None = None,
            homo_oligomer: bool = False, bias_per_residue: dict | None = None,
-           omit_per_residue: dict | None = None) -> DesignResult:
+           omit_per_residue: dict | None = None, pssm: dict | None = None, pssm_multi: float = 0.0,
+           pssm_threshold: float | None = None, backbone_noise: float = 0.0) -> DesignResult:
     """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native) at each
     ``temperature`` in turn (one or several, as ProteinMPNN's ``--sampling_temp``). ``bias`` (21,) is added to
     every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's;
     ``omit`` (21,) bool bans residue types everywhere, ``omit_per_residue`` (ProteinMPNN's ``{chain: [[[positions],
-    "letters"], ...]}``) at the listed residues."""
+    "letters"], ...]}``) at the listed residues. ``pssm`` (ProteinMPNN's ``{chain: {"pssm_coef", "pssm_bias",
+    "pssm_log_odds"}}``): its probabilities mixed in at weight ``pssm_multi * pssm_coef`` and/or the types whose
+    log-odds are at most ``pssm_threshold`` kept at 0.1 % of their mass (``residue_pssm``, ``sample_sequences``).
+    ``backbone_noise``: Gaussian noise (Å) on every backbone atom, drawn anew for each design (ProteinMPNN's
+    ``--backbone_noise``); the scores are those of the clean structure."""
     temperatures = parse_temperatures(temperature)
+    if not (math.isfinite(backbone_noise) and backbone_noise >= 0):
+        raise DesignError(f"--backbone-noise must be a finite number of Å >= 0, got {backbone_noise}")
     all_ids = [c.chain_id for c in structure.chains]
     design_chains = list(chains) if chains else all_ids
     for c in design_chains:
@@ -292,6 +356,11 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         if (stuck := np.flatnonzero(grouped.all(-1).numpy() & item["design_mask"])).size:
             raise DesignError(f"{structure.name}: every amino acid is omitted at residue {labels[stuck[0]]}")
         omit = omit_res.to(device)
+    mix, allowed = residue_pssm(structure, pssm, multi=pssm_multi, threshold=pssm_threshold)
+    if mix is not None:
+        mix = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in mix)
+    if allowed is not None:
+        allowed = torch.as_tensor(allowed, device=device)
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
     one = pad_batch([item]).to(device)
@@ -308,9 +377,12 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
         for lo in range(0, num_seqs, batch_size):
             b = min(batch_size, num_seqs - lo)
             x = pad_batch([item] * b).to(device)
-            # the structure was encoded once (enc1): the decoder broadcasts it over the b sequences
+            enc = enc1  # the structure encoded once: the decoder broadcasts it over the b sequences
+            if backbone_noise > 0:  # ... unless each design sees its own noisy copy
+                noise = torch.randn(x.X.shape, generator=g, device=device)
+                enc = model.encode(x.with_(X=x.X + backbone_noise * noise))
             S, _ = design_batch(model, x, num_steps=num_steps, temperature=temp, generator=g, bias=bias, omit=omit,
-                                encoding=enc1, tied=tied)
+                                encoding=enc, tied=tied, pssm=mix, pssm_allowed=allowed)
             sc = _scores(model, enc1, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
             gs = _scores(model, enc1, S, x, x.mask)
             rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
@@ -459,4 +531,4 @@ def to_fasta(result: DesignResult, *, seed: int, model_name: str, temperature: f
 
 
 __all__ = ["DesignError", "DesignResult", "ScoreResult", "conditional_log_probs", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
-           "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "score", "tied_index", "to_fasta"]
+           "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "residue_pssm", "score", "tied_index", "to_fasta"]

@@ -21,6 +21,14 @@ from .data import ProteinBatch
 from .model import Encoding, ProteinDenoiser
 
 
+def group_mean(values: torch.Tensor, tied: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``values`` averaged over each tied group along ``dim`` (``tied``: each position's group representative),
+    read back at every member."""
+    sums = torch.zeros_like(values).index_add_(dim, tied, values)
+    counts = torch.bincount(tied, minlength=values.shape[dim]).clamp_min(1).to(values)
+    return (sums / counts.view(-1, *[1] * (values.dim() - dim - 1))).index_select(dim, tied)
+
+
 def tied_union(flags: torch.Tensor, tied: torch.Tensor) -> torch.Tensor:
     """(L, C) bool flags with each tied group's (``tied``: each position's group representative) union read
     back at every member."""
@@ -31,7 +39,8 @@ def tied_union(flags: torch.Tensor, tied: torch.Tensor) -> torch.Tensor:
 def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: ProteinBatch, *,
                      num_steps: int = 20, temperature: float = 0.1, bias: torch.Tensor | None = None,
                      omit: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     tied: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     tied: torch.Tensor | None = None, pssm: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     pssm_allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked.
 
     ``decode(S, t)`` returns logits (B,L,21) for the current tokens (only the still-masked residues' are read).
@@ -41,6 +50,13 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     long: for each position the position it is tied to (itself when untied; ProteinMPNN's tied positions): a tied
     group shares the mean of its biased logits, the union of its omitted types, one draw and one unmasking coin,
     so its residues are identical.
+
+    ProteinMPNN's PSSM options act on the tempered probabilities, as in its sampler: ``pssm = (weight (L,), target
+    (L,21))`` mixes them into ``(1 - weight) * p + weight * target`` (its ``--pssm_multi`` times ``pssm_coef``, and
+    ``pssm_bias``); ``pssm_allowed`` (L,21) bool keeps 0.1 % of the mass of the types it does not allow (its
+    ``--pssm_log_odds_flag`` at ``--pssm_threshold``); omitted types stay at 0 (the rest renormalised; a residue
+    whose mix leaves nothing falls back to the model's probabilities). A tied group uses the mean of its members'
+    weights and weighted targets and allows only what every member allows.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -61,6 +77,18 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         raise ValueError(f"every amino acid is omitted{where}")
     if none_left.dim() == 1:  # a residue that is not designed keeps finite logits (it is drawn but never used)
         banned = banned & ~none_left[:, None]
+    if pssm is not None:
+        weight, target = pssm[0].to(S.device, torch.float32), pssm[1].to(S.device, torch.float32)
+        if tied is not None:
+            weight, target = group_mean(weight, tied), group_mean(weight[:, None] * target, tied)
+        else:
+            target = weight[:, None] * target
+        pssm = (weight[:, None], target)  # p -> (1 - w) p + (w t)
+    if pssm_allowed is not None:
+        restricted = ~pssm_allowed.to(S.device)
+        if tied is not None:
+            restricted = tied_union(restricted, tied)
+        keep = 1.0 - 0.999 * restricted.float()
     times = torch.linspace(1.0, 0.0, num_steps + 1, device=S.device)
     for i in range(num_steps):
         t, s = times[i], times[i + 1]
@@ -68,11 +96,19 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         if bias is not None:
             logits = logits + bias.to(logits)
         if tied is not None:  # mean logits (biases included) of each group, read back at every member
-            sums = torch.zeros_like(logits).index_add_(1, tied, logits)
-            logits = (sums / torch.bincount(tied, minlength=S.shape[1]).clamp_min(1)[None, :, None])[:, tied]
+            logits = group_mean(logits, tied, dim=1)
         logits = logits.masked_fill(banned, float("-inf"))
-        logp = F.log_softmax(logits / temperature, dim=-1)
-        draw = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(S.shape)
+        probs = F.log_softmax(logits / temperature, dim=-1).exp()
+        if pssm is not None or pssm_allowed is not None:
+            tempered = probs
+            if pssm is not None:
+                probs = (1.0 - pssm[0]) * probs + pssm[1]
+            if pssm_allowed is not None:
+                probs = probs * keep
+            probs = probs.masked_fill(banned, 0.0)
+            total = probs.sum(-1, keepdim=True)
+            probs = torch.where(total > 0, probs / total.clamp_min(1e-30), tempered)
+        draw = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(S.shape)
         still = S == MASK_INDEX
         p_unmask = float((t - s) / t) if i < num_steps - 1 else 1.0
         coin = torch.rand(S.shape, device=S.device, generator=generator) < p_unmask
@@ -128,11 +164,11 @@ def decoder(model: ProteinDenoiser, x: ProteinBatch, encoding: Encoding | None =
 def design_batch(model: ProteinDenoiser, x: ProteinBatch, *, num_steps: int = 20, temperature: float = 0.1,
                  generator: torch.Generator | None = None, bias=None, omit=None, encoding: Encoding | None = None,
                  tied: torch.Tensor | None = None, specs: Sequence[AlignmentSpec] = (),
-                 projectors: nn.Module | None = None, latents: str = "none"):
+                 projectors: nn.Module | None = None, latents: str = "none", pssm=None, pssm_allowed=None):
     """Sample sequences for a batch of structures with the structure encoded once (or given as ``encoding``);
-    ``specs`` / ``projectors`` / ``latents``: a hybrid model's latents (see ``decoder``). Returns (tokens,
-    per-token log-probs)."""
+    ``specs`` / ``projectors`` / ``latents``: a hybrid model's latents (see ``decoder``); ``pssm`` /
+    ``pssm_allowed``: see ``sample_sequences``. Returns (tokens, per-token log-probs)."""
     model.eval()
     decode = decoder(model, x, encoding, specs=specs, projectors=projectors, latents=latents)
     return sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, bias=bias, omit=omit,
-                            generator=generator, tied=tied)
+                            generator=generator, tied=tied, pssm=pssm, pssm_allowed=pssm_allowed)
