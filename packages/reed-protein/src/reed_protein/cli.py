@@ -390,13 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ProteinMPNN's PSSM JSON(L) ({name: {chain: {\"pssm_coef\": [per residue], \"pssm_bias\": "
                         "[[21 probabilities] per residue], \"pssm_log_odds\": [[21] per residue]}}}), used with "
                         "--pssm-multi and/or --pssm-threshold")
-    d.add_argument("--pssm-multi", type=float, default=0.0,
+    d.add_argument("--pssm-multi", type=float, default=0.0, metavar="W",
                    help="mix the PSSM's probabilities into the sampled ones at weight W * pssm_coef, W in [0, 1] "
                         "(0: not at all, 1: the PSSM alone where pssm_coef is 1)")
-    d.add_argument("--pssm-threshold", type=float, default=None,
+    d.add_argument("--pssm-threshold", type=float, default=None, metavar="T",
                    help="restrict each residue to the types whose PSSM log-odds exceed this (the others keep 0.1%% "
                         "of their probability, as in ProteinMPNN's --pssm_log_odds_flag)")
-    d.add_argument("--backbone-noise", type=float, default=0.0,
+    d.add_argument("--backbone-noise", type=float, default=0.0, metavar="SIGMA",
                    help="standard deviation (Å) of Gaussian noise added to the backbone atoms, drawn anew for each "
                         "design (ProteinMPNN's --backbone_noise; more diverse designs)")
     d.add_argument("--homo-oligomer", action="store_true",
