@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class FeatureCache:
     def __init__(self, teacher: Teacher, data: TrainingData, cache_dir: str | os.PathLike | None = None, *,
                  batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
-                 compute: bool = True) -> None:
+                 compute: bool = True, tokens: int | None = None) -> None:
         if teacher.sees_corruption:
             raise ValueError(f"teacher {teacher.name!r} sees the corruption, so its features change at every step and "
                              "cannot be cached (LatentSpec(cached=False))")
@@ -53,7 +53,7 @@ class FeatureCache:
                 self.index = np.load(self._index_path, mmap_mode="r") if self.granularity == "pair" else None
                 self.teacher = None
         if self.features is None and compute:
-            _fill([self], batch_size, torch.device(device), progress)
+            _fill([self], batch_size, torch.device(device), progress, tokens)
 
     @property
     def _index_path(self) -> Path:
@@ -117,20 +117,30 @@ class FeatureCache:
 
 
 def cache_features(teachers: Mapping[str, Teacher], data: TrainingData, cache_dir: str | os.PathLike | None = None,
-                   *, batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True
-                   ) -> dict[str, FeatureCache]:
+                   *, batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
+                   tokens: int | None = None) -> dict[str, FeatureCache]:
     """A ``FeatureCache`` per entry of ``teachers`` (latent name -> teacher), those not on disk computed in one
-    pass over the data (each batch of whole items is built once and given to every teacher in turn)."""
+    pass over the data (each batch of whole items is built once and given to every teacher in turn; batches of
+    at most ``batch_size`` items and ``tokens`` padded tokens, see ``CACHE_TOKENS``)."""
     caches = {name: FeatureCache(t, data, cache_dir, compute=False) for name, t in teachers.items()}
-    _fill([c for c in caches.values() if c.features is None], batch_size, torch.device(device), progress)
+    _fill([c for c in caches.values() if c.features is None], batch_size, torch.device(device), progress, tokens)
     return caches
 
 
-def _fill(caches: list[FeatureCache], batch_size: int, device: torch.device, progress: bool, tokens: int = 16384) -> None:
+# Padded tokens per caching batch when none is given: large batches fill a GPU; on a CPU small ones stay in cache
+# and run faster per token (ProteinMPNN's profile on 200-residue chains, one thread: 2.5-3.1 ms per token one chain
+# at a time, 4.9 ms eight at a time, 6.4 ms 64 at a time).
+CACHE_TOKENS = {"cuda": 16384, "cpu": 512}
+
+
+def _fill(caches: list[FeatureCache], batch_size: int, device: torch.device, progress: bool,
+          tokens: int | None = None) -> None:
     """Compute ``caches`` over every item: longest items first, batches of at most ``batch_size`` items and
-    ``tokens`` padded tokens."""
+    ``tokens`` padded tokens (default ``CACHE_TOKENS`` of the device type; an item longer than that is a batch
+    alone)."""
     if not caches:
         return
+    tokens = tokens or CACHE_TOKENS.get(device.type, CACHE_TOKENS["cuda"])
     from tqdm.auto import tqdm
 
     data, lengths = caches[0].data, caches[0].lengths
