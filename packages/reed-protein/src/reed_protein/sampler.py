@@ -53,7 +53,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 
     ProteinMPNN's PSSM options act on the tempered probabilities, as in its sampler: ``pssm = (weight (L,), target
     (L,21))`` mixes them into ``(1 - weight) * p + weight * target`` (its ``--pssm_multi`` times ``pssm_coef``, and
-    ``pssm_bias``); ``pssm_allowed`` (L,21) bool keeps 0.1 % of the mass of the types it does not allow (its
+    ``pssm_bias``); ``pssm_allowed`` (L,21) bool weighs the types it allows 1.001 and the others 0.001 (its
     ``--pssm_log_odds_flag`` at ``--pssm_threshold``); omitted types stay at 0 (the rest renormalised; a residue
     whose mix leaves nothing falls back to the model's probabilities). A tied group uses the mean of its members'
     weights and weighted targets and allows only what every member allows.
@@ -88,7 +88,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         restricted = ~pssm_allowed.to(S.device)
         if tied is not None:
             restricted = tied_union(restricted, tied)
-        keep = 1.0 - 0.999 * restricted.float()
+        keep = (~restricted).float() + 0.001  # ProteinMPNN's probs * mask + probs * 0.001
     times = torch.linspace(1.0, 0.0, num_steps + 1, device=S.device)
     for i in range(num_steps):
         t, s = times[i], times[i + 1]
