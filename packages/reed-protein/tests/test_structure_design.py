@@ -514,6 +514,13 @@ def test_backbone_noise_varies_designs_reproducibly(tmp_path, capsys):
     for bad in ("-0.1", "nan", "inf"):
         assert main(_design_args(tmp_path, tmp_path / "x.fasta", "--backbone-noise", bad)) == 2
         assert "--backbone-noise" in capsys.readouterr().err
+    # a bad option is one error before any input, not a failure of every structure of a directory
+    (tmp_path / "two").mkdir()
+    for name in ("a.pdb", "b.pdb"):
+        (tmp_path / "two" / name).write_bytes((tmp_path / "p.pdb").read_bytes())
+    assert main(["design", str(tmp_path / "two"), "--out", str(tmp_path / "x.fasta"), "--backbone-noise", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--backbone-noise must be") == 1 and "failed" not in err
     assert not (tmp_path / "x.fasta").exists()
 
 

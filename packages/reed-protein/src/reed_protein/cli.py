@@ -80,11 +80,21 @@ def _design(args: argparse.Namespace) -> int:
 
     from reed_core.cli import apply_threads
 
-    from .design import PSSM_KEYS, design, parse_bias, parse_omit, parse_temperatures, to_fasta
+    from .design import (
+        PSSM_KEYS,
+        check_sampling_options,
+        design,
+        parse_bias,
+        parse_omit,
+        parse_temperatures,
+        to_fasta,
+    )
     from .loading import load_model
     from .structure import read_structure
 
     temperatures = parse_temperatures(args.temperature)
+    check_sampling_options(pssm_multi=args.pssm_multi, pssm_threshold=args.pssm_threshold,
+                           backbone_noise=args.backbone_noise)
     for target in (args.out, args.probs):
         if target:
             output_path(target)

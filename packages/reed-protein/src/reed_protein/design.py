@@ -206,6 +206,17 @@ def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
 PSSM_KEYS = ("pssm_coef", "pssm_bias", "pssm_log_odds")
 
 
+def check_sampling_options(*, pssm_multi: float = 0.0, pssm_threshold: float | None = None,
+                           backbone_noise: float = 0.0) -> None:
+    """The numeric design options that do not depend on a structure, checked once (the CLI before any input)."""
+    if not (math.isfinite(pssm_multi) and 0.0 <= pssm_multi <= 1.0):
+        raise DesignError(f"--pssm-multi must be a number in [0, 1], got {pssm_multi}")
+    if pssm_threshold is not None and math.isnan(pssm_threshold):
+        raise DesignError("--pssm-threshold must be a number, got nan")
+    if not (math.isfinite(backbone_noise) and backbone_noise >= 0):
+        raise DesignError(f"--backbone-noise must be a finite number of Å >= 0, got {backbone_noise}")
+
+
 def residue_pssm(structure: Structure, spec: dict | None, *, multi: float = 0.0, threshold: float | None = None
                  ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
     """ProteinMPNN's PSSM of one structure (its ``--pssm_jsonl`` entry), ``{chain: {"pssm_coef": [per residue],
@@ -214,10 +225,7 @@ def residue_pssm(structure: Structure, spec: dict | None, *, multi: float = 0.0,
     ``pssm_bias`` row normalised (None when ``multi`` is 0), and the (L,21) bool types with ``pssm_log_odds >
     threshold`` (``--pssm_threshold`` with ``--pssm_log_odds_flag``; None when ``threshold`` is None). Chains not
     listed get weight 0 and allow every type; only the keys in use are required."""
-    if not (math.isfinite(multi) and 0.0 <= multi <= 1.0):
-        raise DesignError(f"--pssm-multi must be a number in [0, 1], got {multi}")
-    if threshold is not None and math.isnan(threshold):
-        raise DesignError("--pssm-threshold must be a number, got nan")
+    check_sampling_options(pssm_multi=multi, pssm_threshold=threshold)
     if spec is None or (multi == 0 and threshold is None):
         return None, None
     target, entries = _per_chain(structure, spec, "PSSM", "objects with " + ", ".join(PSSM_KEYS), np.float64)
@@ -323,8 +331,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     ``backbone_noise``: Gaussian noise (Å) on every backbone atom, drawn anew for each design (ProteinMPNN's
     ``--backbone_noise``); the scores are those of the clean structure."""
     temperatures = parse_temperatures(temperature)
-    if not (math.isfinite(backbone_noise) and backbone_noise >= 0):
-        raise DesignError(f"--backbone-noise must be a finite number of Å >= 0, got {backbone_noise}")
+    check_sampling_options(pssm_multi=pssm_multi, pssm_threshold=pssm_threshold, backbone_noise=backbone_noise)
     all_ids = [c.chain_id for c in structure.chains]
     design_chains = list(chains) if chains else all_ids
     for c in design_chains:
@@ -530,5 +537,5 @@ def to_fasta(result: DesignResult, *, seed: int, model_name: str, temperature: f
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DesignError", "DesignResult", "ScoreResult", "conditional_log_probs", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
+__all__ = ["DesignError", "DesignResult", "ScoreResult", "check_sampling_options", "conditional_log_probs", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
            "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "residue_pssm", "score", "tied_index", "to_fasta"]
