@@ -88,6 +88,30 @@ def test_profile_slot_is_proteinmpnns_own_structure_only_distribution(chains):
     assert torch.allclose(prof.features[x.mask], want[x.mask]) and not prof.features[~x.mask].any()
 
 
+def test_profile_of_a_short_chain_does_not_depend_on_its_batch(chains):
+    """v_48_020 on a real test chain with fewer residues than its 48 neighbours: batched with a long chain, its own
+    ``unconditional_probs`` lets padding into the short chain's kNN and decoder (a different answer from the
+    chain alone); the profile slot gives the chain-alone answer in any batch, and leaves the long chain's rows as
+    the batch computed them."""
+    model = load_proteinmpnn()
+    ids = chains.split("test")
+    n = np.diff(chains.offsets)[ids]
+    short, long_ = int(ids[np.argmin(n)]), int(ids[np.argmax(n)])
+    assert n.min() < 48 < n.max()
+    teacher = ProteinMPNNTeacher("profile", model=model)
+    alone = teacher(Batch(x0=chains.batch([short]))).features[0]
+    x = chains.batch([long_, short])
+    got = teacher(Batch(x0=x)).features
+    L = alone.shape[0]
+    with torch.no_grad():
+        raw = model.unconditional_probs(x.X.float(), x.mask.float(), x.residue_idx, x.chain_idx)
+    assert (raw[1, :L][x.mask[1, :L]] - alone[x.mask[1, :L]]).abs().max() > 1e-3  # the batch-dependence fixed here
+    torch.testing.assert_close(got[1, :L], alone, atol=1e-5, rtol=0)
+    assert not got[1, L:].any()
+    torch.testing.assert_close(got[0][x.mask[0]], raw[0][x.mask[0]])
+    assert "short_chains=alone" in teacher.extra_repr()  # caches written before the fix are not reused
+
+
 def test_conditional_slot_equals_proteinmpnns_own_forward_in_the_reverse_diffusions_order(chains):
     """With the real v_48_020 weights on real chains, through MaskedDiffusion's own corruption: the conditional
     slot is ProteinMPNN's ``forward`` with the visible residues decoded by decreasing unmasking time, at every
