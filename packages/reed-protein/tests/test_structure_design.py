@@ -136,6 +136,48 @@ def test_design_cli_end_to_end(tmp_path):
     assert out2.read_text() == out.read_text()
 
 
+def test_save_probs_records_what_each_design_was_drawn_from(tmp_path, capsys):
+    """ProteinMPNN's --save_probs: per design the distributions drawn from, the score pass and the tokens; the
+    designs themselves are those of a run without it."""
+    import json
+    import re
+
+    seq, X, _ = real_chain()
+    n = 40
+    write_pdb(tmp_path / "h.pdb", [("A", seq[:n], X[:n]), ("B", seq[:n], X[:n] + 30.0)])
+    (tmp_path / "t.json").write_text(json.dumps([{"A": [20], "B": [20]}, {"A": [30], "B": [31]}]))
+    args = ["design", str(tmp_path / "h.pdb"), "--num-seqs", "3", "--temperature", "0.1,1.0", "--tied-positions",
+            str(tmp_path / "t.json"), "--fixed-positions", "A1-5,B1-5", "--omit-aa", "C", "--seed", "3", "--quiet"]
+    out, npz = tmp_path / "d.fasta", tmp_path / "p.npz"
+    assert main([*args, "--out", str(out), "--save-probs", str(npz)]) == 0
+    assert main([*args, "--out", str(tmp_path / "plain.fasta")]) == 0
+    assert out.read_text() == (tmp_path / "plain.fasta").read_text()
+    z = np.load(npz)
+    probs, logp, S, mask = z["h__probs"], z["h__log_probs"], z["h__S"], z["h__mask"]
+    assert probs.shape == logp.shape == (6, 2 * n, 21) and S.shape == (6, 2 * n)
+    assert z["h__temperatures"].tolist() == pytest.approx([0.1] * 3 + [1.0] * 3)
+    assert list(z["h__labels"][:2]) == ["A1", "A2"] and "".join(z["alphabet"]) == ALPHABET
+    expect = np.ones(2 * n, bool)
+    expect[[0, 1, 2, 3, 4, n, n + 1, n + 2, n + 3, n + 4]] = False
+    assert (mask == expect).all()
+    designs = out.read_text().splitlines()[3::2]
+    heads = out.read_text().splitlines()[2::2]
+    for k in range(6):
+        assert "".join(ALPHABET[i] for i in S[k]) == designs[k].replace("/", "")
+        np.testing.assert_allclose(probs[k][mask].sum(-1), 1.0, atol=1e-5)
+        assert (probs[k][~mask] == 0).all() and np.isnan(logp[k][~mask]).all()
+        assert (probs[k][:, ALPHABET.index("C")] == 0).all() and (probs[k][:, ALPHABET.index("X")] == 0).all()
+        assert (probs[k][mask, S[k][mask]] > 0).all()  # each residue was drawn from its recorded distribution
+        np.testing.assert_allclose(probs[k][[19, 29]], probs[k][[n + 19, n + 30]], atol=1e-6)  # tied: one each
+        assert S[k][19] == S[k][n + 19] and S[k][29] == S[k][n + 30]
+        score = float(re.search(r"score=([-0-9.]+)", heads[k]).group(1))  # the header's score is this pass's
+        assert score == pytest.approx(-logp[k][mask, S[k][mask]].mean(), abs=1e-4)
+    cold = np.sort(probs[:3][:, mask], -1)[..., -1].mean()
+    assert cold > np.sort(probs[3:][:, mask], -1)[..., -1].mean()  # T = 0.1 is sharper than T = 1
+    assert main([*args, "--out", str(tmp_path / "x.fasta"), "--save-probs", str(tmp_path)]) == 2
+    assert "directory" in capsys.readouterr().err and not (tmp_path / "x.fasta").exists()
+
+
 def test_design_refuses_a_directory_as_output_before_any_work(tmp_path, capsys):
     from reed_protein.cli import main
 

@@ -95,7 +95,7 @@ def _design(args: argparse.Namespace) -> int:
     temperatures = parse_temperatures(args.temperature)
     check_sampling_options(pssm_multi=args.pssm_multi, pssm_threshold=args.pssm_threshold,
                            backbone_noise=args.backbone_noise)
-    for target in (args.out, args.probs):
+    for target in (args.out, args.probs, args.save_probs):
         if target:
             output_path(target)
     apply_threads(args.threads)
@@ -132,7 +132,8 @@ def _design(args: argparse.Namespace) -> int:
                       bias_per_residue=per_res.get(structure.name) if by_name else per_res,
                       omit_per_residue=omit_res.get(structure.name) if omit_by_name else omit_res,
                       pssm=pssm.get(structure.name) if pssm_by_name else pssm, pssm_multi=args.pssm_multi,
-                      pssm_threshold=args.pssm_threshold, backbone_noise=args.backbone_noise)
+                      pssm_threshold=args.pssm_threshold, backbone_noise=args.backbone_noise,
+                      sample_probs=bool(args.save_probs))
 
     done, failed = _each_structure(files, one, "designing", args.quiet)
     fasta = [to_fasta(r, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
@@ -144,6 +145,14 @@ def _design(args: argparse.Namespace) -> int:
             buf = io.BytesIO()
             np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **probs)
             atomic_write(args.probs, buf.getvalue())
+        if args.save_probs:
+            per_design = {f"{key}__{part}": v for _, key, r in done for part, v in (
+                ("probs", r.sample_probs.astype(np.float32)), ("log_probs", r.sample_log_probs.astype(np.float32)),
+                ("S", r.tokens), ("mask", r.sample_probs[0].sum(-1) > 0),
+                ("temperatures", np.asarray(r.temperatures, np.float32)), ("labels", np.asarray(r.labels)))}
+            buf = io.BytesIO()
+            np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **per_design)
+            atomic_write(args.save_probs, buf.getvalue())
     if failed:
         return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
                                 + (f" to {args.out}" if fasta else ""))
@@ -383,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="sampling seed")
     d.add_argument("--batch-size", type=int, default=8, help="designs sampled together")
     d.add_argument("--probs", default=None, help="also write per-residue probabilities (.npz)")
+    d.add_argument("--save-probs", default=None, metavar="NPZ",
+                   help="also write, per design, what ProteinMPNN's --save_probs writes: <name>__probs (designs x L x "
+                        "21, the distribution each designed residue was drawn from: tempered, biased, omissions and "
+                        "PSSM applied; 0 where not designed), <name>__log_probs (designs x L x 21, the score's "
+                        "log-probabilities, designed residues masked; NaN rows elsewhere and at native X), <name>__S (designs x L, "
+                        "indices into alphabet), <name>__mask (the designed residues), <name>__temperatures, "
+                        "<name>__labels")
     d.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     d.add_argument("--device", default="cpu", help="cpu / cuda")
     add_threads_argument(d)

@@ -283,6 +283,12 @@ class DesignResult:
     probs: np.ndarray  # (L, 21) probabilities with designed positions masked
     labels: tuple[str, ...]
     temperatures: tuple[float, ...] = ()  # each design's sampling temperature
+    # with design(sample_probs=True), per design (ProteinMPNN's --save_probs): the distribution each designed
+    # residue was drawn from (N, L, 21; 0 where not designed), the score pass's log-probabilities (N, L, 21; the
+    # scored residues masked, NaN rows elsewhere) and the tokens (N, L)
+    sample_probs: np.ndarray | None = None
+    sample_log_probs: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
 
 def _structure_item(structure: Structure, design_chains: Sequence[str], fixed: dict[str, set[int]]) -> dict:
@@ -300,17 +306,29 @@ def _structure_item(structure: Structure, design_chains: Sequence[str], fixed: d
             "chain_idx": np.concatenate(cidx), "design_mask": np.concatenate(design)}
 
 
-def _residue_logp(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """log p(S_i) (B,L) at ``positions`` (B,L), predicted with all of them masked; 0 elsewhere."""
+def _masked_log_probs(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """log-probabilities of the 21 types (B,L,21) at ``positions`` (B,L), predicted with all of them masked;
+    NaN rows elsewhere (not computed)."""
     S_in = torch.where(positions, torch.full_like(S, MASK_INDEX), S)
-    lp = F.log_softmax(model.decode(enc, S_in, rows=positions).prediction.float(), -1).gather(-1, S[..., None])[..., 0]
+    lp = F.log_softmax(model.decode(enc, S_in, rows=positions).prediction.float(), -1)
+    return lp.masked_fill(~positions[..., None], float("nan"))
+
+
+def _residue_logp(model: ProteinDenoiser, enc, S: torch.Tensor, positions: torch.Tensor,
+                  log_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(S_i) (B,L) at ``positions`` (B,L), predicted with all of them masked (or read from their
+    ``_masked_log_probs``); 0 elsewhere."""
+    if log_probs is None:
+        log_probs = _masked_log_probs(model, enc, S, positions)
+    lp = log_probs.gather(-1, S[..., None])[..., 0]
     return torch.where(positions, lp, 0.0)
 
 
-def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Tensor) -> torch.Tensor:
+def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Tensor,
+            log_probs: torch.Tensor | None = None) -> torch.Tensor:
     """Mean negative log-likelihood per sequence over ``positions`` (B,L) with those positions masked."""
     w = positions.float()
-    return -(_residue_logp(model, enc, S, positions) * w).sum(1) / w.sum(1).clamp_min(1)
+    return -(_residue_logp(model, enc, S, positions, log_probs) * w).sum(1) / w.sum(1).clamp_min(1)
 
 
 @torch.no_grad()
@@ -320,7 +338,8 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
            batch_size: int = 8, device: str = "cpu", tied_positions: Sequence[dict] | None = None,
            homo_oligomer: bool = False, bias_per_residue: dict | None = None,
            omit_per_residue: dict | None = None, pssm: dict | None = None, pssm_multi: float = 0.0,
-           pssm_threshold: float | None = None, backbone_noise: float = 0.0) -> DesignResult:
+           pssm_threshold: float | None = None, backbone_noise: float = 0.0, sample_probs: bool = False
+           ) -> DesignResult:
     """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native) at each
     ``temperature`` in turn (one or several, as ProteinMPNN's ``--sampling_temp``). ``bias`` (21,) is added to
     every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's;
@@ -329,7 +348,9 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     "pssm_log_odds"}}``): its probabilities mixed in at weight ``pssm_multi * pssm_coef`` and/or the types whose
     log-odds are at most ``pssm_threshold`` kept at 0.1 % of their mass (``residue_pssm``, ``sample_sequences``).
     ``backbone_noise``: Gaussian noise (Å) on every backbone atom, drawn anew for each design (ProteinMPNN's
-    ``--backbone_noise``); the scores are those of the clean structure."""
+    ``--backbone_noise``); the scores are those of the clean structure. ``sample_probs``: also keep, per design,
+    the distributions its residues were drawn from, the score pass's log-probabilities and the tokens
+    (``DesignResult.sample_probs`` / ``sample_log_probs`` / ``tokens``; ProteinMPNN's ``--save_probs``)."""
     temperatures = parse_temperatures(temperature)
     check_sampling_options(pssm_multi=pssm_multi, pssm_threshold=pssm_threshold, backbone_noise=backbone_noise)
     all_ids = [c.chain_id for c in structure.chains]
@@ -379,7 +400,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     native_global = float(_scores(model, enc1, native, one, valid)[0])
     logits = model.decode(enc1, torch.where(one.design_mask, torch.full_like(native, MASK_INDEX), native)).prediction
     probs = F.softmax(logits.float(), -1)[0].cpu().numpy()
-    seqs, scores, gscores, recs, temps = [], [], [], [], []
+    seqs, scores, gscores, recs, temps, drawn, logps, toks = [], [], [], [], [], [], [], []
     for temp in temperatures:  # one generator throughout: the first temperature's designs are a lone run's
         for lo in range(0, num_seqs, batch_size):
             b = min(batch_size, num_seqs - lo)
@@ -388,9 +409,16 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
             if backbone_noise > 0:  # ... unless each design sees its own noisy copy
                 noise = torch.randn(x.X.shape, generator=g, device=device)
                 enc = model.encode(x.with_(X=x.X + backbone_noise * noise))
-            S, _ = design_batch(model, x, num_steps=num_steps, temperature=temp, generator=g, bias=bias, omit=omit,
-                                encoding=enc, tied=tied, pssm=mix, pssm_allowed=allowed)
-            sc = _scores(model, enc1, S, x, x.design_mask & (native.expand_as(S) != X_INDEX))
+            S, _, *p = design_batch(model, x, num_steps=num_steps, temperature=temp, generator=g, bias=bias,
+                                    omit=omit, encoding=enc, tied=tied, pssm=mix, pssm_allowed=allowed,
+                                    return_probs=sample_probs)
+            positions = x.design_mask & (native.expand_as(S) != X_INDEX)
+            lp = _masked_log_probs(model, enc1, S, positions)
+            sc = _scores(model, enc1, S, x, positions, lp)
+            if sample_probs:
+                drawn.append(p[0].cpu().numpy())
+                logps.append(lp.cpu().numpy())
+                toks.append(S.cpu().numpy().astype(np.int32))
             gs = _scores(model, enc1, S, x, x.mask)
             rec = ((S == native) & scored).sum(1).float() / scored.sum(1).clamp_min(1)
             for k in range(b):
@@ -401,7 +429,9 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
                 temps.append(temp)
     return DesignResult(structure.name, tuple(design_chains), tuple(c for c in all_ids if c not in design_chains),
                         _join(structure, native[0].cpu().numpy()), native_score, native_global, tuple(seqs),
-                        tuple(scores), tuple(gscores), tuple(recs), probs, labels, tuple(temps))
+                        tuple(scores), tuple(gscores), tuple(recs), probs, labels, tuple(temps),
+                        *((np.concatenate(drawn), np.concatenate(logps), np.concatenate(toks)) if sample_probs
+                          else ()))
 
 
 @dataclass(frozen=True)

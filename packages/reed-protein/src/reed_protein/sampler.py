@@ -40,8 +40,11 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                      num_steps: int = 20, temperature: float = 0.1, bias: torch.Tensor | None = None,
                      omit: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      tied: torch.Tensor | None = None, pssm: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     pssm_allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked.
+                     pssm_allowed: torch.Tensor | None = None, return_probs: bool = False
+                     ) -> tuple[torch.Tensor, ...]:
+    """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked; with
+    ``return_probs``, also the distribution (B,L,21) each designed residue was drawn from (tempered, biased,
+    omitted types at 0, the PSSM mixed in: ProteinMPNN's ``--save_probs`` ``probs``; 0 at residues not designed).
 
     ``decode(S, t)`` returns logits (B,L,21) for the current tokens (only the still-masked residues' are read).
     ``x.design_mask`` marks designable residues (the others keep ``x.S``). Between times t > s each still-masked residue is unmasked with probability
@@ -89,6 +92,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         if tied is not None:
             restricted = tied_union(restricted, tied)
         keep = (~restricted).float() + 0.001  # ProteinMPNN's probs * mask + probs * 0.001
+    drawn_from = torch.zeros((*S.shape, X_INDEX + 1), device=S.device) if return_probs else None
     times = torch.linspace(1.0, 0.0, num_steps + 1, device=S.device)
     for i in range(num_steps):
         t, s = times[i], times[i + 1]
@@ -117,7 +121,9 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         go = still & coin
         S = torch.where(go, draw, S)
         logp_tok = torch.where(go, F.log_softmax(logits, -1).gather(-1, draw[..., None]).squeeze(-1), logp_tok)
-    return S, logp_tok
+        if drawn_from is not None:
+            drawn_from = torch.where(go[..., None], probs, drawn_from)
+    return (S, logp_tok, drawn_from) if return_probs else (S, logp_tok)
 
 
 LATENT_MODES = ("none", "self")
@@ -164,11 +170,14 @@ def decoder(model: ProteinDenoiser, x: ProteinBatch, encoding: Encoding | None =
 def design_batch(model: ProteinDenoiser, x: ProteinBatch, *, num_steps: int = 20, temperature: float = 0.1,
                  generator: torch.Generator | None = None, bias=None, omit=None, encoding: Encoding | None = None,
                  tied: torch.Tensor | None = None, specs: Sequence[AlignmentSpec] = (),
-                 projectors: nn.Module | None = None, latents: str = "none", pssm=None, pssm_allowed=None):
+                 projectors: nn.Module | None = None, latents: str = "none", pssm=None, pssm_allowed=None,
+                 return_probs: bool = False):
     """Sample sequences for a batch of structures with the structure encoded once (or given as ``encoding``);
     ``specs`` / ``projectors`` / ``latents``: a hybrid model's latents (see ``decoder``); ``pssm`` /
-    ``pssm_allowed``: see ``sample_sequences``. Returns (tokens, per-token log-probs)."""
+    ``pssm_allowed`` / ``return_probs``: see ``sample_sequences``. Returns (tokens, per-token log-probs[, the
+    distributions drawn from])."""
     model.eval()
     decode = decoder(model, x, encoding, specs=specs, projectors=projectors, latents=latents)
     return sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, bias=bias, omit=omit,
-                            generator=generator, tied=tied, pssm=pssm, pssm_allowed=pssm_allowed)
+                            generator=generator, tied=tied, pssm=pssm, pssm_allowed=pssm_allowed,
+                            return_probs=return_probs)
