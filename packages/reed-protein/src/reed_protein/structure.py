@@ -48,6 +48,23 @@ class Chain:
     def labels(self) -> list[str]:
         return [f"{self.chain_id}{r}{c}".strip() for r, c in zip(self.res_ids.tolist(), self.ins_codes.tolist(), strict=True)]
 
+    def mpnn_positions(self) -> tuple[np.ndarray, int]:
+        """ProteinMPNN's numbering of this chain, which its JSON inputs (fixed / tied positions, omissions, per-
+        residue biases, PSSMs) use: each residue's 0-based position in the sequence ProteinMPNN's PDB parser builds,
+        and that sequence's length. The parser lays out every residue number from the chain's first to its last,
+        a missing number as one gap position and each further insertion code of a number as one more position
+        (codes in sorted order), so for a chain numbered without gaps it is the file order."""
+        if not len(self):
+            return np.zeros(0, np.int64), 0
+        numbers = np.asarray(self.res_ids, np.int64)
+        codes = np.char.strip(np.asarray(self.ins_codes, str))
+        order = np.lexsort((codes, numbers))
+        ranked = numbers[order]
+        extra = np.cumsum(np.r_[False, ranked[1:] == ranked[:-1]])  # further insertion codes so far
+        positions = np.empty(len(self), np.int64)
+        positions[order] = ranked - ranked[0] + extra
+        return positions, int(ranked[-1] - ranked[0] + extra[-1] + 1)
+
 
 @dataclass(frozen=True)
 class Structure:
