@@ -700,6 +700,9 @@ def test_proteinmpnn_json_positions_follow_its_numbering(tmp_path, caplog):
     chains.write_text(json.dumps({"g": [["B"], ["A"]]}))
     for d, b in run("--chains", str(chains)):
         assert d == a.seq and b != st.chain("B").seq
+    assert main(["score", str(tmp_path / "g.pdb"), "--chains", str(chains), "--out", str(tmp_path / "s.json")]) == 0
+    assert main(["score", str(tmp_path / "g.pdb"), "--chains", "B", "--out", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
     bias[:, :] = 0
     (tmp_path / "bad.json").write_text(json.dumps({"A": bias[:5].tolist()}))
     assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--bias-per-residue",

@@ -241,11 +241,15 @@ def _score(args: argparse.Namespace) -> int:
         if not fasta.is_file():
             raise FileNotFoundError(f"{fasta}: no such FASTA file")
         sequences = parse_fasta(fasta.read_text(errors="replace"), str(fasta))
-    chains = _chain_list(args.chains)
+    chains = _chains_option(args.chains)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
-    done, failed = _each_structure(
-        files, lambda f: score(model, read_structure(f), sequences, chains=chains, device=args.device,
-                               conditional=bool(args.conditional_probs)), "scoring", True)
+
+    def one(f: Path):
+        structure = read_structure(f)
+        return score(model, structure, sequences, chains=chains(structure.name), device=args.device,
+                     conditional=bool(args.conditional_probs))
+
+    done, failed = _each_structure(files, one, "scoring", True)
     results = {key: [{"sequence": q, "score": sc, "global_score": gs, "labels": list(r.labels),
                       "log_probs": [None if math.isnan(v) else round(float(v), 5) for v in lp]}
                      for q, sc, gs, lp in zip(r.sequences, r.scores, r.global_scores, r.log_probs, strict=True)]
@@ -466,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("input", help="a .pdb/.cif file (optionally .gz) or a directory of them")
     sc.add_argument("--fasta", default=None, help="sequences to score (one structure; chains separated by '/', as "
                     "`design` writes them; default: the native sequence)")
-    sc.add_argument("--chains", default=None, help="chains whose residues make the score (default: all)")
+    sc.add_argument("--chains", default=None,
+                    help="chains whose residues make the score (default: all), or ProteinMPNN's chain-id JSON ({name: "
+                         "[[scored], [others]]})")
     sc.add_argument("--out", default=None, help="also write per-residue log-probabilities and scores as JSON")
     sc.add_argument("--conditional-probs", default=None, metavar="NPZ",
                     help="also write, per structure and sequence, every residue's log-probabilities of all 21 types "
