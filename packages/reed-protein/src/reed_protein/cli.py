@@ -432,9 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write, per design, what ProteinMPNN's --save_probs writes: <name>__probs (designs x L x "
                         "21, the distribution each designed residue was drawn from: tempered, biased, omissions and "
                         "PSSM applied; 0 where not designed), <name>__log_probs (designs x L x 21, the score's "
-                        "log-probabilities, designed residues masked; NaN rows elsewhere and at native X), <name>__S (designs x L, "
-                        "indices into alphabet), <name>__mask (the designed residues), <name>__temperatures, "
-                        "<name>__labels")
+                        "log-probabilities, designed residues masked; NaN rows elsewhere and at native X), "
+                        "<name>__S (designs x L, indices into alphabet), <name>__mask (the designed residues), "
+                        "<name>__temperatures, <name>__labels")
     d.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     d.add_argument("--device", default="cpu", help="cpu / cuda")
     add_threads_argument(d)
