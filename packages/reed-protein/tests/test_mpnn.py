@@ -112,6 +112,29 @@ def test_profile_of_a_short_chain_does_not_depend_on_its_batch(chains):
     assert "short_chains=alone" in teacher.extra_repr()  # caches written before the fix are not reused
 
 
+def test_conditional_of_a_short_chain_does_not_depend_on_its_batch(chains):
+    """The conditional slot (ProteinMPNN given the visible residues) of a short real chain batched with a long one
+    equals the short chain alone (before: padding among its neighbours); the long chain's rows are the batch's."""
+    model = load_proteinmpnn()
+    ids = chains.split("test")
+    n = np.diff(chains.offsets)[ids]
+    short, long_ = int(ids[np.argmin(n)]), int(ids[np.argmax(n)])
+    enc = ProteinMPNNTeacher("conditional", model=model).encoder
+    x = chains.batch([long_, short])
+    g = torch.Generator().manual_seed(0)
+    visible, revealed = torch.rand(x.S.shape, generator=g) < 0.5, torch.rand(x.S.shape, generator=g)
+    L = int(n.min())
+    with torch.no_grad():
+        got = enc.conditional(x, visible, revealed)
+        alone = enc.conditional(chains.batch([short]), visible[1:, :L], revealed[1:, :L])[0]
+        batched = enc._conditional(x, enc._encode(x), visible, revealed)  # the batch as it was run before
+        long_alone = enc.conditional(chains.batch([long_]), visible[:1], revealed[:1])[0]
+    m = x.mask[1, :L]
+    assert (batched[1, :L][m] - alone[m]).abs().max() > 1e-3  # the batch-dependence fixed here
+    torch.testing.assert_close(got[1, :L][m], alone[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[0][x.mask[0]], long_alone[x.mask[0]], atol=1e-5, rtol=0)
+
+
 def test_conditional_slot_equals_proteinmpnns_own_forward_in_the_reverse_diffusions_order(chains):
     """With the real v_48_020 weights on real chains, through MaskedDiffusion's own corruption: the conditional
     slot is ProteinMPNN's ``forward`` with the visible residues decoded by decreasing unmasking time, at every

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
@@ -129,9 +130,19 @@ class ProteinMPNNEncoder(nn.Module):
         padding) first, then the visible ones by decreasing ``revealed`` (B,L; the masked diffusion's unmasking
         times), then the hidden ones, each of which sees every visible residue and no other hidden one. At a
         visible residue and at any one hidden residue the output is ``forward``'s with that order; only its
-        autoregressive mask is replaced (each hidden residue is decoded as if it came first among the hidden)."""
+        autoregressive mask is replaced (each hidden residue is decoded as if it came first among the hidden).
+        Each chain's rows equal those of the chain run alone (a short padded chain runs again alone, as in
+        ``_unconditional_probs``)."""
+        lp = self._conditional(x, self(x), visible, revealed)
+        for b, n in _short_padded(x, self.model.features.top_k):
+            one = _one_chain(x, b, n)
+            lp[b, :n] = self._conditional(one, self._encode(one), visible[b:b + 1, :n], revealed[b:b + 1, :n])[0]
+        return lp
+
+    def _conditional(self, x: ProteinBatch, encoded: tuple, visible: torch.Tensor, revealed: torch.Tensor
+                     ) -> torch.Tensor:
         utils, m = _module(), self.model
-        h_V, h_E, E_idx = self(x)
+        h_V, h_E, E_idx = encoded
         mask = x.mask.float()
         h_S = m.W_s(x.S.clamp(max=20))
         h_ES = utils.cat_neighbors_nodes(h_S, h_E, E_idx)
@@ -150,20 +161,30 @@ class ProteinMPNNEncoder(nn.Module):
         return torch.log_softmax(m.W_out(h_V), dim=-1)
 
 
-def _unconditional_probs(model: nn.Module, x: ProteinBatch) -> torch.Tensor:
-    """``model.unconditional_probs`` of a batch, each chain's rows equal to those of the chain run alone.
+def _short_padded(x: ProteinBatch, top_k: int) -> list[tuple[int, int]]:
+    """(row, length) of each chain of a batch with at most ``top_k`` residues with a backbone that is padded:
+    ProteinMPNN's kNN gives padding the row's largest real distance (``_dist``), a tie that padding can win, and
+    its decoder sums messages from every neighbour with no attention mask, so such a chain gets padding among its
+    neighbours and outputs that depend on what it was batched with (up to 2.6 nats measured on real chains);
+    longer chains never reach padding."""
+    length = (x.chain_idx > 0).sum(1)
+    short = (x.mask.sum(1) <= top_k) & (length < x.X.shape[1])
+    return [(b, int(length[b])) for b in torch.nonzero(short).flatten().tolist()]  # rare: a few chains, not residues
 
-    ProteinMPNN's kNN gives padding the row's largest real distance (``_dist``), a tie that padding can win,
-    and its decoder sums messages from every neighbour with no attention mask, so a chain with at most
-    ``top_k`` (48) residues with a backbone gets padding among its neighbours, and outputs that depend on what it
-    was batched with (up to 2.6 nats measured on real chains). Such chains, when padded, run again alone at their
-    own length (a handful per data set: 11 of the 3,450 training chains); longer chains never reach padding."""
+
+def _one_chain(x: ProteinBatch, b: int, n: int) -> ProteinBatch:
+    """Row ``b`` of a batch alone, its first ``n`` positions."""
+    return ProteinBatch(**{f.name: (v[b:b + 1, :n] if v.dim() > 1 else v[b:b + 1])
+                           for f in fields(x) for v in [getattr(x, f.name)]})
+
+
+def _unconditional_probs(model: nn.Module, x: ProteinBatch) -> torch.Tensor:
+    """``model.unconditional_probs`` of a batch, each chain's rows equal to those of the chain run alone: a chain
+    with at most ``top_k`` (48) residues with a backbone, when padded, runs again alone at its own length
+    (``_short_padded``; a handful per data set: 11 of the 3,450 training chains)."""
     X, mask = x.X.float(), x.mask.float()
     lp = model.unconditional_probs(X, mask, x.residue_idx, x.chain_idx)
-    length = (x.chain_idx > 0).sum(1)
-    short = (x.mask.sum(1) <= model.features.top_k) & (length < x.X.shape[1])
-    for b in torch.nonzero(short).flatten().tolist():  # rare: a few short chains, not residues
-        n = int(length[b])
+    for b, n in _short_padded(x, model.features.top_k):
         lp[b, :n] = model.unconditional_probs(X[b:b + 1, :n], mask[b:b + 1, :n], x.residue_idx[b:b + 1, :n],
                                               x.chain_idx[b:b + 1, :n])[0]
     return lp
