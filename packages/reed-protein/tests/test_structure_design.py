@@ -703,6 +703,12 @@ def test_proteinmpnn_json_positions_follow_its_numbering(tmp_path, caplog):
     assert main(["score", str(tmp_path / "g.pdb"), "--chains", str(chains), "--out", str(tmp_path / "s.json")]) == 0
     assert main(["score", str(tmp_path / "g.pdb"), "--chains", "B", "--out", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    their = a.seq[:10] + "XX" + a.seq[10:]  # ProteinMPNN writes chain A with its two gap positions
+    (tmp_path / "theirs.fasta").write_text(f">theirs\n{their}/{st.chain('B').seq}\n>ours\n{a.seq}/{st.chain('B').seq}\n")
+    assert main(["score", str(tmp_path / "g.pdb"), "--fasta", str(tmp_path / "theirs.fasta"), "--out",
+                 str(tmp_path / "t.json")]) == 0
+    theirs, ours = json.loads((tmp_path / "t.json").read_text())["g"]
+    assert theirs["sequence"] == ours["sequence"] and theirs["score"] == ours["score"]
     bias[:, :] = 0
     (tmp_path / "bad.json").write_text(json.dumps({"A": bias[:5].tolist()}))
     assert main(["design", str(tmp_path / "g.pdb"), "--out", str(out), "--bias-per-residue",

@@ -521,13 +521,22 @@ def parse_fasta(text: str, source: str = "FASTA") -> list[str]:
 
 
 def _tokens(structure: Structure, seq: str, where: str) -> np.ndarray:
+    """A sequence for ``structure``: its chains separated by '/' or concatenated, each chain one letter per residue
+    or per position of ProteinMPNN's numbering (a chain with numbering gaps, as ProteinMPNN writes its designs:
+    the gap positions are dropped)."""
     lengths = [len(c) for c in structure.chains]
+    layout = [c.mpnn_positions() for c in structure.chains]
     parts = seq.split("/") if "/" in seq else [seq]
-    if "/" not in seq and len(seq) == sum(lengths):
-        parts, lo = [], 0
-        for n in lengths:
-            parts.append(seq[lo:lo + n])
-            lo += n
+    for sizes in (lengths, [n for _, n in layout]):
+        if "/" not in seq and len(seq) == sum(sizes):
+            parts, lo = [], 0
+            for n in sizes:
+                parts.append(seq[lo:lo + n])
+                lo += n
+            break
+    if len(parts) == len(lengths):  # ProteinMPNN's layout of a gapped chain: its residues' letters
+        parts = [q if len(q) != n or n == len(c) else "".join(np.asarray(list(q))[w].tolist())
+                 for q, c, (w, n) in zip(parts, structure.chains, layout, strict=True)]
     if [len(p) for p in parts] != lengths:
         raise DesignError(f"{where}: chain lengths {[len(p) for p in parts]} do not match the structure's {lengths} "
                           f"(chains {[c.chain_id for c in structure.chains]}; separate chains with '/')")
