@@ -83,6 +83,15 @@ def _names_a_file(arg: str | None) -> bool:
     return bool(arg) and (Path(arg).is_file() or arg.lower().endswith((".json", ".jsonl")))
 
 
+def _for_structure(spec, is_entry=lambda v: isinstance(v, dict)):
+    """A ProteinMPNN JSON option as a function of a structure's name: ``spec[name]`` (None for names it lacks)
+    when ``spec`` is keyed by structure name (every value ``is_entry``), else the whole ``spec`` (a string spec,
+    or one entry for every structure)."""
+    if isinstance(spec, dict) and spec and all(is_entry(v) for v in spec.values()):
+        return spec.get
+    return lambda name: spec
+
+
 def _chains_option(arg: str | None):
     """``--chains``: ``A,B`` for every structure, or ProteinMPNN's chain-id JSON ``{name: [[designed chains],
     [fixed chains]]}`` (its ``--chain_id_jsonl``): a function of the structure's name giving the chains to design
@@ -141,15 +150,15 @@ def _design(args: argparse.Namespace) -> int:
     if _names_a_file(fixed):
         fixed = _json_option(fixed, "fixed-positions", dict,
                              "{name: {chain: [1-based positions]}} or {chain: [1-based positions]}")
-    fixed_by_name = isinstance(fixed, dict) and bool(fixed) and all(isinstance(v, dict) for v in fixed.values())
+    fixed = _for_structure(fixed)
     tied = _json_option(args.tied_positions, "tied-positions", (dict, list),
                         "{name: [{chain: [positions]}]} or a list of {chain: [positions]}")
     per_res = _json_option(args.bias_per_residue, "per-residue bias", dict,
                            "{name: {chain: [[21 biases] per residue]}} or {chain: [[21 biases] per residue]}")
-    by_name = bool(per_res) and all(isinstance(v, dict) for v in per_res.values())  # else one for every structure
+    per_res = _for_structure(per_res)
     omit_res = _json_option(args.omit_aa_per_residue, "per-residue omission", dict,
                             '{name: {chain: [[[positions], "letters"], ...]}} or {chain: [[[positions], "letters"]]}')
-    omit_by_name = bool(omit_res) and all(isinstance(v, dict) for v in omit_res.values())
+    omit_res = _for_structure(omit_res)
     if args.pssm is None and (args.pssm_multi > 0 or args.pssm_threshold is not None):
         raise ValueError("--pssm-multi and --pssm-threshold need a PSSM: --pssm FILE")
     if args.pssm is not None and args.pssm_multi == 0 and args.pssm_threshold is None:
@@ -158,18 +167,18 @@ def _design(args: argparse.Namespace) -> int:
                          "exceed T)")
     pssm = _json_option(args.pssm, "PSSM", dict, '{name: {chain: {"pssm_coef": [...], "pssm_bias": [[21] ...], '
                         '"pssm_log_odds": [[21] ...]}}} or {chain: {...}}')
-    pssm_by_name = bool(pssm) and all(isinstance(v, dict) and not set(v) & set(PSSM_KEYS) for v in pssm.values())
+    pssm = _for_structure(pssm, lambda v: isinstance(v, dict) and not set(v) & set(PSSM_KEYS))
 
     def one(structure):
         return design(model, structure, chains=chains(structure.name),
-                      fixed_positions=fixed.get(structure.name) if fixed_by_name else fixed, num_seqs=args.num_seqs,
+                      fixed_positions=fixed(structure.name), num_seqs=args.num_seqs,
                       temperature=temperatures, num_steps=args.steps, omit=omit, bias=bias, seed=args.seed,
                       batch_size=args.batch_size, device=args.device,
                       tied_positions=tied.get(structure.name, []) if isinstance(tied, dict) else tied,
                       homo_oligomer=args.homo_oligomer,
-                      bias_per_residue=per_res.get(structure.name) if by_name else per_res,
-                      omit_per_residue=omit_res.get(structure.name) if omit_by_name else omit_res,
-                      pssm=pssm.get(structure.name) if pssm_by_name else pssm, pssm_multi=args.pssm_multi,
+                      bias_per_residue=per_res(structure.name),
+                      omit_per_residue=omit_res(structure.name),
+                      pssm=pssm(structure.name), pssm_multi=args.pssm_multi,
                       pssm_threshold=args.pssm_threshold, backbone_noise=args.backbone_noise,
                       sample_probs=bool(args.save_probs))
 

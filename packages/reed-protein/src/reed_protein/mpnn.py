@@ -182,11 +182,10 @@ def _unconditional_probs(model: nn.Module, x: ProteinBatch) -> torch.Tensor:
     """``model.unconditional_probs`` of a batch, each chain's rows equal to those of the chain run alone: a chain
     with at most ``top_k`` (48) residues with a backbone, when padded, runs again alone at its own length
     (``_short_padded``; a handful per data set: 11 of the 3,450 training chains)."""
-    X, mask = x.X.float(), x.mask.float()
-    lp = model.unconditional_probs(X, mask, x.residue_idx, x.chain_idx)
+    lp = model.unconditional_probs(x.X.float(), x.mask.float(), x.residue_idx, x.chain_idx)
     for b, n in _short_padded(x, model.features.top_k):
-        lp[b, :n] = model.unconditional_probs(X[b:b + 1, :n], mask[b:b + 1, :n], x.residue_idx[b:b + 1, :n],
-                                              x.chain_idx[b:b + 1, :n])[0]
+        one = _one_chain(x, b, n)
+        lp[b, :n] = model.unconditional_probs(one.X.float(), one.mask.float(), one.residue_idx, one.chain_idx)[0]
     return lp
 
 
