@@ -1,11 +1,42 @@
-"""Shared helpers for the domain benchmarks: the speed-up rule, tables and curve plots."""
+"""Shared helpers for the domain benchmarks: the speed-up rule, tables, curve plots and timed processes.
+
+Importing it tunes glibc's allocator for the benchmark's process as the command-line tools do
+(``reed_core.allocator``; ``REED_MALLOC=default`` leaves it alone)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+from reed_core.allocator import tune_malloc
+
+tune_malloc()
+
+
+class ProcessUsage(NamedTuple):
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_mb: float
+    code: int
+
+
+def run_process(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> ProcessUsage:
+    """Run ``cmd`` (output discarded) and measure it: wall clock, its own user and system CPU seconds and peak RSS
+    (``wait4``), exit code."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), env=None if env is None else dict(env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcessUsage(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
 
 
 def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, lower_is_better: bool = False) -> float | None:
@@ -174,8 +205,6 @@ def train_with_evals(trainer, steps: int, eval_at: Sequence[int], evaluate, *, l
     ``deadline`` (``time.monotonic()``): stop after the first step (and its evaluation) past it; a resumed run
     passes the ``curve``, ``seconds`` and the (at least last 50) step ``losses`` it had, a list this extends.
     Returns (curve, training seconds)."""
-    import time
-
     curve, losses, start = list(curve), [] if losses is None else losses, trainer.step
     while trainer.step < steps and (deadline is None or time.monotonic() < deadline or trainer.step == start):
         t0 = time.perf_counter()

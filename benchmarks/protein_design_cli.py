@@ -18,16 +18,14 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, write_json  # noqa: E402
+from _common import format_table, run_process, write_json  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
 
 TOOLS = ("reed-protein", "protein_mpnn_run")
@@ -58,12 +56,8 @@ def write_chain_pdb(path: Path, length: int = 100) -> str:
 
 def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB, exit code) of one process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    usage = run_process(cmd, env)
+    return usage.wall_s, usage.peak_rss_mb, usage.code
 
 
 def fasta_recoveries(path: Path) -> list[float]:

@@ -293,3 +293,21 @@ def test_teacher_fit_statistics():
     other = summarise(fit_stats(uniform, lp, S, scored))
     assert other["model_perplexity"] == pytest.approx(20.0) and other["kl"] > 0
     assert other["teacher_recovery"] == 100.0 and other["argmax_agreement"] == other["model_recovery"]
+
+
+def test_allocator_benchmark_reads_training_rates_and_refuses_unknown_commands(tmp_path):
+    from _common import run_process
+    from allocator import command, main, train_steps_per_s
+
+    usage = run_process([sys.executable, "-c", "import time; sum(range(3_000_000)); time.sleep(0.1)"])
+    assert usage.code == 0 and usage.wall_s >= 0.1 and usage.user_s > 0 and usage.sys_s >= 0 and usage.peak_rss_mb > 1
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "steps_per_s": r})
+                                                      for s, r in [(1, 0.1), (2, 0.2), (3, 0.5), (4, 0.7), (5, 0.6)]))
+    assert train_steps_per_s(tmp_path) == 0.6  # median of steps 3 and later
+    assert train_steps_per_s(tmp_path / "missing") is None
+    cmd, product = command("eval", tmp_path, tmp_path, tmp_path / "x.pdb")
+    assert cmd[1:4] == ["eval", "--splits", "ts50"] and product == tmp_path / "eval.json"
+    with pytest.raises(ValueError, match="unknown command"):
+        command("nope", tmp_path, tmp_path, tmp_path / "x.pdb")
+    with pytest.raises(SystemExit):
+        main(["--commands", "eval,nope"])

@@ -8,6 +8,7 @@ Every public name below is importable from ``reed_core``; its module is imported
 """
 
 _EXPORTS = {
+    "allocator": "tune_malloc",
     "alignment": "alignment_loss masked_mean masked_pool pair_alignment pooled_alignment token_alignment",
     "cache": "FeatureCache cache_features",
     "checkpoint": "latest_checkpoint load_config load_weights save_checkpoint save_weights",

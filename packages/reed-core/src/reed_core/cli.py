@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .allocator import tune_malloc
 from .io import CheckpointError
 
 METHOD_NAMES = ("reed", "repa", "vanilla")  # recipe.METHODS' keys, here without torch: parsers build fast
@@ -165,12 +166,13 @@ def report_training(trainer, method: str) -> int:
 
 def run_cli(prog: str, parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
             argv: list[str] | None, user_errors: tuple[type[BaseException], ...] = ()) -> int:
-    """Parse ``argv`` and run ``args.func(args)``. Errors a user can act on (``user_errors``, checkpoint errors,
-    missing or unwritable files, a directory given as a file, bad values, a missing optional package) print one
-    line ``prog: error: ...`` to stderr and return 2. ``parser`` may be the function that builds it, called here
+    """Parse ``argv`` and run ``args.func(args)`` with glibc's allocator tuned (``allocator.tune_malloc``). Errors
+    a user can act on (``user_errors``, checkpoint errors, missing or unwritable files, a directory given as a file,
+    bad values, a missing optional package) print one line ``prog: error: ...`` to stderr and return 2. ``parser`` may be the function that builds it, called here
     after the start-up clock of ``apply_threads`` has started (a parser that imports torch is then inside it)."""
     global _STARTED
     _STARTED = _cpu_clock()
+    tune_malloc()  # before torch allocates anything: see reed_core.allocator
     if not isinstance(parser, argparse.ArgumentParser):
         parser = parser()
     args = parser.parse_args(argv)
