@@ -296,8 +296,9 @@ def test_teacher_fit_statistics():
 
 
 def test_allocator_benchmark_reads_training_rates_and_refuses_unknown_commands(tmp_path):
-    from _common import run_process
     from allocator import command, main, train_steps_per_s
+
+    from _common import run_process
 
     usage = run_process([sys.executable, "-c", "import time; sum(range(3_000_000)); time.sleep(0.1)"])
     assert usage.code == 0 and usage.wall_s >= 0.1 and usage.user_s > 0 and usage.sys_s >= 0 and usage.peak_rss_mb > 1
