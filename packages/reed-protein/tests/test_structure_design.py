@@ -178,6 +178,40 @@ def test_save_probs_records_what_each_design_was_drawn_from(tmp_path, capsys):
     assert "directory" in capsys.readouterr().err and not (tmp_path / "x.fasta").exists()
 
 
+def test_save_score_writes_the_headers_scores_per_structure(tmp_path, capsys):
+    """ProteinMPNN's --save_score: each design's score and global score (and the native's), as in the FASTA."""
+    import re
+
+    seq, X, _ = real_chain()
+    write_pdb(tmp_path / "a.pdb", [("A", seq[:30], X[:30])])
+    write_pdb(tmp_path / "b.pdb", [("A", seq[5:45], X[5:45]), ("B", seq[:20], X[:20] + 30.0)])
+    out, npz = tmp_path / "d.fasta", tmp_path / "s.npz"
+    assert main(["design", str(tmp_path), "--out", str(out), "--save-score", str(npz), "--num-seqs", "2",
+                 "--temperature", "0.1,0.3", "--chains", "A", "--quiet"]) == 0
+    z = np.load(npz)
+    assert sorted(z.files) == sorted(f"{n}__{p}" for n in "ab" for p in (
+        "score", "global_score", "native_score", "native_global_score", "temperatures"))
+    heads: dict[str, list[str]] = {}
+    for line in out.read_text().splitlines():
+        if line.startswith(">"):
+            if not line.startswith(">T="):  # a structure's native header; its designs follow
+                name = line[1:].split(",")[0]
+            heads.setdefault(name, []).append(line)
+    assert sorted(heads) == ["a", "b"]
+    for name in "ab":
+        nums = [[float(v) for v in re.findall(r"(?:^|[ ,])(?:global_)?score=([-0-9.]+)", h)] for h in heads[name]]
+        assert z[f"{name}__native_score"] == pytest.approx(nums[0][0], abs=1e-4)
+        assert z[f"{name}__native_global_score"] == pytest.approx(nums[0][1], abs=1e-4)
+        assert z[f"{name}__score"].shape == z[f"{name}__global_score"].shape == (4,)
+        np.testing.assert_allclose(z[f"{name}__score"], [n[0] for n in nums[1:]], atol=1e-4)
+        np.testing.assert_allclose(z[f"{name}__global_score"], [n[1] for n in nums[1:]], atol=1e-4)
+        np.testing.assert_allclose(z[f"{name}__temperatures"], [0.1, 0.1, 0.3, 0.3])
+    assert not np.allclose(z["b__score"], z["b__global_score"])  # chain B is fixed: only the global score sees it
+    assert main(["design", str(tmp_path / "a.pdb"), "--out", str(tmp_path / "x.fasta"), "--save-score",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "directory" in capsys.readouterr().err and not (tmp_path / "x.fasta").exists()
+
+
 def test_design_refuses_a_directory_as_output_before_any_work(tmp_path, capsys):
     from reed_protein.cli import main
 

@@ -137,7 +137,7 @@ def _design(args: argparse.Namespace) -> int:
     temperatures = parse_temperatures(args.temperature)
     check_sampling_options(pssm_multi=args.pssm_multi, pssm_threshold=args.pssm_threshold,
                            backbone_noise=args.backbone_noise)
-    for target in (args.out, args.probs, args.save_probs):
+    for target in (args.out, args.probs, args.save_probs, args.save_score):
         if target:
             output_path(target)
     apply_threads(args.threads)
@@ -200,6 +200,13 @@ def _design(args: argparse.Namespace) -> int:
             buf = io.BytesIO()
             np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **per_design)
             atomic_write(args.save_probs, buf.getvalue())
+        if args.save_score:
+            scores = {f"{key}__{part}": np.asarray(v, np.float32) for _, key, r in done for part, v in (
+                ("score", r.scores), ("global_score", r.global_scores), ("native_score", r.native_score),
+                ("native_global_score", r.native_global_score), ("temperatures", r.temperatures))}
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **scores)
+            atomic_write(args.save_score, buf.getvalue())
     if failed:
         return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
                                 + (f" to {args.out}" if fasta else ""))
@@ -451,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "log-probabilities, designed residues masked; NaN rows elsewhere and at native X), "
                         "<name>__S (designs x L, indices into alphabet), <name>__mask (the designed residues), "
                         "<name>__temperatures, <name>__labels")
+    d.add_argument("--save-score", default=None, metavar="NPZ",
+                   help="also write what ProteinMPNN's --save_score writes, per structure: <name>__score and "
+                        "<name>__global_score (one per design, the FASTA headers' numbers: mean negative "
+                        "log-likelihood over the designed residues / over every residue), <name>__native_score, "
+                        "<name>__native_global_score, <name>__temperatures")
     d.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the shipped REED model)")
     d.add_argument("--device", default="cpu", help="cpu / cuda")
     add_threads_argument(d)
