@@ -116,9 +116,19 @@ def _checkpoint(arg: str | None) -> Path:
     return resolve_checkpoint(arg, default_checkpoint)
 
 
-def _design(args: argparse.Namespace) -> int:
+def _write_npz(path: str, per_structure: dict, alphabet: bool = True) -> None:
+    """``per_structure`` (``{"<key>__<part>": array}``) as one compressed .npz, written atomically, with the
+    alphabet its indices and columns refer to unless ``alphabet`` is False."""
     import io
 
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **({"alphabet": np.asarray(list(ALPHABET))} if alphabet else {}), **per_structure)
+    atomic_write(path, buf.getvalue())
+
+
+def _design(args: argparse.Namespace) -> int:
     import numpy as np
 
     from reed_core.cli import apply_threads
@@ -189,24 +199,18 @@ def _design(args: argparse.Namespace) -> int:
         if args.probs:
             probs = {f"{key}__{part}": v for _, key, r in done
                      for part, v in (("probs", r.probs), ("labels", np.asarray(r.labels)))}
-            buf = io.BytesIO()
-            np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **probs)
-            atomic_write(args.probs, buf.getvalue())
+            _write_npz(args.probs, probs)
         if args.save_probs:
             per_design = {f"{key}__{part}": v for _, key, r in done for part, v in (
                 ("probs", r.sample_probs.astype(np.float32)), ("log_probs", r.sample_log_probs.astype(np.float32)),
                 ("S", r.tokens), ("mask", r.sample_probs[0].sum(-1) > 0),
                 ("temperatures", np.asarray(r.temperatures, np.float32)), ("labels", np.asarray(r.labels)))}
-            buf = io.BytesIO()
-            np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **per_design)
-            atomic_write(args.save_probs, buf.getvalue())
+            _write_npz(args.save_probs, per_design)
         if args.save_score:
             scores = {f"{key}__{part}": np.asarray(v, np.float32) for _, key, r in done for part, v in (
                 ("score", r.scores), ("global_score", r.global_scores), ("native_score", r.native_score),
                 ("native_global_score", r.native_global_score), ("temperatures", r.temperatures))}
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **scores)
-            atomic_write(args.save_score, buf.getvalue())
+            _write_npz(args.save_score, scores, alphabet=False)
     if failed:
         return _report_failures(failed, len(files), f"; wrote the designs of the other {len(fasta)}"
                                 + (f" to {args.out}" if fasta else ""))
@@ -281,16 +285,12 @@ def _score(args: argparse.Namespace) -> int:
     if results and args.out:
         atomic_write(args.out, json.dumps(results, indent=1) + "\n")
     if results and args.conditional_probs:
-        import io
-
         import numpy as np
 
         arrays = {f"{key}__{part}": v for _, key, r in done for part, v in
                   (("log_probs", r.conditional.astype(np.float32)), ("labels", np.asarray(r.labels)),
                    ("sequences", np.asarray(r.sequences)))}
-        buf = io.BytesIO()
-        np.savez_compressed(buf, alphabet=np.asarray(list(ALPHABET)), **arrays)
-        atomic_write(args.conditional_probs, buf.getvalue())
+        _write_npz(args.conditional_probs, arrays)
     if results:
         print("structure\tsequence\tscore\tglobal_score")
         for key, rows in results.items():
