@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
                 + (f" (unknown: {', '.join(sorted(bad))})" if names and bad else ""))
     bindir = Path(sys.executable).parent
     runs: dict[str, dict[str, list[dict]]] = {c: {s: [] for s in SETTINGS} for c in names}
-    differs: dict[str, bool] = {}
+    same_output: dict[str, bool | None] = {c: None for c in names}  # None: a command whose output varies
     with tempfile.TemporaryDirectory() as tmp:
         pdb = Path(tmp) / "chain.pdb"
         if "design" in names:
@@ -103,15 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
                     print(f"  {name:6s} {setting:13s} run {r + 1}: {usage.wall_s:6.1f} s wall, user "
                           f"{usage.user_s:6.1f} s, sys {usage.sys_s:6.1f} s, {usage.peak_rss_mb:6.0f} MB"
                           + (f", {row['steps_per_s']:.3f} steps/s" if row.get("steps_per_s") else ""), flush=True)
-                if len(set(outputs.values())) > 1:
-                    differs[name] = True
+                if outputs:
+                    same_output[name] = same_output[name] is not False and len(set(outputs.values())) == 1
     table, summary = [], {}
     for name in names:
         med = {s: {k: statistics.median(row[k] for row in runs[name][s])
                    for k in ("wall_s", "user_s", "sys_s", "peak_rss_mb")} for s in SETTINGS}
         default, tuned = med["glibc default"], med["tuned"]
         summary[name] = {"median": med, "speedup": default["wall_s"] / tuned["wall_s"],
-                         "same_output": not differs.get(name, False) if name not in ("train", "image") else None}
+                         "same_output": same_output[name]}
         if name == "train":
             rate = {s: statistics.median(row["steps_per_s"] for row in runs[name][s]) for s in SETTINGS}
             summary[name]["steps_per_s"] = rate

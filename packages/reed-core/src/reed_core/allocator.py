@@ -9,11 +9,11 @@ kernel zeroes every page: system time that on these machines was as large as the
 ``tune_malloc`` keeps that memory in the process instead: the mmap threshold at glibc's maximum (blocks up to
 32 MiB come from the heap), the heap grown 512 MiB at a time (address space; pages are resident only once
 touched) and not trimmed below 2 GiB of free top. The cost is that memory a command has used stays with it
-until it exits. Measured with ``benchmarks/allocator.py``; the README's performance notes give the numbers.
+until it exits. Measured with ``benchmarks/allocator.py``; the README's "CPU allocator" table gives the numbers.
 
-``REED_MALLOC=default`` (or ``0``/``off``) in the environment leaves glibc's settings alone. Anything but glibc on
-Linux is left alone too, as is an allocator preloaded in glibc's place (jemalloc, tcmalloc: mallopt then changes
-an allocator nobody uses).
+``REED_MALLOC=default`` (or ``0``/``off``) in the environment leaves glibc's settings alone, and so does any C
+library but glibc on Linux. With an allocator preloaded in glibc's place (jemalloc, tcmalloc) the settings reach
+only glibc's own allocator, which then serves nothing: harmless.
 """
 
 from __future__ import annotations

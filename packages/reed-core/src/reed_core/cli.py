@@ -168,8 +168,9 @@ def run_cli(prog: str, parser: argparse.ArgumentParser | Callable[[], argparse.A
             argv: list[str] | None, user_errors: tuple[type[BaseException], ...] = ()) -> int:
     """Parse ``argv`` and run ``args.func(args)`` with glibc's allocator tuned (``allocator.tune_malloc``). Errors
     a user can act on (``user_errors``, checkpoint errors, missing or unwritable files, a directory given as a file,
-    bad values, a missing optional package) print one line ``prog: error: ...`` to stderr and return 2. ``parser`` may be the function that builds it, called here
-    after the start-up clock of ``apply_threads`` has started (a parser that imports torch is then inside it)."""
+    bad values, a missing optional package) print one line ``prog: error: ...`` to stderr and return 2. ``parser``
+    may be the function that builds it, called here after the start-up clock of ``apply_threads`` has started (a
+    parser that imports torch is then inside it)."""
     global _STARTED
     _STARTED = _cpu_clock()
     tune_malloc()  # before torch allocates anything: see reed_core.allocator
