@@ -9,8 +9,8 @@
 # molecule: times one training step of the paper and small presets (fp32 and bf16 autocast; issue 11's GPU
 #   throughput), then continues the shipped model (`train --init shipped`, REED, t = u^2 as its CPU cycles 4-6)
 #   at a larger batch for the rest of the budget, its best validation-loss weights kept.
-# protein: continues the shipped model (`train --init shipped --method vanilla --distill 10 --mpnn-noise 002`, as its
-#   CPU cycle 6: v_48_002's profile; carry its weights, device_carry.sh's default)
+# protein: continues the shipped model (`train --init shipped --method vanilla --distill 40 --mpnn-noise 002`, as its
+#   CPU cycle 8: v_48_002's profile at weight 40; carry its weights, device_carry.sh's default)
 #   at batch 32, its best validation-recovery weights kept (ProteinMPNN's profile cache is built first).
 # Either way $OUT gets best/{ema.safetensors,config.json} (what `--init DIR`, `sample` / `eval --checkpoint DIR` and
 # the benchmarks read), metrics.jsonl, validation.jsonl, and this script's log (plus throughput.jsonl for
@@ -88,9 +88,9 @@ else
   (( train_s >= 60 )) || { echo "only ${train_s}s left for training: raise GPU_CALL_SECONDS"; exit 1; }
   steps=${GPU_CALL_STEPS:-$([[ $device == cuda ]] && echo 2000 || echo 4)}
   every=$(( steps / 8 > 0 ? steps / 8 : 1 ))
-  chains=$([[ $device == cuda ]] && echo 100 || echo 4)
+  chains=$([[ $device == cuda ]] && echo 200 || echo 4)
   echo "== training: $steps steps at batch $batch, budget ${train_s}s (the profile cache first), validation every $every on $chains chains"
-  guard $py -m reed_protein.cli train --init shipped --method vanilla --distill 10 --mpnn-noise 002 --steps "$steps" --batch-size "$batch" \
+  guard $py -m reed_protein.cli train --init shipped --method vanilla --distill 40 --mpnn-noise 002 --steps "$steps" --batch-size "$batch" \
     --lr "$lr" --lr-decay cosine --lr-final 0.1 --seed 7 --eval-every "$every" --eval-chains "$chains" \
     --device "$device" --cache-dir runs/teacher_cache --time-budget "${train_s}s" --out runs/prot_gpu ${GPU_CALL_EXTRA:-}
   echo "train exit $?"
