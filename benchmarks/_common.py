@@ -22,12 +22,13 @@ class ProcessUsage(NamedTuple):
     user_s: float
     sys_s: float
     peak_rss_mb: float
+    minor_faults: int
     code: int
 
 
 def run_process(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> ProcessUsage:
-    """Run ``cmd`` (output discarded) and measure it: wall clock, its own user and system CPU seconds and peak RSS
-    (``wait4``), exit code."""
+    """Run ``cmd`` (output discarded) and measure it: wall clock, its own user and system CPU seconds, peak RSS and
+    minor page faults (``wait4``), exit code."""
     import subprocess
 
     t0 = time.perf_counter()
@@ -36,7 +37,8 @@ def run_process(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> Pro
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return ProcessUsage(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    return ProcessUsage(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss / 1024, usage.ru_minflt,
+                        proc.returncode)
 
 
 def steps_to_reach(curve: Sequence[tuple[int, float]], target: float, lower_is_better: bool = False) -> float | None:

@@ -1,14 +1,16 @@
 """What ``reed_core.allocator.tune_malloc`` buys: each command run as a fresh process with glibc's default
-allocator settings (``REED_MALLOC=default``) and with the tuned ones (the default), side by side:
+allocator settings (``REED_MALLOC=default``), tuned (the default) and tuned with torch's transparent huge pages on
+top (``THP_MEM_ALLOC_ENABLE=1``: blocks of 2 MiB or more aligned to 2 MiB and advised ``MADV_HUGEPAGE``, the one
+lever left for blocks above glibc's 32 MiB mmap cap; measured, not adopted), side by side:
 ``uv run --locked benchmarks/allocator.py [--repeats 2] [--commands eval,design,train,sample,image]``.
 
 The commands, each what a user runs: ``reed-protein eval --splits ts50`` (the shipped model, 50 chains),
 ``reed-protein design`` (8 designs of a ~100-residue test chain), ``reed-protein train`` (10 steps of the shipped
 model at batch 8, vanilla; its median steps/s from ``metrics.jsonl`` too), ``reed-molecule sample -n 100`` and
-``reed-image sample --num 64``. Runs alternate between the two settings (ABBA order per repeat: drift on a shared
-machine falls on both), every run timed: wall clock, the process's own user and system CPU seconds and peak RSS
-(``wait4``). The outputs of both settings are compared where the command is deterministic (eval's numbers,
-designs, molecules): the allocator must not change a result. Every number printed is measured here."""
+``reed-image sample --num 64``. Runs alternate between the settings (ABC, then CBA: drift on a shared machine
+falls on all), every run timed: wall clock, the process's own user and system CPU seconds and peak RSS
+(``wait4``) and its minor page faults. The outputs of all settings are compared where the command is
+deterministic (eval's numbers, designs, molecules): the allocator must not change a result. Every number printed is measured here."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from _common import format_table, run_process, write_json  # noqa: E402
 from reed_core.allocator import ENV  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
 
-SETTINGS = {"glibc default": "default", "tuned": ""}
+THP_ENV = "THP_MEM_ALLOC_ENABLE"  # torch's own switch (c10/core/alloc_cpu.cpp), read at its first allocation
+SETTINGS = {"default": {ENV: "default"}, "tuned": {}, "thp": {THP_ENV: "1"}}  # what each adds to the environment
 COMMANDS = ("eval", "design", "train", "sample", "image")
 
 
@@ -85,12 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
             for name in names:
                 outputs = {}
                 for setting in order:
-                    out = Path(tmp) / f"{name}_{r}_{SETTINGS[setting] or 'tuned'}"
+                    out = Path(tmp) / f"{name}_{r}_{setting}"
                     out.mkdir()
                     cmd, product = command(name, bindir, out, pdb)
-                    env = {k: v for k, v in os.environ.items() if k != ENV}
-                    if SETTINGS[setting]:
-                        env[ENV] = SETTINGS[setting]
+                    env = {k: v for k, v in os.environ.items() if k not in (ENV, THP_ENV)} | SETTINGS[setting]
                     usage = run_process(cmd, env)
                     if usage.code != 0:
                         raise SystemExit(f"{name} ({setting}) exited {usage.code}: {' '.join(cmd)}")
@@ -100,31 +101,37 @@ def main(argv: list[str] | None = None) -> dict:
                     runs[name][setting].append(row)
                     if product is not None:
                         outputs[setting] = product.read_bytes()
-                    print(f"  {name:6s} {setting:13s} run {r + 1}: {usage.wall_s:6.1f} s wall, user "
-                          f"{usage.user_s:6.1f} s, sys {usage.sys_s:6.1f} s, {usage.peak_rss_mb:6.0f} MB"
+                    print(f"  {name:6s} {setting:7s} run {r + 1}: {usage.wall_s:6.1f} s wall, user "
+                          f"{usage.user_s:6.1f} s, sys {usage.sys_s:6.1f} s, {usage.minor_faults:8d} faults, "
+                          f"{usage.peak_rss_mb:6.0f} MB"
                           + (f", {row['steps_per_s']:.3f} steps/s" if row.get("steps_per_s") else ""), flush=True)
                 if outputs:
                     same_output[name] = same_output[name] is not False and len(set(outputs.values())) == 1
     table, summary = [], {}
     for name in names:
         med = {s: {k: statistics.median(row[k] for row in runs[name][s])
-                   for k in ("wall_s", "user_s", "sys_s", "peak_rss_mb")} for s in SETTINGS}
-        default, tuned = med["glibc default"], med["tuned"]
-        summary[name] = {"median": med, "speedup": default["wall_s"] / tuned["wall_s"],
+                   for k in ("wall_s", "user_s", "sys_s", "peak_rss_mb", "minor_faults")} for s in SETTINGS}
+        summary[name] = {"median": med, "speedup": med["default"]["wall_s"] / med["tuned"]["wall_s"],
+                         "speedup_huge_pages": med["tuned"]["wall_s"] / med["thp"]["wall_s"],
                          "same_output": same_output[name]}
         if name == "train":
             rate = {s: statistics.median(row["steps_per_s"] for row in runs[name][s]) for s in SETTINGS}
             summary[name]["steps_per_s"] = rate
-        table.append([name, default["wall_s"], tuned["wall_s"], f"{summary[name]['speedup']:.2f}x",
-                      f"{default['sys_s']:.1f} / {tuned['sys_s']:.1f}", f"{default['user_s']:.1f} / {tuned['user_s']:.1f}",
-                      f"{default['peak_rss_mb']:.0f} / {tuned['peak_rss_mb']:.0f}",
+
+        def col(key: str, fmt: str, med=med) -> str:
+            return " / ".join(format(med[s][key], fmt) for s in SETTINGS)
+
+        table.append([name, col("wall_s", ".2f"), f"{summary[name]['speedup']:.2f}x",
+                      f"{summary[name]['speedup_huge_pages']:.2f}x", col("sys_s", ".1f"), col("user_s", ".1f"),
+                      col("minor_faults", ".0f"), col("peak_rss_mb", ".0f"),
                       {True: "yes", False: "NO", None: "-"}[summary[name]["same_output"]]])
-    print(format_table(["command", "default s", "tuned s", "speed-up", "sys s", "user s", "peak MB", "same output"],
-                       table))
+    order = " / ".join(SETTINGS)
+    print(format_table(["command", f"wall s ({order})", "speed-up", "huge pages on top", f"sys s ({order})",
+                        f"user s ({order})", f"minor faults ({order})", f"peak MB ({order})", "same output"], table))
     if "train" in summary:
         rate = summary["train"]["steps_per_s"]
-        print(f"train: {rate['glibc default']:.3f} -> {rate['tuned']:.3f} steps/s "
-              f"({rate['tuned'] / rate['glibc default']:.2f}x)")
+        print(f"train steps/s ({order}): " + " / ".join(f"{rate[s]:.3f}" for s in SETTINGS)
+              + f" ({rate['tuned'] / rate['default']:.2f}x)")
     result = {"cpus": os.cpu_count(), "repeats": args.repeats, "runs": runs, "summary": summary}
     write_json(result, args.out)
     return result

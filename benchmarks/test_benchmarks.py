@@ -302,6 +302,7 @@ def test_allocator_benchmark_reads_training_rates_and_refuses_unknown_commands(t
 
     usage = run_process([sys.executable, "-c", "import time; sum(range(3_000_000)); time.sleep(0.1)"])
     assert usage.code == 0 and usage.wall_s >= 0.1 and usage.user_s > 0 and usage.sys_s >= 0 and usage.peak_rss_mb > 1
+    assert usage.minor_faults > 0
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "steps_per_s": r})
                                                       for s, r in [(1, 0.1), (2, 0.2), (3, 0.5), (4, 0.7), (5, 0.6)]))
     assert train_steps_per_s(tmp_path) == 0.6  # median of steps 3 and later
