@@ -8,9 +8,9 @@ The commands, each what a user runs: ``reed-protein eval --splits ts50`` (the sh
 ``reed-protein design`` (8 designs of a ~100-residue test chain), ``reed-protein train`` (10 steps of the shipped
 model at batch 8, vanilla; its median steps/s from ``metrics.jsonl`` too), ``reed-molecule sample -n 100`` and
 ``reed-image sample --num 64``. Runs alternate between the settings (ABC, then CBA: drift on a shared machine
-falls on all), every run timed: wall clock, the process's own user and system CPU seconds and peak RSS
-(``wait4``) and its minor page faults. The outputs of all settings are compared where the command is
-deterministic (eval's numbers, designs, molecules): the allocator must not change a result. Every number printed is measured here."""
+falls on all), every run timed: wall clock, the process's own user and system CPU seconds, peak RSS and minor
+page faults (``wait4``). The outputs of all settings are compared where the command is deterministic (eval's
+numbers, designs, molecules): the allocator must not change a result. Every number printed is measured here."""
 
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ def train_steps_per_s(run: Path) -> float | None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rates = [r["steps_per_s"] for r in rows if r.get("step", 0) >= 3 and "steps_per_s" in r]
     return statistics.median(rates) if rates else None
+
+
+def per_setting(med: dict[str, dict[str, float]], key: str, fmt: str) -> str:
+    """One table cell: ``key`` of every setting's medians, in ``SETTINGS`` order, joined by " / "."""
+    return " / ".join(format(med[s][key], fmt) for s in SETTINGS)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,13 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
         if name == "train":
             rate = {s: statistics.median(row["steps_per_s"] for row in runs[name][s]) for s in SETTINGS}
             summary[name]["steps_per_s"] = rate
-
-        def col(key: str, fmt: str, med=med) -> str:
-            return " / ".join(format(med[s][key], fmt) for s in SETTINGS)
-
-        table.append([name, col("wall_s", ".2f"), f"{summary[name]['speedup']:.2f}x",
-                      f"{summary[name]['speedup_huge_pages']:.2f}x", col("sys_s", ".1f"), col("user_s", ".1f"),
-                      col("minor_faults", ".0f"), col("peak_rss_mb", ".0f"),
+        table.append([name, per_setting(med, "wall_s", ".2f"), f"{summary[name]['speedup']:.2f}x",
+                      f"{summary[name]['speedup_huge_pages']:.2f}x", per_setting(med, "sys_s", ".1f"),
+                      per_setting(med, "user_s", ".1f"), per_setting(med, "minor_faults", ".0f"),
+                      per_setting(med, "peak_rss_mb", ".0f"),
                       {True: "yes", False: "NO", None: "-"}[summary[name]["same_output"]]])
     order = " / ".join(SETTINGS)
     print(format_table(["command", f"wall s ({order})", "speed-up", "huge pages on top", f"sys s ({order})",
