@@ -145,6 +145,22 @@ def test_hybrid_preset_trains_and_samples_on_its_own_latents(run_dir, tmp_path, 
     assert "variational-hybrid" in capsys.readouterr().err
 
 
+def test_train_cli_accumulates_micro_batches(run_dir, tmp_path, capsys):
+    """--grad-accum N splits each step's --batch-size into N micro-batches (recorded in the run's config); a count
+    that is not positive or does not divide the batch is one error line and nothing trained."""
+    out = tmp_path / "acc"
+    base = ["train", "--method", "vanilla", "--data", str(run_dir.parent / "set.npz"), "--steps", "2", "--batch-size",
+            "6", "--out", str(out), "--device", "cpu"]
+    assert main([*base, "--grad-accum", "0"]) == 2
+    assert "--grad-accum must be >= 1, got 0" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--grad-accum", "4"]) == 2
+    assert "--batch-size 6 is not divisible by --grad-accum 4" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--grad-accum", "3"]) == 0
+    config = json.loads((out / "checkpoints" / "step_00000002" / "config.json").read_text())
+    assert config["model"]["run"]["grad_accum"] == 3 and config["train"]["grad_accum"] == 3
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # FID of 20 samples in 128 dimensions
 def test_cli_eval_every_keeps_the_lowest_fid_weights(tmp_path, capsys):
     from reed_image.loading import load_model

@@ -100,6 +100,10 @@ def test_train_dry_run_prints_config(capsys):
     assert json.loads(capsys.readouterr().out)["time_power"] == 2.0
     assert main(["train", "--dry-run", "--precision", "bf16"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
+    assert main(["train", "--dry-run", "--grad-accum", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["grad_accum"] == 4
+    assert main(["train", "--dry-run", "--grad-accum", "0"]) == 2
+    assert "--grad-accum must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--time-power", "0"]) == 2
     assert "--time-power must be a finite number > 0" in capsys.readouterr().err
 

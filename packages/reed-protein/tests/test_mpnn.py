@@ -273,6 +273,12 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
     assert "--eval-seed must be >= 0, got 0, 0, -1" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--eval-seed", "7", "--out", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["eval_seed"] == 7
+    assert main(["train", "--dry-run", "--grad-accum", "4", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads(capsys.readouterr().out)["grad_accum"] == 4
+    assert main(["train", "--dry-run", "--grad-accum", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "--grad-accum must be >= 1, got -1" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--grad-accum", "3", "--out", str(tmp_path / "r")]) == 2
+    assert "--batch-size 32 is not divisible by --grad-accum 3" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--pairs-per-token", "0", "--out", str(tmp_path / "r")]) == 0
     assert json.loads(capsys.readouterr().out)["latents"]["pair"]["pairs_per_token"] is None
     assert main(["train", "--dry-run", "--method", "vanilla", "--distill", "0.5", "--out", str(tmp_path / "r")]) == 0

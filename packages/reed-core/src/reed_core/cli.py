@@ -130,6 +130,23 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
                              "optimizer and alignment losses stay float32; slower than fp32 on most CPUs)")
 
 
+def add_grad_accum_argument(parser: argparse.ArgumentParser) -> None:
+    """A ``train`` command's ``--grad-accum`` (``TrainConfig.grad_accum``): micro-batches per optimizer step."""
+    parser.add_argument("--grad-accum", type=int, default=1, metavar="N",
+                        help="split each step's --batch-size into N micro-batches whose gradients are summed: the "
+                             "same batches and data order at 1/N of the activation memory (under torchrun, "
+                             "--batch-size is split over processes x N)")
+
+
+def check_grad_accum(grad_accum: int, batch_size: int) -> None:
+    """``--grad-accum`` must be a positive count that divides ``--batch-size`` (checked before any data or teacher
+    is loaded; the trainer splits the global batch into that many micro-batches)."""
+    if grad_accum < 1:
+        raise ValueError(f"--grad-accum must be >= 1, got {grad_accum}")
+    if batch_size % grad_accum:
+        raise ValueError(f"--batch-size {batch_size} is not divisible by --grad-accum {grad_accum}")
+
+
 def start_from(trainer, init: Path | None) -> None:
     """``--init``: a fresh run starts from checkpoint ``init``'s EMA weights (the optimizer, the step count and the
     projectors start fresh); a run directory that already holds a checkpoint resumes it instead, and says so."""

@@ -103,19 +103,20 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import parse_duration, report_training
+    from reed_core.cli import check_grad_accum, parse_duration, report_training
 
     from .data import load_images
     from .presets import PRESETS, image_trainer, validation
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
+    check_grad_accum(args.grad_accum, args.batch_size)
     if args.eval_every < 0 or args.eval_samples < 10 or args.eval_steps < 1:
         raise ValueError(f"--eval-every must be >= 0, --eval-samples >= 10 and --eval-steps >= 1, got "
                          f"{args.eval_every}, {args.eval_samples}, {args.eval_steps}")
     classifier = _classifier(args) if args.eval_every else None
     train_set, held = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
-           "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "lr_decay": args.lr_decay,
+           "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr, "lr_decay": args.lr_decay,
            "lr_final": args.lr_final, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out,
            "eval_every": args.eval_every, "eval_samples": args.eval_samples, "eval_steps": args.eval_steps}
@@ -126,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, lr_final=args.lr_final,
                             seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
-                            precision=args.precision, vae=args.vae)
+                            precision=args.precision, vae=args.vae, grad_accum=args.grad_accum)
     if args.eval_every:
         trainer.validation = validation(trainer, args.eval_every, held, samples=args.eval_samples,
                                         steps=args.eval_steps, seed=args.seed, classifier=classifier)
@@ -167,7 +168,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
+    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
+                               add_precision_argument)
 
     from .model import SIT_PRESETS
     from .presets import PRESETS
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     t.add_argument("--vae", default=None, help="train on the latents of this local diffusers AutoencoderKL directory (an SD-VAE)")
     add_precision_argument(t)
+    add_grad_accum_argument(t)
     t.add_argument("--time-budget", default=None,
                    help="stop cleanly with a checkpoint before this much wall time (e.g. 8m, 1h30m); rerun to resume")
     t.add_argument("--eval-every", type=int, default=0, metavar="N",

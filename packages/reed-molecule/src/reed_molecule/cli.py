@@ -13,6 +13,8 @@ EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (o
 
 
 def _train(args: argparse.Namespace) -> int:
+    from reed_core.cli import check_grad_accum
+
     from .config import MODEL_PRESETS
     from .presets import PRESET, capture_layer
     from .process import check_time_power
@@ -26,11 +28,13 @@ def _train(args: argparse.Namespace) -> int:
         init = _checkpoint_path(None if args.init == "shipped" else args.init)
     model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
     check_time_power(args.time_power, "--time-power")
+    check_grad_accum(args.grad_accum, args.batch_size)
     if args.eval_every < 0 or args.eval_molecules < 1:
         raise ValueError(f"--eval-every must be >= 0 and --eval-molecules >= 1, got {args.eval_every}, {args.eval_molecules}")
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
           "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final, "seed": args.seed,
-          "time_power": args.time_power, "align_coefficient": args.align_coefficient, "precision": args.precision}
+          "time_power": args.time_power, "align_coefficient": args.align_coefficient, "precision": args.precision,
+          "grad_accum": args.grad_accum}
     if args.dry_run:
         coefficient = PRESET.align_coefficient if args.align_coefficient is None else args.align_coefficient
         layers = {s.name: capture_layer(model, s.layer) for s in PRESET.for_method(args.method)}
@@ -223,7 +227,8 @@ def _energy(records) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
+    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
+                               add_precision_argument)
 
     from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS
     from .pack import default_pack_path
@@ -251,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
     add_precision_argument(t)
+    add_grad_accum_argument(t)
     t.add_argument("--seed", type=int, default=0, help="seed (init, data order, noise)")
     t.add_argument("--time-power", type=float, default=1.0, metavar="P",
                    help="training times t = u^P, u ~ U(0,1): 1 = uniform (EQGAT-diff's); P > 1 trains the low-noise end "

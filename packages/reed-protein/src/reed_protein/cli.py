@@ -334,13 +334,14 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import parse_duration, report_training, start_from
+    from reed_core.cli import check_grad_accum, parse_duration, report_training, start_from
     from reed_core.objective import PREDICTION
 
     from .model import PROTEIN_PRESETS
     from .presets import capture_layer, default_cache_dir, teacher_preset
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
+    check_grad_accum(args.grad_accum, args.batch_size)
     if args.pairs_per_token < 0:
         raise ValueError(f"--pairs-per-token must be >= 0 (0: every edge), got {args.pairs_per_token}")
     if args.eval_every < 0 or args.eval_chains < 0 or args.eval_seed < 0:
@@ -353,7 +354,7 @@ def _train(args: argparse.Namespace) -> int:
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
           "distill_from": args.distill_from, "mpnn_noise": args.mpnn_noise, "cache_teachers": not args.no_cache_teachers,
-          "precision": args.precision,
+          "precision": args.precision, "grad_accum": args.grad_accum,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
                             distill=args.distill, distill_from=args.distill_from, mpnn_noise=args.mpnn_noise)
@@ -423,7 +424,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import METHOD_NAMES, HelpFormatter, add_lr_schedule_arguments, add_precision_argument
+    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
+                               add_precision_argument)
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
@@ -538,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
     add_precision_argument(t)
+    add_grad_accum_argument(t)
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")
     t.add_argument("--backbone-noise", type=float, default=0.0, metavar="ANGSTROM",
                    help="Gaussian noise on training backbones (ProteinMPNN's augmentation: 0.2 in v_48_020)")
