@@ -116,8 +116,8 @@ def _train(args: argparse.Namespace) -> int:
     classifier = _classifier(args) if args.eval_every else None
     train_set, held = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
-           "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr, "lr_decay": args.lr_decay,
-           "lr_final": args.lr_final, "path": args.path,
+           "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
+           "lr_decay": args.lr_decay, "lr_final": args.lr_final, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out,
            "eval_every": args.eval_every, "eval_samples": args.eval_samples, "eval_steps": args.eval_steps}
     if args.dry_run:
@@ -168,8 +168,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
-                               add_precision_argument)
+    from reed_core.cli import (
+        METHOD_NAMES,
+        HelpFormatter,
+        add_grad_accum_argument,
+        add_lr_schedule_arguments,
+        add_precision_argument,
+    )
 
     from .model import SIT_PRESETS
     from .presets import PRESETS

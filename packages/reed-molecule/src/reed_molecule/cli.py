@@ -227,8 +227,13 @@ def _energy(records) -> dict | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
-                               add_precision_argument)
+    from reed_core.cli import (
+        METHOD_NAMES,
+        HelpFormatter,
+        add_grad_accum_argument,
+        add_lr_schedule_arguments,
+        add_precision_argument,
+    )
 
     from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS
     from .pack import default_pack_path

@@ -424,8 +424,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reed_core.cli import (METHOD_NAMES, HelpFormatter, add_grad_accum_argument, add_lr_schedule_arguments,
-                               add_precision_argument)
+    from reed_core.cli import (
+        METHOD_NAMES,
+        HelpFormatter,
+        add_grad_accum_argument,
+        add_lr_schedule_arguments,
+        add_precision_argument,
+    )
 
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
