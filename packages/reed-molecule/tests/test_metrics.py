@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from reed_molecule.chem import build_mol, edm_bond_orders, largest_fragment_smiles
-from reed_molecule.constants import Z_TO_SYMBOL_INDEX
-from reed_molecule.metrics import atom_stability, edm_metrics, mmff_energies
+from reed_molecule.constants import SYMBOLS, Z_TO_SYMBOL_INDEX
+from reed_molecule.metrics import atom_stability, edm_metrics, edm_stability, mmff_energies
 
 DATA = Path(__file__).parent / "data"
+SULFUR = SYMBOLS.index("S")
 
 
 def test_gschnet_samples_reproduce_edm_table():
@@ -23,6 +24,24 @@ def test_gschnet_samples_reproduce_edm_table():
     # EDM's table rounds to one decimal (half-up): 68.05 is 68.1 there
     for ours, edm in ((r.atom_stable, 95.7), (r.mol_stable, 68.1), (r.validity, 85.5), (r.valid_unique, 80.3)):
         assert abs(ours - edm) <= 0.05 + 1e-9, (ours, edm)
+
+
+def test_rdkit_free_stability_equals_the_full_metrics():
+    """``edm_stability`` (what a training run scores its samples with, numpy only) gives EDM's G-SchNet stability
+    and, on the same molecules, what ``edm_metrics`` reports, molecules with other elements left out of both."""
+    d = np.load(DATA / "gschnet_samples_edm.npz")
+    z = d["atomic_numbers"].astype(int)
+    mask = z > 0
+    types = np.where(mask, Z_TO_SYMBOL_INDEX[z], 0)
+    atom, mol, n = edm_stability(d["positions"], types, mask)
+    assert n == 10_000 and abs(atom - 95.7) <= 0.05 + 1e-9 and abs(mol - 68.1) <= 0.05 + 1e-9
+    pos, types, mask = d["positions"][:300], types[:300].copy(), mask[:300]
+    types[0, 0] = types[7, 2] = SULFUR  # two molecules where EDM stability is not defined
+    r = edm_metrics(pos, types, mask)
+    atom, mol, n = edm_stability(pos, types, mask)
+    assert n == r.n_stability == 298
+    assert atom == pytest.approx(r.atom_stable, abs=1e-12) and mol == pytest.approx(r.mol_stable, abs=1e-12)
+    assert edm_stability(pos[:1], types[:1], mask[:1]) == (None, None, 0)
 
 
 def test_qm9_test_split_reproduces_edm_data_row():

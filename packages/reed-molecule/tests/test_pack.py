@@ -120,9 +120,43 @@ def test_pack_training_runs_where_only_torch_is(packed, tmp_path):
               f"from reed_molecule.cli import main\n"
               f"sys.exit(main(['train', '--pack', {str(packed)!r}, '--train-limit', '16', '--steps', '1', "
               f"'--batch-size', '4', '--eval-every', '1', '--eval-molecules', '8', '--device', 'cpu', "
-              f"'--out', {str(tmp_path / 'run')!r}]))")
+              f"'--eval-samples', '6', '--select-on', 'mol_stable', '--out', {str(tmp_path / 'run')!r}]))")
     env = {k: v for k, v in os.environ.items() if k != "REED_MOLECULE_CACHE"} | {"XDG_CACHE_HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "best" / "ema.safetensors").is_file()
     assert any((tmp_path / "reed-molecule").iterdir())  # the teacher cache went to the XDG default
+    (record,) = [json.loads(ln) for ln in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert {"valid_loss", "atom_stable", "mol_stable"} <= record.keys()  # sampled and scored without RDKit
+    best = json.loads((tmp_path / "run" / "best" / "config.json").read_text())["best"]
+    assert best == {"metric": "mol_stable", "value": record["mol_stable"], "step": 1}
+
+
+def test_sampled_stability_is_common_random_numbers_and_equals_the_full_metrics():
+    """Validation's sampled stability: the same molecules (atom counts, noise) at every call, scored as
+    ``reed-molecule eval``'s EDM stability scores those molecules."""
+    from reed_molecule.loading import default_checkpoint, load_model
+    from reed_molecule.metrics import edm_metrics
+    from reed_molecule.presets import sample_counts, sampled_stability
+    from reed_molecule.sampler import sample
+
+    shipped = load_model(default_checkpoint(), device="cpu")
+    counts = sample_counts(shipped.atom_histogram, 12, seed=3)
+    assert counts.tolist() == sorted(counts.tolist()) and counts.min() >= 3
+    kw = {"num_steps": 20, "seed": 5, "batch": 5}
+    first = sampled_stability(shipped.model, shipped.process, counts, **kw)
+    assert sampled_stability(shipped.model, shipped.process, counts, **kw) == first
+    g = torch.Generator().manual_seed(5)
+    parts = [sample(shipped.model, shipped.process, counts[lo:lo + 5], num_steps=20, generator=g,
+                    max_atoms=int(counts.max())).numpy() for lo in range(0, 12, 5)]
+    r = edm_metrics(*(np.concatenate([q[k] for q in parts]) for k in ("pos", "atoms", "mask")))
+    assert first == {"atom_stable": pytest.approx(r.atom_stable), "mol_stable": pytest.approx(r.mol_stable)}
+    assert 50 < first["atom_stable"] <= 100  # the shipped model's samples, not noise
+
+
+def test_select_on_sampled_stability_needs_samples(tmp_path, capsys):
+    argv = ["train", "--steps", "1", "--out", str(tmp_path / "r"), "--select-on", "mol_stable"]
+    assert main(argv) == 2
+    assert "--eval-samples" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main([*argv, "--eval-every", "1", "--eval-samples", "-1"]) == 2
+    assert "--eval-samples must be >= 0" in capsys.readouterr().err

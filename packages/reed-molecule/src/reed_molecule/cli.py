@@ -31,6 +31,10 @@ def _train(args: argparse.Namespace) -> int:
     check_grad_accum(args.grad_accum, args.batch_size)
     if args.eval_every < 0 or args.eval_molecules < 1:
         raise ValueError(f"--eval-every must be >= 0 and --eval-molecules >= 1, got {args.eval_every}, {args.eval_molecules}")
+    if args.eval_samples < 0:
+        raise ValueError(f"--eval-samples must be >= 0, got {args.eval_samples}")
+    if args.select_on != "valid_loss" and not (args.eval_every and args.eval_samples):
+        raise ValueError(f"--select-on {args.select_on} scores sampled molecules: it needs --eval-every N and --eval-samples N")
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
           "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final, "seed": args.seed,
           "time_power": args.time_power, "align_coefficient": args.align_coefficient, "precision": args.precision,
@@ -42,7 +46,8 @@ def _train(args: argparse.Namespace) -> int:
                           "init": str(init) if init else None, "align_coefficient": coefficient,
                           "model_config": asdict(model), "latents": layers,
                           "curriculum": asdict(PRESET.curriculum), "out": str(args.out),
-                          "eval_every": args.eval_every, "eval_molecules": args.eval_molecules}, indent=2))
+                          "eval_every": args.eval_every, "eval_molecules": args.eval_molecules,
+                          "eval_samples": args.eval_samples, "select_on": args.select_on}, indent=2))
         return 0
     import torch
 
@@ -58,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = molecule_trainer(args.method, ds, args.out, cache=args.cache, device=args.device, **kw)
     if args.eval_every:
         trainer.validation = validation(trainer, args.eval_every, molecules=args.eval_molecules, cache=args.cache,
-                                        pack=args.pack)
+                                        pack=args.pack, samples=args.eval_samples, select=args.select_on)
     start_from(trainer, init)
     trainer.fit(time_budget=budget)
     return report_training(trainer, args.method)
@@ -235,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_precision_argument,
     )
 
-    from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS
+    from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS, SELECT_ON
     from .pack import default_pack_path
 
     fmt = HelpFormatter
@@ -282,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "sampling) and keep the lowest-loss weights in OUT/best (sample with --checkpoint OUT/best); 0: never")
     t.add_argument("--eval-molecules", type=int, default=512, metavar="N",
                    help="validation molecules (fixed; each at 8 fixed times with fixed noise)")
+    t.add_argument("--eval-samples", type=int, default=0, metavar="N",
+                   help="at every evaluation also sample N molecules with the default sampler (the same atom counts and "
+                        "noise each time) and record their EDM atom / molecule stability (distance bonds: no RDKit); 0: never")
+    t.add_argument("--select-on", choices=SELECT_ON, default="valid_loss",
+                   help="what OUT/best keeps: the lowest valid_loss, or the highest sampled mol_stable / atom_stable "
+                        "(needs --eval-samples)")
     t.add_argument("--dry-run", action="store_true", help="print the resolved configuration and exit")
     t.set_defaults(func=_train)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 SAMPLER_STEPS = 100  # the sampler's default step count (README: the cheapest that loses nothing measurable on the default grid)
 SAMPLER_SPACING = 2.0  # the time grid t_i = (1 - i / steps) ** spacing (sampler.sampler_times; README: 2 beat uniform on 2 seeds)
+SELECT_ON = ("valid_loss", "mol_stable", "atom_stable")  # what a run's best weights are chosen by (lowest loss, highest %)
 SAMPLER_NOISE_SCALE = 1.0  # factor on the coordinates' ancestral-step noise (process.MolecularDiffusion.step; 1: exact)
 
 
@@ -33,4 +34,4 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 }
 
 
-__all__ = ["MODEL_PRESETS", "ModelConfig"]
+__all__ = ["MODEL_PRESETS", "SELECT_ON", "ModelConfig"]

@@ -30,7 +30,8 @@ from .chem import _rdkit, build_mol, edm_bond_orders, largest_fragment_smiles, p
 from .constants import ELEMENTS, SYMBOLS, VALENCE
 
 __all__ = ["GEOMETRY_PROBLEMS", "EnergyReport", "MetricReport", "MoleculeResults", "atom_stability", "edm_metrics",
-           "evaluate_batch", "evaluate_records", "geometry_check", "mmff_energies", "stability_defined", "summarise"]
+           "edm_stability", "evaluate_batch", "evaluate_records", "geometry_check", "mmff_energies", "stability_defined",
+           "summarise"]
 
 GEOMETRY_PROBLEMS = ("ok", "atoms on top of each other", "no two atoms within bonding distance", "over-long bond")
 CLOSE = 0.01  # Å: two atoms on one point
@@ -53,6 +54,21 @@ def atom_stability(atom_types: np.ndarray, bond_orders: np.ndarray, mask: np.nda
 def stability_defined(atom_types: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(B,) bool: every real atom is H, C, N, O or F (EDM stability is defined)."""
     return ((atom_types < len(ELEMENTS)) | ~mask).all(1)
+
+
+def edm_stability(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray) -> tuple[float | None, float | None, int]:
+    """EDM's atom and molecule stability (%) of a padded batch and the number of molecules they count: the same
+    figures as ``summarise(evaluate_batch(...))`` from distance-based bond orders alone, numpy only (no RDKit, so a
+    training run can score its own samples where only torch is installed). Molecules with elements other than H, C,
+    N, O, F are left out; (None, None, 0) when none is left."""
+    positions, atom_types, mask = np.asarray(positions), np.asarray(atom_types), np.asarray(mask, dtype=bool)
+    defined = stability_defined(atom_types, mask)
+    if not defined.any():
+        return None, None, 0
+    orders = edm_bond_orders(positions[defined], atom_types[defined], mask[defined])
+    stable = atom_stability(atom_types[defined], orders, mask[defined]).sum(1)
+    atoms = mask[defined].sum(1)
+    return 100.0 * float(stable.sum() / atoms.sum()), 100.0 * float((stable == atoms).mean()), int(defined.sum())
 
 
 @functools.cache

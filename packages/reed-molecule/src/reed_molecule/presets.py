@@ -25,15 +25,15 @@ from reed_core import (
     run_train_config,
 )
 
-from .config import MODEL_PRESETS, ModelConfig
+from .config import MODEL_PRESETS, SAMPLER_SPACING, SAMPLER_STEPS, SELECT_ON, ModelConfig
 from .data import MoleculeBatch, QM9Dataset
 from .loading import DOMAIN
 from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
 
-__all__ = ["PRESET", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "validation", "validation_batches",
-           "validation_loss", "validation_molecules"]
+__all__ = ["PRESET", "SELECT_ON", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "sampled_stability",
+           "validation", "validation_batches", "validation_loss", "validation_molecules"]
 
 VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
@@ -145,11 +145,54 @@ def validation_loss(model, process, batches: list, device: str) -> float:
     return total / count
 
 
-def validation(trainer: Trainer, every: int, *, molecules: int = 512, cache=None, pack=None, seed: int = 0) -> Validation:
+def sample_counts(histogram, n: int, seed: int) -> torch.Tensor:
+    """``n`` atom counts drawn from the training ``histogram`` by ``seed``, sorted (batches of similar sizes)."""
+    p = np.asarray(histogram, float)
+    return torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(p), size=n, p=p / p.sum())))
+
+
+@torch.no_grad()
+def sampled_stability(model, process: MolecularDiffusion, counts: torch.Tensor, *, num_steps: int = SAMPLER_STEPS,
+                      spacing: float = SAMPLER_SPACING, seed: int = 0, batch: int = 250, device: str = "cpu"
+                      ) -> dict[str, float | None]:
+    """EDM's atom and molecule stability (%) of molecules sampled by ``model`` with the given atom ``counts``, the
+    sampler's noise from ``seed`` (the same molecules' noise at every call, so two checkpoints are compared on common
+    random numbers); distance-based bond orders only (``metrics.edm_stability``): torch and numpy, no RDKit."""
+    from .metrics import edm_stability
+    from .sampler import sample
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    width = int(counts.max())
+    parts = [sample(model, process, counts[lo:lo + batch].to(device), num_steps=num_steps, generator=g,
+                    max_atoms=width, spacing=spacing).numpy() for lo in range(0, len(counts), batch)]
+    atom, mol, _ = edm_stability(*(np.concatenate([q[k] for q in parts]) for k in ("pos", "atoms", "mask")))
+    return {"atom_stable": atom, "mol_stable": mol}
+
+
+def validation(trainer: Trainer, every: int, *, molecules: int = 512, cache=None, pack=None, seed: int = 0,
+               samples: int = 0, sample_steps: int = SAMPLER_STEPS, select: str = "valid_loss",
+               histogram=None) -> Validation:
     """Score ``trainer``'s EMA weights every ``every`` steps on the validation loss (the training objective on a
     fixed ``molecules`` validation molecules x ``VAL_TIMES`` times with fixed noise: no sampling, no RDKit, so it
-    runs where only torch is) and keep the lowest-loss weights."""
+    runs where only torch is) and, with ``samples`` > 0, on the EDM atom and molecule stability of that many
+    molecules sampled in ``sample_steps`` steps (``sampled_stability``: atom counts drawn once from ``histogram``,
+    default the trainer's training histogram, and the same noise at every evaluation). The best weights are kept by
+    ``select`` (one of ``SELECT_ON``: the lowest loss, or the highest stability, which needs ``samples``)."""
+    if select not in SELECT_ON:
+        raise ValueError(f"select must be one of {SELECT_ON}, got {select!r}")
+    if samples < 0 or (select != "valid_loss" and samples < 1):
+        raise ValueError(f"selecting on {select} needs sampled molecules (samples >= 1), got samples={samples}")
     batches = validation_batches(cache, molecules, 256, seed, pack=pack)
     process, device = trainer.objective.process, str(trainer.device)
-    return Validation(lambda model: {"valid_loss": validation_loss(model, process, batches, device)}, every,
-                      best="valid_loss", mode="min")
+    counts = None
+    if samples:
+        hist = trainer.model_config["atom_histogram"] if histogram is None else histogram
+        counts = sample_counts(hist, samples, seed)
+
+    def evaluate(model) -> dict[str, float | None]:
+        out = {"valid_loss": validation_loss(model, process, batches, device)}
+        if counts is not None:
+            out |= sampled_stability(model, process, counts, num_steps=sample_steps, seed=seed, device=device)
+        return out
+
+    return Validation(evaluate, every, best=select, mode="min" if select == "valid_loss" else "max")
