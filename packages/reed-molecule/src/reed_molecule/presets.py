@@ -32,8 +32,8 @@ from .model import EQGATDenoiser
 from .process import MolecularDiffusion
 from .teachers import Encoder3DTeacher, fit_graph2d_teacher
 
-__all__ = ["PRESET", "SELECT_ON", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "sampled_stability",
-           "validation", "validation_batches", "validation_loss", "validation_molecules"]
+__all__ = ["PRESET", "SELECT_ON", "VAL_TIMES", "MoleculeDomain", "capture_layer", "molecule_trainer", "sample_counts",
+           "sampled_stability", "validation", "validation_batches", "validation_loss", "validation_molecules"]
 
 VAL_TIMES = 8  # the validation loss's time grid: t = (k + 0.5) / 8, every molecule at every t
 
@@ -162,10 +162,15 @@ def sampled_stability(model, process: MolecularDiffusion, counts: torch.Tensor, 
     from .sampler import sample
 
     g = torch.Generator(device=device).manual_seed(seed)
-    width = int(counts.max())
     parts = [sample(model, process, counts[lo:lo + batch].to(device), num_steps=num_steps, generator=g,
-                    max_atoms=width, spacing=spacing).numpy() for lo in range(0, len(counts), batch)]
-    atom, mol, _ = edm_stability(*(np.concatenate([q[k] for q in parts]) for k in ("pos", "atoms", "mask")))
+                    spacing=spacing).numpy() for lo in range(0, len(counts), batch)]  # each batch as wide as it needs
+    width = int(counts.max())
+
+    def padded(k: str) -> np.ndarray:
+        return np.concatenate([np.pad(q[k], [(0, 0), (0, width - q[k].shape[1])] + [(0, 0)] * (q[k].ndim - 2))
+                               for q in parts])
+
+    atom, mol, _ = edm_stability(padded("pos"), padded("atoms"), padded("mask"))
     return {"atom_stable": atom, "mol_stable": mol}
 
 
