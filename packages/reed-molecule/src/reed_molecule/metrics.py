@@ -31,7 +31,7 @@ from .constants import ELEMENTS, SYMBOLS, VALENCE
 
 __all__ = ["GEOMETRY_PROBLEMS", "EnergyReport", "MetricReport", "MoleculeResults", "atom_stability", "edm_metrics",
            "edm_stability", "evaluate_batch", "evaluate_records", "geometry_check", "mmff_energies", "stability_defined",
-           "summarise"]
+           "stability_rates", "summarise"]
 
 GEOMETRY_PROBLEMS = ("ok", "atoms on top of each other", "no two atoms within bonding distance", "over-long bond")
 CLOSE = 0.01  # Å: two atoms on one point
@@ -56,6 +56,17 @@ def stability_defined(atom_types: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return ((atom_types < len(ELEMENTS)) | ~mask).all(1)
 
 
+def stability_rates(num_atoms: np.ndarray, atoms_stable: np.ndarray, defined: np.ndarray
+                    ) -> tuple[float | None, float | None]:
+    """EDM's atom and molecule stability (%) from per-molecule atom counts and stable-atom counts, over the molecules
+    where it is ``defined``; (None, None) when there are none."""
+    if not defined.any():
+        return None, None
+    atoms = int(num_atoms[defined].sum())
+    return (100.0 * float(atoms_stable[defined].sum() / max(atoms, 1)),
+            100.0 * float((atoms_stable[defined] == num_atoms[defined]).mean()))
+
+
 def edm_stability(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray) -> tuple[float | None, float | None, int]:
     """EDM's atom and molecule stability (%) of a padded batch and the number of molecules they count: the same
     figures as ``summarise(evaluate_batch(...))`` from distance-based bond orders alone, numpy only (no RDKit, so a
@@ -63,12 +74,8 @@ def edm_stability(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarra
     N, O, F are left out; (None, None, 0) when none is left."""
     positions, atom_types, mask = np.asarray(positions), np.asarray(atom_types), np.asarray(mask, dtype=bool)
     defined = stability_defined(atom_types, mask)
-    if not defined.any():
-        return None, None, 0
-    orders = edm_bond_orders(positions[defined], atom_types[defined], mask[defined])
-    stable = atom_stability(atom_types[defined], orders, mask[defined]).sum(1)
-    atoms = mask[defined].sum(1)
-    return 100.0 * float(stable.sum() / atoms.sum()), 100.0 * float((stable == atoms).mean()), int(defined.sum())
+    stable = atom_stability(atom_types, edm_bond_orders(positions, atom_types, mask), mask).sum(1)
+    return (*stability_rates(mask.sum(1), stable, defined), int(defined.sum()))
 
 
 @functools.cache
@@ -229,23 +236,21 @@ def summarise(res: MoleculeResults, training_smiles: Iterable[str] | None = None
     if training_smiles is not None and unique:
         train = training_smiles if isinstance(training_smiles, (set, frozenset)) else set(training_smiles)
         novelty = 100.0 * sum(s not in train for s in unique) / len(unique)
-    d = res.defined
-    n_stab = int(d.sum())
-    atoms = int(res.num_atoms[d].sum())
     extra = {}
     if res.bond_atoms_stable is not None:
-        extra = {"bond_atom_stable": 100.0 * float(res.bond_atoms_stable[d].sum() / max(atoms, 1)) if n_stab else None,
-                 "bond_mol_stable": 100.0 * float((res.bond_atoms_stable[d] == res.num_atoms[d]).mean()) if n_stab else None,
+        bond_atom, bond_mol = stability_rates(res.num_atoms, res.bond_atoms_stable, res.defined)
+        extra = {"bond_atom_stable": bond_atom, "bond_mol_stable": bond_mol,
                  "connected_validity": 100.0 * float(res.connected.sum()) / max(n, 1)}
+    atom_stable, mol_stable = stability_rates(res.num_atoms, res.atoms_stable, res.defined)
     return MetricReport(
         n=n,
-        atom_stable=100.0 * float(res.atoms_stable[d].sum() / max(atoms, 1)) if n_stab else None,
-        mol_stable=100.0 * float(res.mol_stable[d].mean()) if n_stab else None,
+        atom_stable=atom_stable,
+        mol_stable=mol_stable,
         validity=100.0 * len(valid) / max(n, 1),
         uniqueness=100.0 * len(unique) / len(valid) if valid else None,
         valid_unique=100.0 * len(unique) / max(n, 1),
         novelty=novelty,
-        n_stability=n_stab,
+        n_stability=int(res.defined.sum()),
         n_implausible=int(((res.geometry == 1) | (res.geometry == 2)).sum()),
         n_long_bonds=None if res.connected is None else int((res.geometry == 3).sum()),
         **extra,

@@ -147,8 +147,10 @@ def validation_loss(model, process, batches: list, device: str) -> float:
 
 def sample_counts(histogram, n: int, seed: int) -> torch.Tensor:
     """``n`` atom counts drawn from the training ``histogram`` by ``seed``, sorted (batches of similar sizes)."""
-    p = np.asarray(histogram, float)
-    return torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(p), size=n, p=p / p.sum())))
+    from .sampler import size_distribution
+
+    p = size_distribution(histogram)
+    return torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(p), size=n, p=p)))
 
 
 @torch.no_grad()
