@@ -10,7 +10,7 @@
 #   throughput), then continues the shipped model (`train --init shipped`, REED, t = u^2 as its CPU cycles 4-6)
 #   at a larger batch for the rest of the budget, its best validation-loss weights kept.
 # protein: continues the shipped model (`train --init shipped --method vanilla --distill 40 --mpnn-noise 002`, as its
-#   CPU cycles 8-12: v_48_002's profile at weight 40; carry its weights, device_carry.sh's default)
+#   CPU cycles 8-13: v_48_002's profile at weight 40; carry its weights, device_carry.sh's default)
 #   at batch 32, its best validation-recovery weights kept (ProteinMPNN's profile cache is built first).
 # Either way $OUT gets best/{ema.safetensors,config.json} (what `--init DIR`, `sample` / `eval --checkpoint DIR` and
 # the benchmarks read), metrics.jsonl, validation.jsonl, and this script's log (plus throughput.jsonl for
@@ -87,7 +87,7 @@ if [[ $what == molecule ]]; then
   copy_back runs/mol_gpu
 else
   batch=${GPU_CALL_BATCH:-$([[ $device == cuda ]] && echo 32 || echo 2)}
-  lr=${GPU_CALL_LR:-6e-4}  # CPU cycle 3 levelled off at 1.5e-4, cycle 4 kept rising at 4e-4, cycles 9-12 gained at 6e-4 (batch 8)
+  lr=${GPU_CALL_LR:-6e-4}  # CPU cycle 3 levelled off at 1.5e-4, cycle 4 kept rising at 4e-4, cycles 9-13 gained at 6e-4 (batch 8)
   train_s=$(( $(left) - 45 ))
   (( train_s >= 60 )) || { echo "only ${train_s}s left for training: raise GPU_CALL_SECONDS"; exit 1; }
   steps=${GPU_CALL_STEPS:-$([[ $device == cuda ]] && echo 2000 || echo 4)}
