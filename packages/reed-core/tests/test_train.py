@@ -207,6 +207,34 @@ def test_config_validation():
         TrainConfig(max_steps=10, lr_decay="cosine", lr_warmup_steps=10)
     with pytest.raises(ValueError, match="max_steps"):
         TrainConfig(max_steps=0)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="weight_decay >= 0"):
+            TrainConfig(max_steps=10, weight_decay=bad)
+
+
+def test_weight_decay_shrinks_matrices_not_biases_or_norms_and_resumes_exactly(tmp_path):
+    """AdamW's decoupled decay with zero gradients: a decayed weight becomes w (1 - lr wd) after one step; biases
+    and norm scales (one dimension) keep their values. Without decay there is one parameter group (the layout of
+    older checkpoints)."""
+    from reed_core.train import _adamw
+
+    layer, norm = torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)
+    params = [*layer.parameters(), *norm.parameters()]
+    before = [p.detach().clone() for p in params]
+    opt = _adamw(params, TrainConfig(max_steps=1, lr=0.1, weight_decay=0.5), torch.device("cpu"))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(layer.weight, before[0] * (1 - 0.1 * 0.5))
+    assert all(torch.equal(p, b) for p, b in zip(params[1:], before[1:], strict=True))
+    assert len(_adamw(params, TrainConfig(max_steps=1), torch.device("cpu")).param_groups) == 1
+
+    straight = _trainer(tmp_path / "a", 8, weight_decay=0.1).fit()
+    assert [h["loss"] for h in straight] != [h["loss"] for h in _trainer(tmp_path / "c", 8).fit()]
+    first = _trainer(tmp_path / "b", 4, weight_decay=0.1, checkpoint_every=4).fit()
+    second = _trainer(tmp_path / "b", 8, weight_decay=0.1, checkpoint_every=4, init_seed=5).fit()
+    assert [h["loss"] for h in first + second] == [h["loss"] for h in straight]
 
 
 def test_ddp_two_processes_match_single_process(tmp_path):

@@ -155,9 +155,12 @@ def test_train_cli_accumulates_micro_batches(run_dir, tmp_path, capsys):
     assert "--grad-accum must be >= 1, got 0" in capsys.readouterr().err and not out.exists()
     assert main([*base, "--grad-accum", "4"]) == 2
     assert "--batch-size 6 is not divisible by --grad-accum 4" in capsys.readouterr().err and not out.exists()
-    assert main([*base, "--grad-accum", "3"]) == 0
+    assert main([*base, "--weight-decay", "-0.5"]) == 2
+    assert "--weight-decay must be a finite number >= 0" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--grad-accum", "3", "--weight-decay", "0.01"]) == 0
     config = json.loads((out / "checkpoints" / "step_00000002" / "config.json").read_text())
     assert config["model"]["run"]["grad_accum"] == 3 and config["train"]["grad_accum"] == 3
+    assert config["model"]["run"]["weight_decay"] == config["train"]["weight_decay"] == 0.01
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 

@@ -106,6 +106,10 @@ def test_train_dry_run_prints_config(capsys):
     assert "--grad-accum must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--dry-run", "--time-power", "0"]) == 2
     assert "--time-power must be a finite number > 0" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--weight-decay", "0.01"]) == 0
+    assert json.loads(capsys.readouterr().out)["weight_decay"] == 0.01
+    assert main(["train", "--dry-run", "--weight-decay", "nan"]) == 2
+    assert "--weight-decay must be a finite number >= 0, got nan" in capsys.readouterr().err
 
 
 def test_a_directory_as_output_is_one_error_line(tmp_path, capsys):

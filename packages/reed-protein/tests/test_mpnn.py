@@ -292,6 +292,20 @@ def test_train_cli_teachers_and_time_budget(tmp_path, capsys):
         "conditional": {"layer": "prediction", "cached": False, "coefficient": 1.0, "pairs_per_token": None}}
     assert main(["train", "--dry-run", "--distill", "nan", "--out", str(tmp_path / "r")]) == 2
     assert "distill must be a finite weight" in capsys.readouterr().err
+    assert main(["train", "--dry-run", "--weight-decay", "0.05", "--dropout", "0.2", "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["weight_decay"] == 0.05 and cfg["model_config"]["dropout"] == 0.2 and cfg["model"] == "custom"
+    assert main(["train", "--dry-run", "--init", "shipped", "--dropout", "0.15", "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"] == "from --init" and cfg["model_config"]["dropout"] == 0.15 and cfg["weight_decay"] == 0.0
+    assert main(["train", "--dry-run", "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["model"] == "paper" and cfg["model_config"]["dropout"] == 0.1
+    for flag, value, message in (("--weight-decay", "-1", "--weight-decay must be a finite number >= 0"),
+                                 ("--weight-decay", "inf", "--weight-decay must be a finite number >= 0"),
+                                 ("--dropout", "1.5", "dropout must be in [0, 1)")):
+        assert main(["train", "--dry-run", flag, value, "--out", str(tmp_path / "r")]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_cached_pair_and_structure_features_equal_the_encoder_on_whole_chains_in_one_pass(chains):

@@ -123,6 +123,19 @@ def add_lr_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-final", type=float, default=0.0, help="final learning rate as a fraction of --lr")
 
 
+def add_weight_decay_argument(parser: argparse.ArgumentParser) -> None:
+    """A ``train`` command's ``--weight-decay`` (``TrainConfig.weight_decay``)."""
+    parser.add_argument("--weight-decay", type=float, default=0.0, metavar="WD",
+                        help="AdamW's decoupled weight decay on weight matrices and embeddings (biases and norm scales "
+                             "are not decayed); 0: none")
+
+
+def check_weight_decay(weight_decay: float) -> None:
+    """``--weight-decay`` must be a finite number >= 0 (checked before any data or teacher is loaded)."""
+    if not 0 <= weight_decay < float("inf"):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {weight_decay}")
+
+
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     """A ``train`` command's ``--precision`` (``TrainConfig.precision``): the autocast dtype of the training step."""
     parser.add_argument("--precision", choices=PRECISION_NAMES, default="fp32",

@@ -103,13 +103,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import check_grad_accum, parse_duration, report_training
+    from reed_core.cli import check_grad_accum, check_weight_decay, parse_duration, report_training
 
     from .data import load_images
     from .presets import PRESETS, image_trainer, validation
 
     budget = parse_duration(args.time_budget) if args.time_budget else None
     check_grad_accum(args.grad_accum, args.batch_size)
+    check_weight_decay(args.weight_decay)
     if args.eval_every < 0 or args.eval_samples < 10 or args.eval_steps < 1:
         raise ValueError(f"--eval-every must be >= 0, --eval-samples >= 10 and --eval-steps >= 1, got "
                          f"{args.eval_every}, {args.eval_samples}, {args.eval_steps}")
@@ -117,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
     train_set, held = load_images(args.data)
     run = {"method": args.method, "preset": args.preset, "vae": args.vae, "model": args.model, "data": train_set.source, "train_images": len(train_set),
            "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-           "lr_decay": args.lr_decay, "lr_final": args.lr_final, "path": args.path,
+           "lr_decay": args.lr_decay, "lr_final": args.lr_final, "weight_decay": args.weight_decay, "path": args.path,
            "time_sampling": args.time_sampling, "time_budget_s": budget, "out": args.out,
            "eval_every": args.eval_every, "eval_samples": args.eval_samples, "eval_steps": args.eval_steps}
     if args.dry_run:
@@ -127,7 +128,8 @@ def _train(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, lr_final=args.lr_final,
                             seed=args.seed, path=args.path,
                             time_sampling=args.time_sampling, cache_dir=args.cache_dir, device=args.device,
-                            precision=args.precision, vae=args.vae, grad_accum=args.grad_accum)
+                            precision=args.precision, vae=args.vae, grad_accum=args.grad_accum,
+                            weight_decay=args.weight_decay)
     if args.eval_every:
         trainer.validation = validation(trainer, args.eval_every, held, samples=args.eval_samples,
                                         steps=args.eval_steps, seed=args.seed, classifier=classifier)
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_grad_accum_argument,
         add_lr_schedule_arguments,
         add_precision_argument,
+        add_weight_decay_argument,
     )
 
     from .model import SIT_PRESETS
@@ -216,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64, help="images per step")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
+    add_weight_decay_argument(t)
     t.add_argument("--path", choices=("linear", "cosine"), default="linear", help="interpolant path")
     t.add_argument("--time-sampling", choices=("uniform", "lognormal"), default="uniform", help="training times")
     t.add_argument("--seed", type=int, default=0, help="seed")

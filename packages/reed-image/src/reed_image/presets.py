@@ -101,10 +101,12 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
                   lr_final: float = 0.0, seed: int = 0, path: str = "linear",
                   time_sampling: str = "uniform", ema_decay: float = 0.999, preset: DomainPreset | None = None,
                   cache_dir: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
-                  precision: str = "fp32", vae: str | os.PathLike | None = None, grad_accum: int = 1) -> Trainer:
+                  precision: str = "fp32", vae: str | os.PathLike | None = None, grad_accum: int = 1,
+                  weight_decay: float = 0.0) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this). ``vae``: a local
     diffusers AutoencoderKL directory: SiT then trains on its latents (``reed_image.vae``); ``grad_accum``:
-    micro-batches that ``batch_size`` is split into (``TrainConfig.grad_accum``)."""
+    micro-batches that ``batch_size`` is split into (``TrainConfig.grad_accum``); ``weight_decay``: AdamW's
+    (``TrainConfig.weight_decay``)."""
     preset = preset or PRESET
     _, channels, size, _ = to_tensor(train_set.images[:1]).shape  # the size training sees (28 px padded to 32)
     codec, process = None, Interpolant(path=path, time_sampling=time_sampling)
@@ -122,9 +124,10 @@ def image_trainer(method: str, train_set: ImageSet, out_dir: str | os.PathLike |
         data.latents = codec.moments(data.x, progress=progress)
     run = {"method": method, "model": model, "steps": steps, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
            "lr_final": lr_final, "seed": seed,
-           "data": train_set.source, "ema_decay": ema_decay, "grad_accum": grad_accum}
+           "data": train_set.source, "ema_decay": ema_decay, "grad_accum": grad_accum, "weight_decay": weight_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
-                             precision=precision, lr_decay=lr_decay, lr_final=lr_final, grad_accum=grad_accum)
+                             precision=precision, lr_decay=lr_decay, lr_final=lr_final, grad_accum=grad_accum,
+                             weight_decay=weight_decay)
     domain = ImageDomain(data, cfg, process, vae=None if vae is None else str(Path(vae).resolve()))
     return build_trainer(domain, preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir, device=device, progress=progress, run=run)

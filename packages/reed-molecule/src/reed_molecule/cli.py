@@ -13,7 +13,7 @@ EPILOG = "Data: QM9 from the qm9pack wheel, cached under $REED_MOLECULE_CACHE (o
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import check_grad_accum
+    from reed_core.cli import check_grad_accum, check_weight_decay
 
     from .config import MODEL_PRESETS
     from .presets import PRESET, capture_layer
@@ -29,6 +29,7 @@ def _train(args: argparse.Namespace) -> int:
     model = model_config(init) if init else MODEL_PRESETS[args.preset or "tiny"]
     check_time_power(args.time_power, "--time-power")
     check_grad_accum(args.grad_accum, args.batch_size)
+    check_weight_decay(args.weight_decay)
     if args.eval_every < 0 or args.eval_molecules < 1:
         raise ValueError(f"--eval-every must be >= 0 and --eval-molecules >= 1, got {args.eval_every}, {args.eval_molecules}")
     if args.eval_samples < 0:
@@ -38,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     kw = {"model": model if init else args.preset or "tiny", "steps": args.steps, "batch_size": args.batch_size,
           "lr": args.lr, "lr_decay": args.lr_decay, "lr_final": args.lr_final, "seed": args.seed,
           "time_power": args.time_power, "align_coefficient": args.align_coefficient, "precision": args.precision,
-          "grad_accum": args.grad_accum}
+          "grad_accum": args.grad_accum, "weight_decay": args.weight_decay}
     if args.dry_run:
         coefficient = PRESET.align_coefficient if args.align_coefficient is None else args.align_coefficient
         layers = {s.name: capture_layer(model, s.layer) for s in PRESET.for_method(args.method)}
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_grad_accum_argument,
         add_lr_schedule_arguments,
         add_precision_argument,
+        add_weight_decay_argument,
     )
 
     from .config import MODEL_PRESETS, SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS, SELECT_ON
@@ -265,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="molecules per step")
     t.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
+    add_weight_decay_argument(t)
     add_precision_argument(t)
     add_grad_accum_argument(t)
     t.add_argument("--seed", type=int, default=0, help="seed (init, data order, noise)")

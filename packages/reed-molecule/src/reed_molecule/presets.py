@@ -100,10 +100,10 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
                      lr_final: float = 0.0, seed: int = 0, time_power: float = 1.0,
                      align_coefficient: float | None = None, ema_decay: float = 0.999, preset: DomainPreset = PRESET,
                      cache: str | os.PathLike | None = None, progress: bool = True, device: str | None = None,
-                     precision: str = "fp32", grad_accum: int = 1) -> Trainer:
+                     precision: str = "fp32", grad_accum: int = 1, weight_decay: float = 0.0) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmark call this); ``precision``: the
     training step's autocast dtype (``TrainConfig.precision``); ``grad_accum``: micro-batches that ``batch_size`` is
-    split into (``TrainConfig.grad_accum``)."""
+    split into (``TrainConfig.grad_accum``); ``weight_decay``: AdamW's (``TrainConfig.weight_decay``)."""
     from .qm9 import cache_dir
 
     if align_coefficient is not None:
@@ -111,9 +111,9 @@ def molecule_trainer(method: str, data: QM9Dataset, out_dir: str | os.PathLike |
     run = {"method": method, "model": model if isinstance(model, str) else asdict(model), "steps": steps,
            "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "lr_final": lr_final, "seed": seed,
            "time_power": time_power, "align_coefficient": preset.align_coefficient, "ema_decay": ema_decay,
-           "train_molecules": len(data), "precision": precision, "grad_accum": grad_accum}
+           "train_molecules": len(data), "precision": precision, "grad_accum": grad_accum, "weight_decay": weight_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, lr_decay=lr_decay,
-                             lr_final=lr_final, precision=precision, grad_accum=grad_accum)
+                             lr_final=lr_final, precision=precision, grad_accum=grad_accum, weight_decay=weight_decay)
     return build_trainer(MoleculeDomain(data, model, time_power=time_power), preset, method, train, batch_size, out_dir,
                          cache_dir=cache_dir(cache), device=device, progress=progress, run=run)
 

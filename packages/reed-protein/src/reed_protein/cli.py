@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from reed_core.cli import add_threads_argument
@@ -334,7 +334,13 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from reed_core.cli import check_grad_accum, parse_duration, report_training, start_from
+    from reed_core.cli import (
+        check_grad_accum,
+        check_weight_decay,
+        parse_duration,
+        report_training,
+        start_from,
+    )
     from reed_core.objective import PREDICTION
 
     from .model import PROTEIN_PRESETS
@@ -347,21 +353,25 @@ def _train(args: argparse.Namespace) -> int:
     if args.eval_every < 0 or args.eval_chains < 0 or args.eval_seed < 0:
         raise ValueError(f"--eval-every, --eval-chains and --eval-seed must be >= 0, got {args.eval_every}, "
                          f"{args.eval_chains}, {args.eval_seed}")
+    check_weight_decay(args.weight_decay)
     init = _init_model(args)
     model = init[1] if init else PROTEIN_PRESETS[args.preset or "paper"]
-    kw = {"model": model if init else args.preset or "paper", "steps": args.steps, "batch_size": args.batch_size,
+    if args.dropout is not None:  # ProteinModelConfig checks the range
+        model = replace(model, dropout=args.dropout)
+    named = args.dropout is None and not init
+    kw = {"model": (args.preset or "paper") if named else model, "steps": args.steps, "batch_size": args.batch_size,
           "max_length": args.max_length, "lr": args.lr, "lr_decay": args.lr_decay,
           "lr_final": args.lr_final, "backbone_noise": args.backbone_noise, "crop": args.crop, "seed": args.seed, "loss_type": args.loss,
           "align_coefficient": args.align_coefficient, "teachers": args.teachers, "distill": args.distill,
           "distill_from": args.distill_from, "mpnn_noise": args.mpnn_noise, "cache_teachers": not args.no_cache_teachers,
-          "precision": args.precision, "grad_accum": args.grad_accum,
+          "precision": args.precision, "grad_accum": args.grad_accum, "weight_decay": args.weight_decay,
           "cache_dir": None if args.no_cache_teachers else str(args.cache_dir or default_cache_dir())}
     preset = teacher_preset(args.teachers, not args.no_cache_teachers, args.pairs_per_token or None,
                             distill=args.distill, distill_from=args.distill_from, mpnn_noise=args.mpnn_noise)
     if args.dry_run:
         latents = {s.name: {"layer": s.layer if s.layer == PREDICTION else capture_layer(model, s.layer), "cached": s.cached,
                             "coefficient": s.coefficient, "pairs_per_token": s.pairs_per_token} for s in preset.for_method(args.method)}
-        print(json.dumps({"method": args.method, **kw, "model": kw["model"] if not init else "from --init",
+        print(json.dumps({"method": args.method, **kw, "model": kw["model"] if named else "from --init" if init else "custom",
                           "init": str(init[0]) if init else None, "model_config": asdict(model),
                           "align_coefficient": preset.align_coefficient if args.align_coefficient is None
                           else args.align_coefficient, "time_budget_s": budget, "eval_every": args.eval_every,
@@ -385,7 +395,6 @@ def _init_model(args: argparse.Namespace):
     """(checkpoint, its model config without hybrid latents) for ``--init``, or None."""
     if args.init is None:
         return None
-    from dataclasses import replace
 
     from reed_core.checkpoint import build_from_config, load_config
 
@@ -430,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_grad_accum_argument,
         add_lr_schedule_arguments,
         add_precision_argument,
+        add_weight_decay_argument,
     )
 
     from .model import PROTEIN_PRESETS
@@ -544,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-length", type=int, default=256, help="training crop length")
     t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     add_lr_schedule_arguments(t)
+    add_weight_decay_argument(t)
+    t.add_argument("--dropout", type=float, default=None,
+                   help="the denoiser's dropout rate (default: the preset's, or the --init checkpoint's; 0.1 as in "
+                        "ProteinMPNN)")
     add_precision_argument(t)
     add_grad_accum_argument(t)
     t.add_argument("--loss", choices=("elbo", "smoothed"), default="elbo", help="masked-diffusion loss")

@@ -207,13 +207,15 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
                     drop_antibodies: bool = False,
                     preset: DomainPreset | None = None, ids: np.ndarray | None = None, progress: bool = True,
                     device: str | None = None, cache_dir: str | os.PathLike | None = None,
-                    precision: str = "fp32", mpnn_noise: str = "020", grad_accum: int = 1) -> Trainer:
+                    precision: str = "fp32", mpnn_noise: str = "020", grad_accum: int = 1,
+                    weight_decay: float = 0.0) -> Trainer:
     """``build_trainer`` with this domain's defaults (the CLI and the benchmarks call this). The preset defaults
     to ``teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from,
     mpnn_noise=mpnn_noise)``; ``ids``: the training chains (default: ``train_ids``);
     ``cache_dir``: where cached teacher features are kept between runs (default: in memory for this run only);
     ``precision``: the training step's autocast dtype (``TrainConfig.precision``); ``grad_accum``: micro-batches that
-    ``batch_size`` is split into (``TrainConfig.grad_accum``)."""
+    ``batch_size`` is split into (``TrainConfig.grad_accum``); ``weight_decay``: AdamW's, on matrices and embeddings
+    (``TrainConfig.weight_decay``)."""
     preset = preset or teacher_preset(teachers, cache_teachers, distill=distill, distill_from=distill_from,
                                       mpnn_noise=mpnn_noise)
     if align_coefficient is not None:
@@ -227,8 +229,10 @@ def protein_trainer(method: str, chains: ChainSet, out_dir: str | os.PathLike | 
            "loss_type": loss_type, "align_coefficient": preset.align_coefficient,
            "ema_decay": ema_decay, "teachers": teachers, "cache_teachers": cache_teachers, "distill": distill,
            "distill_from": distill_from, "mpnn_noise": mpnn_noise,
-           "drop_antibodies": drop_antibodies, "precision": precision, "grad_accum": grad_accum}
+           "drop_antibodies": drop_antibodies, "precision": precision, "grad_accum": grad_accum,
+           "weight_decay": weight_decay}
     train = run_train_config(steps, lr=lr, seed=seed, ema_decay=ema_decay, progress=progress, max_warmup=200,
-                             lr_decay=lr_decay, lr_final=lr_final, precision=precision, grad_accum=grad_accum)
+                             lr_decay=lr_decay, lr_final=lr_final, precision=precision, grad_accum=grad_accum,
+                             weight_decay=weight_decay)
     return build_trainer(ProteinDomain(data, config, loss_type), preset, method, train, batch_size, out_dir,
                          device=device, progress=progress, run=run, cache_dir=cache_dir)
