@@ -10,7 +10,8 @@
 #   throughput), then continues the shipped model (`train --init shipped`, REED, t = u^2 as its CPU cycles 4-6)
 #   at a larger batch for the rest of the budget, its best validation-loss weights kept.
 # protein: continues the shipped model (`train --init shipped --method vanilla --distill 40 --mpnn-noise 002`, as its
-#   CPU cycles 8-13: v_48_002's profile at weight 40; carry its weights, device_carry.sh's default)
+#   CPU cycles 8-18: v_48_002's profile at weight 40, weight decay 0.05 and the shipped dropout 0.15 as cycle 18;
+#   carry its weights, device_carry.sh's default)
 #   at batch 32, its best validation-recovery weights kept (ProteinMPNN's profile cache is built first).
 # Either way $OUT gets best/{ema.safetensors,config.json} (what `--init DIR`, `sample` / `eval --checkpoint DIR` and
 # the benchmarks read), metrics.jsonl, validation.jsonl, and this script's log (plus throughput.jsonl for
@@ -95,7 +96,7 @@ else
   chains=$([[ $device == cuda ]] && echo 200 || echo 4)
   echo "== training: $steps steps at batch $batch, budget ${train_s}s (the profile cache first), validation every $every on $chains chains"
   guard $py -m reed_protein.cli train --init shipped --method vanilla --distill 40 --mpnn-noise 002 --steps "$steps" --batch-size "$batch" \
-    --lr "$lr" --lr-decay cosine --lr-final 0.1 --seed 7 --eval-every "$every" --eval-chains "$chains" \
+    --lr "$lr" --lr-decay cosine --lr-final 0.1 --weight-decay 0.05 --seed 7 --eval-every "$every" --eval-chains "$chains" \
     --device "$device" --cache-dir runs/teacher_cache --time-budget "${train_s}s" --out runs/prot_gpu ${GPU_CALL_EXTRA:-}
   echo "train exit $?"
   copy_back runs/prot_gpu
