@@ -56,15 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, json.JSONDecodeError) as err:
         print(f"average_checkpoints: error: {err}", file=sys.stderr)
         return 2
-    from safetensors.torch import save_file
+    from reed_core.checkpoint import atomic_directory, save_weights
 
     config.pop("best", None)
     config["averaged_from"] = [str(c) for c in args.checkpoints]
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.mkdir(parents=True)
-    save_file(state, str(tmp / "ema.safetensors"))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tmp.rename(args.out)  # the directory appears whole or not at all
+    with atomic_directory(args.out) as tmp:  # the directory appears whole or not at all
+        save_weights(tmp / "ema.safetensors", state)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"averaged {len(args.checkpoints)} checkpoints ({len(state)} tensors) into {args.out}")
     return 0
 

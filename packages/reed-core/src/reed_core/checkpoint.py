@@ -7,13 +7,14 @@ half-written one; stale temporary directories (from a killed process) are ignore
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +64,17 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor], train_state: Mapping[str, Any],
-                    config: Mapping[str, Any], ema: Mapping[str, torch.Tensor] | None = None,
-                    projectors: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write a checkpoint directory atomically (temp dir in the same parent, then rename)."""
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``path`` to write into; when the block ends without an error its
+    files are synced and it is renamed to ``path`` (replacing a directory already there), otherwise it is removed.
+    Readers see the old directory or the complete new one, never a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700
-        for file, state in ((MODEL_FILE, model), (EMA_FILE, ema), (PROJ_FILE, projectors)):
-            if state or file == MODEL_FILE:  # no file for an absent EMA or an empty projector bank
-                _write_safetensors(tmp / file, state)  # the directory is the atomic unit
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-        torch.save(dict(train_state), tmp / STATE_FILE)  # written last: its presence marks completeness
+        yield tmp
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -88,7 +86,19 @@ def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: Mapping[str, torch.Tensor], train_state: Mapping[str, Any],
+                    config: Mapping[str, Any], ema: Mapping[str, torch.Tensor] | None = None,
+                    projectors: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint directory atomically (``atomic_directory``: temp dir in the same parent, then rename)."""
+    with atomic_directory(path) as tmp:
+        for file, state in ((MODEL_FILE, model), (EMA_FILE, ema), (PROJ_FILE, projectors)):
+            if state or file == MODEL_FILE:  # no file for an absent EMA or an empty projector bank
+                _write_safetensors(tmp / file, state)  # the directory is the atomic unit
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        torch.save(dict(train_state), tmp / STATE_FILE)  # written last: its presence marks completeness
+    return Path(path)
 
 
 def save_weights(path: str | os.PathLike, state: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
