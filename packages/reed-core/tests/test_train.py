@@ -207,7 +207,7 @@ def test_config_validation():
         TrainConfig(max_steps=10, lr_decay="cosine", lr_warmup_steps=10)
     with pytest.raises(ValueError, match="max_steps"):
         TrainConfig(max_steps=0)
-    for bad in (-0.1, float("nan")):
+    for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="weight_decay >= 0"):
             TrainConfig(max_steps=10, weight_decay=bad)
 

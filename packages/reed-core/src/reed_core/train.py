@@ -78,7 +78,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         need = {"max_steps >= 1": self.max_steps >= 1, "lr > 0": self.lr > 0, "grad_accum >= 1": self.grad_accum >= 1,
-                "log_every >= 1": self.log_every >= 1, "weight_decay >= 0": self.weight_decay >= 0, f"precision in {sorted(_PRECISIONS)}": self.precision in _PRECISIONS,
+                "log_every >= 1": self.log_every >= 1, "weight_decay >= 0 and finite": 0 <= self.weight_decay < math.inf, f"precision in {sorted(_PRECISIONS)}": self.precision in _PRECISIONS,
                 f"lr_decay in {sorted(_LR_DECAYS)}": self.lr_decay in _LR_DECAYS, "0 <= lr_final <= 1": 0 <= self.lr_final <= 1,
                 "lr_warmup_steps < max_steps when decaying": self.lr_decay == "constant" or self.lr_warmup_steps < self.max_steps}
         if not all(need.values()):
