@@ -313,3 +313,30 @@ def test_allocator_benchmark_reads_training_rates_and_refuses_unknown_commands(t
         command("nope", tmp_path, tmp_path, tmp_path / "x.pdb")
     with pytest.raises(SystemExit):
         main(["--commands", "eval,nope"])
+
+
+def test_molecule_failures_accounts_for_every_molecule(tmp_path, capsys):
+    """Every molecule lands in exactly one place (stable, a repair bin, beyond, gave up), the stability equals EDM's,
+    and a checkpoint is sampled once per seed."""
+    from molecule_failures import main
+
+    from reed_molecule.constants import Z_TO_SYMBOL_INDEX
+    from reed_molecule.io import write_molecules
+    from reed_molecule.metrics import edm_stability
+
+    d = np.load(Path(__file__).resolve().parents[1] / "packages/reed-molecule/tests/data/gschnet_samples_edm.npz")
+    z = d["atomic_numbers"][:300].astype(int)
+    arrays = {"pos": d["positions"][:300], "atoms": np.where(z > 0, Z_TO_SYMBOL_INDEX[z], 0), "mask": z > 0}
+    f = write_molecules(arrays, tmp_path / "g.npz")
+    out = main(["--samples", str(f), "--checkpoint", "shipped", "-n", "3", "--steps", "2", "--seeds", "0,1",
+                "--reference", "0", "--out", str(tmp_path / "r.json")])
+    assert list(out["sources"]) == ["g.npz", "shipped, seed 0", "shipped, seed 1"]
+    r = out["sources"]["g.npz"]
+    _, mol, n = edm_stability(arrays["pos"], arrays["atoms"], arrays["mask"])
+    assert r["molecules"] == n and r["mol_stable"] == pytest.approx(mol)
+    placed = sum(b["molecules"] for b in r["repair"]) + r["beyond"]["molecules"] + r["search_gave_up"]
+    assert placed == r["unstable"] == round(n * (1 - mol / 100))
+    assert r["beyond"]["odd_valence_sum"] <= r["beyond"]["molecules"]
+    assert sum(k["atoms"] for k in r["atom_kinds"]) == r["unstable_atoms"] > 0
+    assert out["sources"]["shipped, seed 1"]["molecules"] == 3
+    assert "odd valence sum" in capsys.readouterr().out

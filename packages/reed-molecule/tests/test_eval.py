@@ -71,7 +71,8 @@ def test_any_element_and_size_stability_is_na(tmp_path, capsys):
     assert "molecule stability %" in out and "n/a" in out
     row = csv.read_text().splitlines()[1].split(",")
     assert row[0] == "1" and row[1] == "40" and row[2] == "1" and "Cl" in row[3] and "S" in row[3]
-    assert row[4] == "n/a" and row[6] == "ok" and row[7] == "1"  # valid, connected; EDM stability undefined
+    assert row[4] == "n/a" and row[6] == "ok" and row[9] == "1"  # valid, connected; EDM stability undefined
+    assert row[7] == row[8] == "n/a"  # no unstable atoms or repair either
 
 
 def test_mixed_file_counts_stability_over_the_defined_molecules(tmp_path, capsys):
@@ -167,3 +168,17 @@ def test_novelty_build_is_announced(tmp_path, monkeypatch, capsys):
     f.write_text(_xyz(ETHANOL))
     assert main(["eval", str(f)]) == 0
     assert "--no-novelty skips" in capsys.readouterr().err
+
+
+def test_per_molecule_rows_say_which_atoms_fail_and_the_smallest_repair(tmp_path, capsys):
+    """Ethanol (stable), ethanol without its hydroxyl H (a radical: O with valence 1, never stable whatever the
+    geometry) and ethene with its C=C stretched to 1.40 Å (both carbons read valence 3; 1 pm from EDM's threshold)."""
+    ethene = [("C", -0.70, 0.0, 0.0), ("C", 0.70, 0.0, 0.0), ("H", -1.25, 0.93, 0.0), ("H", -1.25, -0.93, 0.0),
+              ("H", 1.25, 0.93, 0.0), ("H", 1.25, -0.93, 0.0)]
+    f = tmp_path / "three.xyz"
+    f.write_text(_xyz(ETHANOL) + _xyz(ETHANOL[:-1]) + _xyz(ethene))
+    csv = tmp_path / "rows.csv"
+    assert main(["eval", str(f), "--no-novelty", "--per-molecule", str(csv)]) == 0
+    header, *rows = [r.split(",") for r in csv.read_text().splitlines()]
+    cols = [[row[header.index(c)] for row in rows] for c in ("mol_stable", "unstable_atoms", "repair_shift_A")]
+    assert cols == [["1", "0", "0"], ["", "O3:1", "C1:3 C2:3"], ["0.000", "inf", "0.010"]]

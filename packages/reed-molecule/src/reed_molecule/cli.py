@@ -143,22 +143,35 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _per_molecule_csv(records, res) -> str:
-    """One row per evaluated record: EDM's validity, largest-fragment SMILES, stability (n/a outside H/C/N/O/F)."""
+    """One row per evaluated record: EDM's validity, largest-fragment SMILES, stability (n/a outside H/C/N/O/F),
+    the unstable atoms and the smallest repair (``diagnose``)."""
     import csv
     import io
 
+    import numpy as np
+
+    from .constants import SYMBOLS, VALENCE
+    from .diagnose import repair_shift, valence_errors
     from .metrics import GEOMETRY_PROBLEMS
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["record", "atoms", "valid", "smiles", "mol_stable", "atoms_stable", "geometry"]
-               + (["connected", "bond_mol_stable"] if res.connected is not None else []))
+    w.writerow(["record", "atoms", "valid", "smiles", "mol_stable", "atoms_stable", "geometry", "unstable_atoms",
+                "repair_shift_A"] + (["connected", "bond_mol_stable"] if res.connected is not None else []))
     stable = res.mol_stable
     for i, r in enumerate(records):
         ok = res.defined[i]
+        unstable, shift = "n/a", "n/a"
+        if ok:  # one molecule at a time: only when the CSV is asked for
+            one = (r.pos[None], r.types[None], np.ones((1, len(r.types)), bool))
+            err = valence_errors(*one)[0]
+            unstable = " ".join(f"{SYMBOLS[r.types[k]]}{k + 1}:{VALENCE[r.types[k]] + err[k]}"
+                                for k in np.nonzero(err)[0])
+            s = float(repair_shift(*one)[0])
+            shift = "gave up" if np.isnan(s) else "inf" if np.isinf(s) else f"{s:.3f}"
         row = [r.number, res.num_atoms[i], int(res.smiles[i] is not None), res.smiles[i] or "",
                int(stable[i]) if ok else "n/a", f"{res.atoms_stable[i]}/{res.num_atoms[i]}" if ok else "n/a",
-               GEOMETRY_PROBLEMS[res.geometry[i]]]
+               GEOMETRY_PROBLEMS[res.geometry[i]], unstable, shift]
         if res.connected is not None:
             row += [int(res.connected[i]), int(res.bond_atoms_stable[i] == res.num_atoms[i]) if ok else "n/a"]
         w.writerow(row)
@@ -324,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--energy", action="store_true", help="also MMFF94 energy, strain and optimisation RMSD (needs bonds)")
     e.add_argument("--json", default=None, help="also write the metrics as JSON")
     e.add_argument("--per-molecule", default=None, metavar="CSV",
-                   help="also write one CSV row per molecule (validity, SMILES, stability or n/a, geometry check)")
+                   help="also write one CSV row per molecule (validity, SMILES, stability or n/a, geometry check; the "
+                        "unstable atoms as element + 1-based index : EDM valence, e.g. C4:3; repair_shift_A: the "
+                        "smallest change of pair distances (Å) that makes every atom stable, inf beyond 0.1 Å)")
     e.add_argument("--strict", action="store_true", help="exit 1 (and write nothing) when any record is unreadable")
     e.add_argument("--cache", default=None, help="data cache directory")
     e.set_defaults(func=_eval)

@@ -1,0 +1,180 @@
+"""Why generated molecules fail EDM stability, against the QM9 test split failing it:
+``uv run benchmarks/molecule_failures.py [--samples FILE ...] [--checkpoint DIR|shipped -n 1000 --seeds 0,1]``.
+
+For every source (sample files that ``reed-molecule eval`` reads, freshly sampled checkpoints, and the QM9 test
+split as the reference) it reports:
+
+* the smallest repair of each unstable molecule (``reed_molecule.diagnose.repair_shift``): how far atom-pair
+  distances must move, each by at most s, to make every atom's EDM valence exact. Failures repairable within
+  0.01-0.05 Å are precision (the right bond graph, a distance just across a threshold); those beyond 0.1 Å are
+  topology or composition (an odd sum of valences can never be stable). "stable if repaired within s" is the
+  molecule stability a denoiser accurate to s on the failing pairs would reach, an upper bound on what sharper
+  positions alone can buy;
+* the unstable atoms by element and EDM valence (C with 3, H with 0, ...), as a share of all unstable atoms;
+* bond-length spread: mean and standard deviation of the distances EDM reads as C-H, N-H, O-H, C-C, C=C, C-N, C-O
+  and C=O bonds, and the share of bonded pairs within 2 pm of a bond-order threshold (ambiguous to EDM).
+
+Numpy only besides reading files (no torch unless ``--checkpoint`` samples, no RDKit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import format_table, write_json  # noqa: E402
+from reed_core.cli import HelpFormatter  # noqa: E402
+from reed_molecule.chem import edm_bond_orders, pairwise_distances  # noqa: E402
+from reed_molecule.constants import ELEMENTS, SYMBOLS, VALENCE  # noqa: E402
+from reed_molecule.diagnose import _THRESHOLDS, REPAIR_SHIFTS, repair_shift, valence_errors  # noqa: E402
+from reed_molecule.metrics import stability_defined  # noqa: E402
+
+BONDS = (("C", "H", 1), ("N", "H", 1), ("O", "H", 1), ("C", "C", 1), ("C", "C", 2), ("C", "N", 1), ("C", "O", 1),
+         ("C", "O", 2))
+AMBIGUOUS_PM = 2.0
+
+
+def analyse(pos: np.ndarray, typ: np.ndarray, mask: np.ndarray, max_shift: float = 0.1) -> dict:
+    """Every figure of one source (padded arrays as ``reed_molecule.io.pad`` gives)."""
+    pos, typ, mask = np.asarray(pos, np.float32), np.asarray(typ), np.asarray(mask, bool)
+    defined = stability_defined(typ, mask)
+    pos, typ, mask = pos[defined], typ[defined], mask[defined]
+    d = pairwise_distances(pos)
+    orders = edm_bond_orders(pos, typ, mask, d)
+    errors = valence_errors(pos, typ, mask, orders)
+    shift = repair_shift(pos, typ, mask, max_shift=max_shift)
+    unstable = shift != 0
+    parity_odd = (np.where(mask, VALENCE[np.where(mask, typ, 0)], 0).sum(1) % 2) == 1
+    out = {"molecules": int(defined.sum()), "undefined": int((~defined).sum()),
+           "mol_stable": 100.0 * float((shift == 0).mean()), "unstable": int(unstable.sum())}
+    bins, prev = [], 0.0
+    for s in REPAIR_SHIFTS:
+        k = int((unstable & (shift > prev) & (shift <= s)).sum())
+        bins.append({"up_to": s, "molecules": k, "share_of_unstable": 100.0 * k / max(int(unstable.sum()), 1),
+                     "stable_if_repaired": 100.0 * float(((shift <= s) & np.isfinite(shift)).mean())})
+        prev = s
+    out["repair"] = bins
+    beyond = np.isinf(shift)
+    out["beyond"] = {"molecules": int(beyond.sum()), "share_of_unstable": 100.0 * beyond.sum() / max(unstable.sum(), 1),
+                     "odd_valence_sum": int((beyond & parity_odd).sum())}
+    out["odd_valence_sum"] = 100.0 * float(parity_odd.mean())  # % of all molecules: never stable, whatever the geometry
+    out["search_gave_up"] = int(np.isnan(shift).sum())
+    # unstable atoms by element and EDM valence
+    bad = mask & (errors != 0)
+    val = VALENCE[np.where(mask, typ, 0)] + errors
+    kinds = Counter(f"{SYMBOLS[t]} with {v} (needs {VALENCE[t]})" for t, v in zip(typ[bad].tolist(), val[bad].tolist(),
+                                                                                    strict=True))
+    total = max(int(bad.sum()), 1)
+    out["unstable_atoms"] = int(bad.sum())
+    out["unstable_atoms_per_unstable_molecule"] = float(bad.sum() / max(unstable.sum(), 1))
+    out["atom_kinds"] = [{"kind": k, "atoms": c, "share": 100.0 * c / total} for k, c in kinds.most_common()]
+    # bond lengths EDM reads, and how many sit within AMBIGUOUS_PM of a threshold
+    pair = mask[:, :, None] & mask[:, None, :] & np.triu(np.ones(mask.shape[1:] * 2, bool), 1)[None]
+    ti, tj = typ[:, :, None], typ[:, None, :]
+    lengths = {}
+    for a, b, order in BONDS:
+        ia, ib = ELEMENTS.index(a), ELEMENTS.index(b)
+        sel = pair & (orders == order) & (((ti == ia) & (tj == ib)) | ((ti == ib) & (tj == ia)))
+        x = d[sel].astype(np.float64)
+        name = f"{a}{'-=#'[order - 1]}{b}"
+        lengths[name] = {"bonds": int(sel.sum()), "mean": float(x.mean()) if x.size else None,
+                         "std": float(x.std()) if x.size else None}
+    out["bond_lengths"] = lengths
+    bonded = pair & (orders > 0)
+    pm = 100.0 * d
+    near = np.zeros_like(bonded)
+    for k in range(3):
+        thr = _THRESHOLDS[k][np.where(mask, typ, 0)[:, :, None], np.where(mask, typ, 0)[:, None, :]]
+        near |= (thr > 0) & (np.abs(pm - thr) <= AMBIGUOUS_PM)
+    out["ambiguous_bonds"] = 100.0 * float((near & bonded).sum() / max(bonded.sum(), 1))
+    return out
+
+
+def report(results: dict) -> None:
+    names = list(results["sources"])
+    rows = [[name, r["molecules"], r["mol_stable"], r["unstable"],
+             *(f"{b['share_of_unstable']:.1f} ({b['stable_if_repaired']:.1f})" for b in r["repair"]),
+             f"{r['beyond']['share_of_unstable']:.1f}", r["odd_valence_sum"], r["search_gave_up"]]
+            for name, r in results["sources"].items()]
+    print("Unstable molecules by the smallest repair (share of unstable %, in brackets the molecule stability % if "
+          "every repair up to that shift held):")
+    print(format_table(["source", "molecules", "mol. stable %", "unstable",
+                        *(f"<= {s} Å" for s in REPAIR_SHIFTS), f"> {REPAIR_SHIFTS[-1]} Å", "odd valence sum %",
+                        "gave up"], rows))
+    print("(odd valence sum: % of all molecules whose atom types no bond graph can satisfy: wrong composition)")
+    print("\nUnstable atoms (share of all unstable atoms %; per unstable molecule):")
+    kinds = []
+    for r in results["sources"].values():
+        for k in r["atom_kinds"][:6]:
+            if k["kind"] not in kinds:
+                kinds.append(k["kind"])
+    table = {name: {k["kind"]: k["share"] for k in r["atom_kinds"]} for name, r in results["sources"].items()}
+    print(format_table(["kind", *names], [[k, *(table[n].get(k, 0.0) for n in names)] for k in kinds]
+                       + [["per unstable molecule", *(results["sources"][n]["unstable_atoms_per_unstable_molecule"]
+                                                      for n in names)]]))
+    print(f"\nBond lengths EDM reads (mean ± std, Å) and bonded pairs within {AMBIGUOUS_PM:g} pm of a threshold:")
+    first = results["sources"][names[0]]["bond_lengths"]
+    rows = [[bond, *(f"{b['mean']:.3f} ± {b['std']:.3f}" if (b := results['sources'][n]['bond_lengths'][bond])['bonds']
+                     else "-" for n in names)] for bond in first]
+    rows.append([f"ambiguous (±{AMBIGUOUS_PM:g} pm) %", *(results["sources"][n]["ambiguous_bonds"] for n in names)])
+    print(format_table(["bond", *names], rows))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--samples", nargs="*", default=[], help="molecule files (.sdf / .xyz / .npz) to diagnose")
+    p.add_argument("--checkpoint", nargs="*", default=[], help="checkpoints to sample from ('shipped': the shipped model)")
+    p.add_argument("-n", type=int, default=1000, help="molecules sampled per checkpoint")
+    p.add_argument("--seeds", default="0", help="sampling seeds, comma-separated: one source per checkpoint and seed "
+                   "(the same molecules as `reed-molecule sample -n N --seed K`)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's)")
+    p.add_argument("--reference", type=int, default=None,
+                   help="QM9 test molecules for the reference row (default: all 13,083; 0: none)")
+    p.add_argument("--max-shift", type=float, default=0.1, help="largest repair searched (Å, at most 0.15)")
+    p.add_argument("--out", default="benchmarks/results/molecule_failures.json")
+    args = p.parse_args(argv)
+    if not (args.samples or args.checkpoint or args.reference != 0):
+        p.error("nothing to diagnose: give --samples, --checkpoint, or a reference")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    start = time.perf_counter()
+    results = {"max_shift": args.max_shift, "ambiguous_pm": AMBIGUOUS_PM, "sources": {}}
+    for path in args.samples:
+        from reed_molecule.io import read_molecules
+
+        a = read_molecules(path)
+        results["sources"][Path(path).name] = analyse(a["pos"], a["atoms"], a["mask"], args.max_shift)
+    for ckpt in args.checkpoint:
+        from reed_molecule.loading import default_checkpoint, load_model
+        from reed_molecule.sampler import sample_molecules
+
+        loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
+        kw = {} if args.steps is None else {"num_steps": args.steps}
+        for seed in seeds:
+            a = sample_molecules(loaded, args.n, seed=seed, progress=True, **kw)
+            results["sources"][f"{ckpt}, seed {seed}"] = analyse(a["pos"], a["atoms"], a["mask"], args.max_shift)
+    if args.reference != 0:
+        from reed_molecule import qm9
+
+        mols = qm9.molecules("test", progress=False)
+        ids = None
+        if args.reference is not None:
+            ids = np.random.default_rng(0).permutation(len(mols))[: args.reference]
+        pos, typ, mask = mols.padded(ids)
+        results["sources"]["QM9 test"] = analyse(pos, typ, mask, args.max_shift)
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    report(results)
+    write_json(results, args.out)
+    return results
+
+
+if __name__ == "__main__":
+    main()
