@@ -64,6 +64,8 @@ def analyse(pos: np.ndarray, typ: np.ndarray, mask: np.ndarray, max_shift: float
     out["beyond"] = {"molecules": int(beyond.sum()), "share_of_unstable": 100.0 * beyond.sum() / max(unstable.sum(), 1),
                      "odd_valence_sum": int((beyond & parity_odd).sum())}
     out["odd_valence_sum"] = 100.0 * float(parity_odd.mean())  # % of all molecules: never stable, whatever the geometry
+    # of those, the ones with one unstable atom: a radical, one hydrogen (or bond partner) too many or too few
+    out["odd_valence_sum_one_unstable_atom"] = 100.0 * float((parity_odd & ((errors != 0).sum(1) == 1)).mean())
     out["search_gave_up"] = int(np.isnan(shift).sum())
     # unstable atoms by element and EDM valence
     bad = mask & (errors != 0)
@@ -100,14 +102,16 @@ def report(results: dict) -> None:
     names = list(results["sources"])
     rows = [[name, r["molecules"], r["mol_stable"], r["unstable"],
              *(f"{b['share_of_unstable']:.1f} ({b['stable_if_repaired']:.1f})" for b in r["repair"]),
-             f"{r['beyond']['share_of_unstable']:.1f}", r["odd_valence_sum"], r["search_gave_up"]]
+             f"{r['beyond']['share_of_unstable']:.1f}", r["odd_valence_sum"], r["odd_valence_sum_one_unstable_atom"],
+             r["search_gave_up"]]
             for name, r in results["sources"].items()]
     print("Unstable molecules by the smallest repair (share of unstable %, in brackets the molecule stability % if "
           "every repair up to that shift held):")
     print(format_table(["source", "molecules", "mol. stable %", "unstable",
                         *(f"<= {s} Å" for s in REPAIR_SHIFTS), f"> {REPAIR_SHIFTS[-1]} Å", "odd valence sum %",
-                        "gave up"], rows))
-    print("(odd valence sum: % of all molecules whose atom types no bond graph can satisfy: wrong composition)")
+                        "of which 1 unstable atom %", "gave up"], rows))
+    print("(odd valence sum: % of all molecules whose atom types no bond graph can satisfy, a wrong composition; "
+          "with one unstable atom: a radical)")
     print("\nUnstable atoms (share of all unstable atoms %; per unstable molecule):")
     kinds = []
     for r in results["sources"].values():
