@@ -119,6 +119,46 @@ def test_sampler_with_oracle_returns_native_and_respects_fixed(chains):
         sample_sequences(lambda S, t: uniform, fixed, omit=torch.ones(21, dtype=torch.bool))
 
 
+def test_confidence_order_unmasks_the_surest_residues_first(chains):
+    """Step by step the confidence order unmasks round((t - s) / t * still masked) residues, those whose draw is
+    most probable; fixed residues stay native, tied groups stay identical, and an unknown order is refused."""
+    x = _batch(chains, n=2, max_length=40)
+    x = x.with_(S=torch.where(x.S == X_INDEX, 0, x.S), design_mask=x.design_mask & (torch.arange(40) >= 4))
+    L = x.S.shape[1]
+    # residue j's logits peak on type j % 20 with a margin growing with j: later residues are surer
+    logits = torch.zeros(2, L, 21)
+    logits[:, torch.arange(L), torch.arange(L) % 20] = 1.0 + 0.2 * torch.arange(L, dtype=torch.float)
+    seen = []
+
+    def decode(S, t):
+        seen.append(S.clone())
+        return logits
+
+    S, _ = sample_sequences(decode, x, num_steps=4, temperature=1.0, generator=torch.Generator().manual_seed(0),
+                            order="confidence")
+    assert torch.equal(S[:, :4], x.S[:, :4]) and (S[x.design_mask] != MASK_INDEX).all()
+    for b in range(2):
+        design = x.design_mask[b].nonzero().squeeze(1)
+        n = len(design)
+        masked = [int((s[b] == MASK_INDEX).sum()) for s in seen] + [0]
+        assert masked[0] == n
+        times = torch.linspace(1, 0, 5)
+        for i in range(4):  # the count: round(p * still masked), the last step everything
+            p = float((times[i] - times[i + 1]) / times[i]) if i < 3 else 1.0
+            assert masked[i] - masked[i + 1] == round(masked[i] * p)
+        # with these logits (and a draw that is almost always the peak) the surest are the last residues
+        first = (seen[1][b] != MASK_INDEX) & x.design_mask[b]
+        assert int(first.sum()) == round(n * 0.25)
+        assert first.nonzero().min() >= L - int(first.sum()) - 2
+    tied = torch.arange(L)
+    tied[30:35] = torch.arange(20, 25)  # 30-34 take 20-24's residue types
+    S, _ = sample_sequences(lambda S, t: torch.randn(2, L, 21), x, num_steps=5, tied=tied, order="confidence",
+                            generator=torch.Generator().manual_seed(1))
+    assert torch.equal(S[:, 30:35], S[:, 20:25]) and (S[x.design_mask] != MASK_INDEX).all()
+    with pytest.raises(ValueError, match="order"):
+        sample_sequences(decode, x, order="left-to-right")
+
+
 def test_presets_and_config_validation():
     assert PROTEIN_PRESETS["paper"].hidden == 128 and PROTEIN_PRESETS["paper"].k == 30
     assert PROTEIN_PRESETS["paper"].encoder_layers == 3 and PROTEIN_PRESETS["paper"].decoder_layers == 3

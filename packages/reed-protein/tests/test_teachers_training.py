@@ -78,6 +78,13 @@ def test_shipped_checkpoint_recovers_sequences(chains):
     model = load_model(default_checkpoint())
     r = evaluate(model, chains, chains.split("ts50")[:8], num_steps=10)
     assert r["recovery"] > 20.0 and r["perplexity"] < 12.0
+    # per chain, in the caller's order: the batches follow length, so a permutation of the same chains samples the
+    # same batch and must give the same numbers, permuted
+    ids = chains.split("ts50")[[5, 0, 3]]
+    a = evaluate(model, chains, ids, num_steps=10, order="confidence", per_chain=True)
+    b = evaluate(model, chains, ids[[2, 0, 1]], num_steps=10, order="confidence", per_chain=True)
+    assert np.mean(a["per_chain"]) == pytest.approx(a["recovery"])
+    assert b["per_chain"] == [a["per_chain"][k] for k in (2, 0, 1)] and len(set(a["per_chain"])) == 3
 
 
 @pytest.mark.slow  # wall-clock bound: run on an idle machine (`pytest -m slow`); the benchmark reports it too

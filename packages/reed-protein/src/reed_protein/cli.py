@@ -190,7 +190,7 @@ def _design(args: argparse.Namespace) -> int:
                       omit_per_residue=omit_res(structure.name),
                       pssm=pssm(structure.name), pssm_multi=args.pssm_multi,
                       pssm_threshold=args.pssm_threshold, backbone_noise=args.backbone_noise,
-                      sample_probs=bool(args.save_probs))
+                      sample_probs=bool(args.save_probs), order=args.order)
 
     done, failed = _each_structure(files, one, "designing", args.quiet)
     fasta = [to_fasta(r, seed=args.seed, model_name=ckpt.name) for _, _, r in done]
@@ -424,7 +424,7 @@ def _eval(args: argparse.Namespace) -> int:
     for split in args.splits.split(","):
         ids = chains.split(split)
         r = evaluate(model, chains, ids, num_steps=args.steps, temperature=args.temperature, seed=args.seed,
-                     device=args.device)
+                     device=args.device, order=args.order)
         out[split] = r
         print(f"{split:>6}: recovery {r['recovery']:.2f}%  perplexity {r['perplexity']:.2f}  ({r['chains']} chains)")
     if args.json:
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_weight_decay_argument,
     )
 
+    from .constants import UNMASK_ORDERS
     from .model import PROTEIN_PRESETS
     from .presets import DISTILL_FROM, TEACHER_SETS
 
@@ -463,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--temperature", default="0.1",
                    help="sampling temperature, or several (0.1,0.2 or \"0.1 0.2\"): --num-seqs designs at each")
     d.add_argument("--steps", type=int, default=10, help="diffusion sampling steps (recovery is flat from 5 to 500 steps)")
+    d.add_argument("--order", choices=UNMASK_ORDERS, default="random",
+                   help="which masked residues each step unmasks: random, or the most confident draws first")
     d.add_argument("--omit-aa", default="", help="residue types never designed, e.g. CM (X is always omitted)")
     d.add_argument("--bias-aa", default="", help="logit biases, e.g. A:0.5,G:-1")
     d.add_argument("--seed", type=int, default=0, help="sampling seed")
@@ -610,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=20, help="sampling steps")
     e.add_argument("--temperature", type=float, default=0.1, help="sampling temperature")
     e.add_argument("--seed", type=int, default=0, help="seed")
+    e.add_argument("--order", choices=UNMASK_ORDERS, default="random",
+                   help="which masked residues each step unmasks: random, or the most confident draws first")
     e.add_argument("--data", default=None, help="packed chains (.npz)")
     e.add_argument("--device", default="cpu", help="cpu / cuda")
     e.add_argument("--json", default=None, help="also write the results as JSON")

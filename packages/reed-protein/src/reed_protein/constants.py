@@ -6,6 +6,7 @@ ALPHABET = "ACDEFGHIKLMNPQRSTVWYX"
 AA20 = ALPHABET[:20]
 X_INDEX = 20
 MASK_INDEX = 21
+UNMASK_ORDERS = ("random", "confidence")  # the sampler's orders of unmasking (sampler.sample_sequences)
 VOCAB = 22  # 20 amino acids + X + mask
 CROPS = ("random", "fixed")  # training crop windows: drawn per step, or fixed per chain
 AA_TO_INDEX = {a: i for i, a in enumerate(ALPHABET)}

@@ -390,8 +390,8 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
            batch_size: int = 8, device: str = "cpu", tied_positions: Sequence[dict] | None = None,
            homo_oligomer: bool = False, bias_per_residue: dict | None = None,
            omit_per_residue: dict | None = None, pssm: dict | None = None, pssm_multi: float = 0.0,
-           pssm_threshold: float | None = None, backbone_noise: float = 0.0, sample_probs: bool = False
-           ) -> DesignResult:
+           pssm_threshold: float | None = None, backbone_noise: float = 0.0, sample_probs: bool = False,
+           order: str = "random") -> DesignResult:
     """Design ``num_seqs`` sequences for ``chains`` of ``structure`` (the rest stays native) at each
     ``temperature`` in turn (one or several, as ProteinMPNN's ``--sampling_temp``). ``bias`` (21,) is added to
     every residue's logits, ``bias_per_residue`` (ProteinMPNN's ``{chain: (L x 21)}``) to each residue's;
@@ -402,7 +402,8 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
     ``backbone_noise``: Gaussian noise (Å) on every backbone atom, drawn anew for each design (ProteinMPNN's
     ``--backbone_noise``); the scores are those of the clean structure. ``sample_probs``: also keep, per design,
     the distributions its residues were drawn from, the score pass's log-probabilities and the tokens
-    (``DesignResult.sample_probs`` / ``sample_log_probs`` / ``tokens``; ProteinMPNN's ``--save_probs``)."""
+    (``DesignResult.sample_probs`` / ``sample_log_probs`` / ``tokens``; ProteinMPNN's ``--save_probs``).
+    ``order``: which masked residues each sampling step unmasks (``sampler.sample_sequences``)."""
     temperatures = parse_temperatures(temperature)
     check_sampling_options(pssm_multi=pssm_multi, pssm_threshold=pssm_threshold, backbone_noise=backbone_noise)
     all_ids = [c.chain_id for c in structure.chains]
@@ -463,7 +464,7 @@ def design(model: ProteinDenoiser, structure: Structure, *, chains: Sequence[str
                 enc = model.encode(x.with_(X=x.X + backbone_noise * noise))
             S, _, *p = design_batch(model, x, num_steps=num_steps, temperature=temp, generator=g, bias=bias,
                                     omit=omit, encoding=enc, tied=tied, pssm=mix, pssm_allowed=allowed,
-                                    return_probs=sample_probs)
+                                    return_probs=sample_probs, order=order)
             positions = x.design_mask & (native.expand_as(S) != X_INDEX)
             lp = _masked_log_probs(model, enc1, S, positions)
             sc = _scores(model, enc1, S, x, positions, lp)

@@ -28,22 +28,29 @@ def recovery(S: torch.Tensor, x) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_steps: int = 20,
              temperature: float = 0.1, batch_size: int = 16, seed: int = 0, device: str = "cpu",
-             max_length: int | None = None, specs=(), projectors=None, latents: str = "none") -> dict[str, float]:
+             max_length: int | None = None, specs=(), projectors=None, latents: str = "none",
+             order: str = "random", per_chain: bool = False) -> dict:
     """Sequence recovery of sampled designs (mean over chains) and perplexity of the native sequence given the
     structure with every residue masked (one pass). Chains are batched by length (little padding). A hybrid
-    model's ``specs`` / ``projectors`` / ``latents``: see ``sampler.decoder``."""
+    model's ``specs`` / ``projectors`` / ``latents``: see ``sampler.decoder``; ``order``: see
+    ``sampler.sample_sequences``. ``per_chain``: also ``"per_chain"``, each chain's recovery (%) in the order of
+    ``ids``, for paired comparisons."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    ids = length_sorted(chains, ids)
+    order_of = np.argsort(np.diff(chains.offsets)[np.asarray(ids)], kind="stable")  # as length_sorted sorts
+    ids = np.asarray(ids)[order_of]
     recov, nll, count = [], 0.0, 0
     for lo in range(0, len(ids), batch_size):
         x = chains.batch(ids[lo:lo + batch_size], max_length).to(device)
         decode = decoder(model, x, specs=specs, projectors=projectors, latents=latents)
-        S, _ = sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, generator=g)
+        S, _ = sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, generator=g, order=order)
         scored = x.design_mask & (x.S != X_INDEX)
         recov.extend(recovery(S, x).tolist())
         logits = decode(torch.where(x.design_mask, torch.full_like(x.S, MASK_INDEX), x.S), torch.ones(len(x.S), device=device))
         ce = F.cross_entropy(logits.float().transpose(1, 2), x.S, reduction="none")
         nll += float((ce * scored).sum())
         count += int(scored.sum())
-    return {"recovery": 100.0 * float(np.mean(recov)), "perplexity": math.exp(nll / max(count, 1)), "chains": len(ids)}
+    out = {"recovery": 100.0 * float(np.mean(recov)), "perplexity": math.exp(nll / max(count, 1)), "chains": len(ids)}
+    if per_chain:  # recov follows the length-sorted order: back to the caller's
+        out["per_chain"] = (100.0 * np.asarray(recov)[np.argsort(order_of, kind="stable")]).tolist()
+    return out

@@ -16,7 +16,7 @@ from torch import nn
 
 from reed_core import AlignmentSpec, DenoiserOutput, LatentCondition, condition_features, project_hidden
 
-from .constants import MASK_INDEX, X_INDEX
+from .constants import MASK_INDEX, UNMASK_ORDERS, X_INDEX
 from .data import ProteinBatch
 from .model import Encoding, ProteinDenoiser
 
@@ -40,7 +40,7 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                      num_steps: int = 20, temperature: float = 0.1, bias: torch.Tensor | None = None,
                      omit: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      tied: torch.Tensor | None = None, pssm: tuple[torch.Tensor, torch.Tensor] | None = None,
-                     pssm_allowed: torch.Tensor | None = None, return_probs: bool = False
+                     pssm_allowed: torch.Tensor | None = None, return_probs: bool = False, order: str = "random"
                      ) -> tuple[torch.Tensor, ...]:
     """Designed tokens (B,L) and the log-probability each designed token had when it was unmasked; with
     ``return_probs``, also the distribution (B,L,21) each designed residue was drawn from (tempered, biased,
@@ -54,6 +54,12 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     group shares the mean of its biased logits, the union of its omitted types, one draw and one unmasking coin,
     so its residues are identical.
 
+    ``order``: which still-masked residues are unmasked at each step. ``"random"``: each with probability
+    (t - s) / t, independently (the reverse process of the training corruption). ``"confidence"``: the same number,
+    round((t - s) / t * still masked), but those whose drawn residue type has the highest probability (MaskGIT's
+    confidence-ordered decoding: the surest residues first, the rest conditioned on them); a tied group counts once,
+    by its first position's draw.
+
     ProteinMPNN's PSSM options act on the tempered probabilities, as in its sampler: ``pssm = (weight (L,), target
     (L,21))`` mixes them into ``(1 - weight) * p + weight * target`` (its ``--pssm_multi`` times ``pssm_coef``, and
     ``pssm_bias``); ``pssm_allowed`` (L,21) bool weighs the types it allows 1.001 and the others 0.001 (its
@@ -63,6 +69,8 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if order not in UNMASK_ORDERS:
+        raise ValueError(f"order must be one of {UNMASK_ORDERS}, got {order!r}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     design = x.design_mask
@@ -115,7 +123,15 @@ def sample_sequences(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         draw = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(S.shape)
         still = S == MASK_INDEX
         p_unmask = float((t - s) / t) if i < num_steps - 1 else 1.0
-        coin = torch.rand(S.shape, device=S.device, generator=generator) < p_unmask
+        if order == "random":
+            coin = torch.rand(S.shape, device=S.device, generator=generator) < p_unmask
+        else:  # the round(p * n) candidates (still masked; a tied group's first position) whose draw is surest
+            leader = still if tied is None else still & (tied == torch.arange(len(tied), device=S.device))
+            conf = probs.gather(-1, draw[..., None]).squeeze(-1).masked_fill(~leader, -1.0)
+            k = (leader.sum(1, keepdim=True) * p_unmask).round().long()
+            rank = torch.empty_like(draw).scatter_(1, conf.argsort(dim=1, descending=True, stable=True),
+                                                   torch.arange(S.shape[1], device=S.device).expand_as(draw))
+            coin = leader & (rank < k)
         if tied is not None:
             draw, coin = draw[:, tied], coin[:, tied]
         go = still & coin
@@ -171,13 +187,13 @@ def design_batch(model: ProteinDenoiser, x: ProteinBatch, *, num_steps: int = 20
                  generator: torch.Generator | None = None, bias=None, omit=None, encoding: Encoding | None = None,
                  tied: torch.Tensor | None = None, specs: Sequence[AlignmentSpec] = (),
                  projectors: nn.Module | None = None, latents: str = "none", pssm=None, pssm_allowed=None,
-                 return_probs: bool = False):
+                 return_probs: bool = False, order: str = "random"):
     """Sample sequences for a batch of structures with the structure encoded once (or given as ``encoding``);
     ``specs`` / ``projectors`` / ``latents``: a hybrid model's latents (see ``decoder``); ``pssm`` /
-    ``pssm_allowed`` / ``return_probs``: see ``sample_sequences``. Returns (tokens, per-token log-probs[, the
+    ``pssm_allowed`` / ``return_probs`` / ``order``: see ``sample_sequences``. Returns (tokens, per-token log-probs[, the
     distributions drawn from])."""
     model.eval()
     decode = decoder(model, x, encoding, specs=specs, projectors=projectors, latents=latents)
     return sample_sequences(decode, x, num_steps=num_steps, temperature=temperature, bias=bias, omit=omit,
                             generator=generator, tied=tied, pssm=pssm, pssm_allowed=pssm_allowed,
-                            return_probs=return_probs)
+                            return_probs=return_probs, order=order)
