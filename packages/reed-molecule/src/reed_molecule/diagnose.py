@@ -17,7 +17,8 @@ positions in 3-D can realise exactly those distances is not asked), so s is a lo
 behind the failure. The search is exact: for each s it asks whether signed order changes on the pairs within s
 of a threshold can cancel every atom's valence error (a degree-constrained subgraph problem, solved per connected
 group of candidate pairs by backtracking with capacity pruning); ``nan`` where stability is undefined (elements
-other than H, C, N, O, F) or the search hit ``node_limit``.
+other than H, C, N, O, F) or the search hit ``node_limit`` (or, for a molecule of thousands of atoms, Python's
+recursion limit).
 
 Numpy only, no torch and no RDKit.
 """
@@ -183,6 +184,6 @@ def repair_shift(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray
                 else:
                     lo = mid + 1
             out[b] = costs[lo] / 100.0
-        except _SearchLimit:
+        except (_SearchLimit, RecursionError):  # a huge molecule's group can be deeper than Python's stack
             out[b] = np.nan
     return out
