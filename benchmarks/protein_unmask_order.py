@@ -6,7 +6,8 @@ Recovery of every chain of the split at temperature 0.1 for each (steps, seed, o
 random at the same steps and seed chain by chain (paired difference and its standard error over chains; the
 seeds pooled by averaging each chain over them first), with the wall time per setting. Then diversity, the price
 a sharper order might pay: ``--designs`` designs of each of ``--diversity-chains`` chains at each temperature, their
-mean recovery and mean pairwise identity (over the designed residues; lower is more diverse).
+mean recovery and mean pairwise identity (over the designed residues; lower is more diverse); ``--mpnn`` adds
+ProteinMPNN's own sampler on the same chains as the anchor.
 """
 
 from __future__ import annotations
@@ -60,6 +61,34 @@ def diversity(model, chains: ChainSet, ids, *, order: str, temperature: float, d
     return {"recovery": 100.0 * float(np.mean(rec)), "identity": 100.0 * float(np.mean(ident))}
 
 
+@torch.no_grad()
+def mpnn_diversity(chains: ChainSet, ids, *, temperature: float, designs: int, seed: int, device: str,
+                   noise: str = "020") -> dict:
+    """The same figures for ProteinMPNN's own sampler (random decoding order, X omitted; ``mpnn.proteinmpnn_recovery``'s
+    call), the anchor for what its users get at a temperature."""
+    from reed_protein.mpnn import load_proteinmpnn
+
+    model = load_proteinmpnn(noise=noise).to(device)
+    torch.manual_seed(seed)  # its sampler draws residues from the global generator
+    g = torch.Generator(device=device).manual_seed(seed)
+    omit = np.zeros(21, np.float32)
+    omit[X_INDEX] = 1.0
+    rec, ident = [], []
+    for i in ids:
+        x = chains.batch(np.full(designs, i)).to(device)
+        mask = x.mask.float()
+        S = model.sample(x.X.float(), torch.randn(x.S.shape, generator=g, device=device), x.S, x.design_mask.float(),
+                         x.chain_idx, x.residue_idx, mask=mask, temperature=temperature, omit_AAs_np=omit,
+                         bias_AAs_np=np.zeros(21, np.float32), chain_M_pos=torch.ones_like(mask),
+                         bias_by_res=torch.zeros(*x.S.shape, 21, device=device))["S"]
+        scored = (x.design_mask & (x.S != X_INDEX))[0]
+        s = S[:, scored]
+        rec.append(float((s == x.S[0, scored]).float().mean()))
+        same = (s[:, None, :] == s[None, :, :]).float().mean(-1)
+        ident.append(float(same[~torch.eye(designs, dtype=torch.bool)].mean()))
+    return {"recovery": 100.0 * float(np.mean(rec)), "identity": 100.0 * float(np.mean(ident))}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
@@ -71,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--designs", type=int, default=8, help="designs per chain for diversity")
     p.add_argument("--temperatures", default="0.1,0.3", help="temperatures for diversity")
     p.add_argument("--diversity-steps", type=int, default=10, help="sampler steps for diversity (design's default)")
+    p.add_argument("--skip-recovery", action="store_true", help="diversity only")
+    p.add_argument("--mpnn", action="store_true",
+                   help="add ProteinMPNN v_48_020's own designs to the diversity table (needs reed-protein[mpnn])")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="benchmarks/results/protein_unmask_order.json")
     args = p.parse_args(argv)
@@ -86,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": str(ckpt), "device": args.device, "threads": torch.get_num_threads(), "seeds": seeds,
               "rows": [], "diversity": []}
     rows = []
-    for split in args.splits.split(","):
+    for split in [] if args.skip_recovery else args.splits.split(","):
         ids = chains.split(split)
         for steps in steps_list:
             per = {}
@@ -114,8 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
                              "-" if vs is None else f"{vs['diff']:+.2f} ± {vs['se']:.2f} ({vs['better']}/{vs['worse']})",
                              np.mean([r["seconds"] for r in runs])])
                 write_json(result, args.out)
-    print(format_table(["split", "steps", "order", "recovery % per seed", "mean", "vs random (chains +/-)", "s per run"],
-                       rows))
+    if rows:
+        print(format_table(["split", "steps", "order", "recovery % per seed", "mean", "vs random (chains +/-)",
+                            "s per run"], rows))
     if args.diversity_chains:
         split = args.splits.split(",")[0]
         ids = np.random.default_rng(0).permutation(chains.split(split))[: args.diversity_chains]
@@ -129,6 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
                       "order": order, "steps": args.diversity_steps, "seconds": round(time.perf_counter() - t0, 1)}
                 result["diversity"].append(d)
                 drows.append([temperature, order, d["recovery"], d["identity"], d["seconds"]])
+                write_json(result, args.out)
+            if args.mpnn:
+                t0 = time.perf_counter()
+                d = mpnn_diversity(chains, ids, temperature=temperature, designs=args.designs, seed=seeds[0],
+                                   device=args.device)
+                d |= {"split": split, "chains": len(ids), "designs": args.designs, "temperature": temperature,
+                      "order": "ProteinMPNN v_48_020", "seconds": round(time.perf_counter() - t0, 1)}
+                result["diversity"].append(d)
+                drows.append([temperature, d["order"], d["recovery"], d["identity"], d["seconds"]])
                 write_json(result, args.out)
         print(f"\nDiversity: {args.designs} designs of {len(ids)} {split} chains, {args.diversity_steps} steps")
         print(format_table(["temperature", "order", "recovery %", "pairwise identity %", "s"], drows))

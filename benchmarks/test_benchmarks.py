@@ -340,3 +340,15 @@ def test_molecule_failures_accounts_for_every_molecule(tmp_path, capsys):
     assert sum(k["atoms"] for k in r["atom_kinds"]) == r["unstable_atoms"] > 0
     assert out["sources"]["shipped, seed 1"]["molecules"] == 3
     assert "odd valence sum" in capsys.readouterr().out
+
+
+def test_unmask_order_paired_difference():
+    from protein_unmask_order import _list, paired
+
+    r = paired([40.0, 50.0, 30.0], [41.0, 50.0, 32.0])
+    assert r["diff"] == pytest.approx(1.0) and r["better"] == 2 and r["worse"] == 0
+    assert r["se"] == pytest.approx(np.std([1.0, 0.0, 2.0], ddof=1) / np.sqrt(3))
+    assert paired([1.0], [2.0])["se"] is None
+    assert _list("10,20", int, "--steps") == [10, 20]
+    with pytest.raises(SystemExit, match="--steps"):
+        _list("10,x", int, "--steps")
