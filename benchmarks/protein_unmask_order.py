@@ -44,15 +44,14 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
             "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
 
 
-@torch.no_grad()
-def diversity(model, chains: ChainSet, ids, *, order: str, temperature: float, designs: int, steps: int,
-              seed: int, device: str) -> dict:
-    """Mean recovery and mean pairwise identity of ``designs`` designs per chain."""
-    g = torch.Generator(device=device).manual_seed(seed)
+def recovery_identity(sample, chains: ChainSet, ids, *, designs: int, device: str) -> dict:
+    """Mean recovery and mean pairwise identity (over the designed residues) of ``designs`` designs per chain,
+    ``sample(x)`` giving the (designs, L) tokens for ``designs`` copies ``x`` of one chain."""
     rec, ident = [], []
     for i in ids:
         x = chains.batch(np.full(designs, i)).to(device)
-        S, _ = design_batch(model, x, num_steps=steps, temperature=temperature, generator=g, order=order)
+        with torch.no_grad():
+            S = sample(x)
         scored = (x.design_mask & (x.S != X_INDEX))[0]
         s = S[:, scored]
         rec.append(float((s == x.S[0, scored]).float().mean()))
@@ -61,32 +60,25 @@ def diversity(model, chains: ChainSet, ids, *, order: str, temperature: float, d
     return {"recovery": 100.0 * float(np.mean(rec)), "identity": 100.0 * float(np.mean(ident))}
 
 
-@torch.no_grad()
+def diversity(model, chains: ChainSet, ids, *, order: str, temperature: float, designs: int, steps: int,
+              seed: int, device: str) -> dict:
+    """``recovery_identity`` of this model's sampler."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    return recovery_identity(lambda x: design_batch(model, x, num_steps=steps, temperature=temperature, generator=g,
+                                                    order=order)[0], chains, ids, designs=designs, device=device)
+
+
 def mpnn_diversity(chains: ChainSet, ids, *, temperature: float, designs: int, seed: int, device: str,
                    noise: str = "020") -> dict:
-    """The same figures for ProteinMPNN's own sampler (random decoding order, X omitted; ``mpnn.proteinmpnn_recovery``'s
-    call), the anchor for what its users get at a temperature."""
-    from reed_protein.mpnn import load_proteinmpnn
+    """``recovery_identity`` of ProteinMPNN's own sampler (``mpnn.proteinmpnn_sample``, as the benchmarks' reference
+    row), the anchor for what its users get at a temperature."""
+    from reed_protein.mpnn import load_proteinmpnn, proteinmpnn_sample
 
     model = load_proteinmpnn(noise=noise).to(device)
     torch.manual_seed(seed)  # its sampler draws residues from the global generator
     g = torch.Generator(device=device).manual_seed(seed)
-    omit = np.zeros(21, np.float32)
-    omit[X_INDEX] = 1.0
-    rec, ident = [], []
-    for i in ids:
-        x = chains.batch(np.full(designs, i)).to(device)
-        mask = x.mask.float()
-        S = model.sample(x.X.float(), torch.randn(x.S.shape, generator=g, device=device), x.S, x.design_mask.float(),
-                         x.chain_idx, x.residue_idx, mask=mask, temperature=temperature, omit_AAs_np=omit,
-                         bias_AAs_np=np.zeros(21, np.float32), chain_M_pos=torch.ones_like(mask),
-                         bias_by_res=torch.zeros(*x.S.shape, 21, device=device))["S"]
-        scored = (x.design_mask & (x.S != X_INDEX))[0]
-        s = S[:, scored]
-        rec.append(float((s == x.S[0, scored]).float().mean()))
-        same = (s[:, None, :] == s[None, :, :]).float().mean(-1)
-        ident.append(float(same[~torch.eye(designs, dtype=torch.bool)].mean()))
-    return {"recovery": 100.0 * float(np.mean(rec)), "identity": 100.0 * float(np.mean(ident))}
+    return recovery_identity(lambda x: proteinmpnn_sample(model, x, temperature=temperature, generator=g), chains,
+                             ids, designs=designs, device=device)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -244,6 +244,26 @@ class ProteinMPNNTeacher(Teacher):
 
 
 @torch.no_grad()
+@torch.no_grad()
+def proteinmpnn_sample(model: nn.Module, x, *, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """One design per structure of the batch ``x`` (designed residues: ``x.design_mask``) with ProteinMPNN's own
+    autoregressive sampler: a random decoding order from ``generator``, X omitted, no biases; it draws residues from
+    torch's global generator, so seed that too for reproducible designs. Returns (B,L) tokens."""
+    import numpy as np
+
+    from .constants import X_INDEX
+
+    omit = np.zeros(21, np.float32)
+    omit[X_INDEX] = 1.0
+    mask = x.mask.float()
+    dev = x.S.device
+    out = model.sample(x.X.float(), torch.randn(x.S.shape, generator=generator, device=dev), x.S, x.design_mask.float(),
+                       x.chain_idx, x.residue_idx, mask=mask, temperature=temperature, omit_AAs_np=omit,
+                       bias_AAs_np=np.zeros(21, np.float32), chain_M_pos=torch.ones_like(mask),
+                       bias_by_res=torch.zeros(*x.S.shape, 21, device=dev))
+    return out["S"]
+
+
 def proteinmpnn_recovery(chains, ids, *, temperature: float = 0.1, seed: int = 0, batch_size: int = 16,
                          device: str = "cpu", noise: str = "020", model: nn.Module | None = None) -> float:
     """ProteinMPNN's own sequence recovery (%) on packed chains ``ids``, as a reference for our models: one design
@@ -252,22 +272,14 @@ def proteinmpnn_recovery(chains, ids, *, temperature: float = 0.1, seed: int = 0
     chains)."""
     import numpy as np
 
-    from .constants import X_INDEX
     from .evaluation import length_sorted, recovery
 
     model = (model or load_proteinmpnn(noise=noise)).to(device)
     torch.manual_seed(seed)  # its sampler draws residues from the global generator
     g = torch.Generator(device=device).manual_seed(seed)
     ids = length_sorted(chains, ids)
-    omit = np.zeros(21, np.float32)
-    omit[X_INDEX] = 1.0
     recov = []
     for lo in range(0, len(ids), batch_size):
         x = chains.batch(ids[lo:lo + batch_size]).to(device)
-        mask = x.mask.float()
-        out = model.sample(x.X.float(), torch.randn(x.S.shape, generator=g, device=device), x.S, x.design_mask.float(),
-                           x.chain_idx, x.residue_idx, mask=mask, temperature=temperature, omit_AAs_np=omit,
-                           bias_AAs_np=np.zeros(21, np.float32), chain_M_pos=torch.ones_like(mask),
-                           bias_by_res=torch.zeros(*x.S.shape, 21, device=device))
-        recov.extend(recovery(out["S"], x).tolist())
+        recov.extend(recovery(proteinmpnn_sample(model, x, temperature=temperature, generator=g), x).tolist())
     return 100.0 * float(np.mean(recov))
