@@ -391,6 +391,9 @@ def test_tied_positions_and_homo_oligomers_design_identical_residues(tmp_path, c
     for d in out.read_text().splitlines()[3::2]:
         a, b, c = d.split("/")
         assert a[0] == a[1] == c[4] and b[6] == c[6]
+    assert main(["design", str(tmp_path / "h.pdb"), "--out", str(out), "--num-seqs", "2", "--homo-oligomer",
+                 "--order", "confidence", "--quiet"]) == 0  # the surest-first order ties groups the same way
+    assert all(len(set(d.split("/"))) == 1 for d in out.read_text().splitlines()[3::2])
     for groups, msg in [([{"A": [99]}], "not a position 1..40"), ([{"Q": [1]}], "no chain 'Q'"),
                         ([{"A": [1]}, {"A": [1], "B": [1]}], "shares positions")]:
         tied.write_text(json.dumps(groups))
