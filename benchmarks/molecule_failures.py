@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,72 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
-from reed_molecule.chem import edm_bond_orders, pairwise_distances  # noqa: E402
-from reed_molecule.constants import ELEMENTS, SYMBOLS, VALENCE  # noqa: E402
-from reed_molecule.diagnose import _THRESHOLDS, REPAIR_SHIFTS, repair_shift, valence_errors  # noqa: E402
-from reed_molecule.metrics import stability_defined  # noqa: E402
-
-BONDS = (("C", "H", 1), ("N", "H", 1), ("O", "H", 1), ("C", "C", 1), ("C", "C", 2), ("C", "N", 1), ("C", "O", 1),
-         ("C", "O", 2))
-AMBIGUOUS_PM = 2.0
+from reed_molecule.diagnose import AMBIGUOUS_PM, REPAIR_SHIFTS, failure_report  # noqa: E402
 
 
 def analyse(pos: np.ndarray, typ: np.ndarray, mask: np.ndarray, max_shift: float = 0.1) -> dict:
     """Every figure of one source (padded arrays as ``reed_molecule.io.pad`` gives)."""
-    pos, typ, mask = np.asarray(pos, np.float32), np.asarray(typ), np.asarray(mask, bool)
-    defined = stability_defined(typ, mask)
-    pos, typ, mask = pos[defined], typ[defined], mask[defined]
-    d = pairwise_distances(pos)
-    orders = edm_bond_orders(pos, typ, mask, d)
-    errors = valence_errors(pos, typ, mask, orders)
-    shift = repair_shift(pos, typ, mask, max_shift=max_shift)
-    unstable = shift != 0
-    parity_odd = (np.where(mask, VALENCE[np.where(mask, typ, 0)], 0).sum(1) % 2) == 1
-    out = {"molecules": int(defined.sum()), "undefined": int((~defined).sum()),
-           "mol_stable": 100.0 * float((shift == 0).mean()), "unstable": int(unstable.sum())}
-    bins, prev = [], 0.0
-    for s in REPAIR_SHIFTS:
-        k = int((unstable & (shift > prev) & (shift <= s)).sum())
-        bins.append({"up_to": s, "molecules": k, "share_of_unstable": 100.0 * k / max(int(unstable.sum()), 1),
-                     "stable_if_repaired": 100.0 * float(((shift <= s) & np.isfinite(shift)).mean())})
-        prev = s
-    out["repair"] = bins
-    beyond = np.isinf(shift)
-    out["beyond"] = {"molecules": int(beyond.sum()), "share_of_unstable": 100.0 * beyond.sum() / max(unstable.sum(), 1),
-                     "odd_valence_sum": int((beyond & parity_odd).sum())}
-    out["odd_valence_sum"] = 100.0 * float(parity_odd.mean())  # % of all molecules: never stable, whatever the geometry
-    # of those, the ones with one unstable atom: a radical, one hydrogen (or bond partner) too many or too few
-    out["odd_valence_sum_one_unstable_atom"] = 100.0 * float((parity_odd & ((errors != 0).sum(1) == 1)).mean())
-    out["search_gave_up"] = int(np.isnan(shift).sum())
-    # unstable atoms by element and EDM valence
-    bad = mask & (errors != 0)
-    val = VALENCE[np.where(mask, typ, 0)] + errors
-    kinds = Counter(f"{SYMBOLS[t]} with {v} (needs {VALENCE[t]})" for t, v in zip(typ[bad].tolist(), val[bad].tolist(),
-                                                                                    strict=True))
-    total = max(int(bad.sum()), 1)
-    out["unstable_atoms"] = int(bad.sum())
-    out["unstable_atoms_per_unstable_molecule"] = float(bad.sum() / max(unstable.sum(), 1))
-    out["atom_kinds"] = [{"kind": k, "atoms": c, "share": 100.0 * c / total} for k, c in kinds.most_common()]
-    # bond lengths EDM reads, and how many sit within AMBIGUOUS_PM of a threshold
-    pair = mask[:, :, None] & mask[:, None, :] & np.triu(np.ones(mask.shape[1:] * 2, bool), 1)[None]
-    ti, tj = typ[:, :, None], typ[:, None, :]
-    lengths = {}
-    for a, b, order in BONDS:
-        ia, ib = ELEMENTS.index(a), ELEMENTS.index(b)
-        sel = pair & (orders == order) & (((ti == ia) & (tj == ib)) | ((ti == ib) & (tj == ia)))
-        x = d[sel].astype(np.float64)
-        name = f"{a}{'-=#'[order - 1]}{b}"
-        lengths[name] = {"bonds": int(sel.sum()), "mean": float(x.mean()) if x.size else None,
-                         "std": float(x.std()) if x.size else None}
-    out["bond_lengths"] = lengths
-    bonded = pair & (orders > 0)
-    pm = 100.0 * d
-    near = np.zeros_like(bonded)
-    for k in range(3):
-        thr = _THRESHOLDS[k][np.where(mask, typ, 0)[:, :, None], np.where(mask, typ, 0)[:, None, :]]
-        near |= (thr > 0) & (np.abs(pm - thr) <= AMBIGUOUS_PM)
-    out["ambiguous_bonds"] = 100.0 * float((near & bonded).sum() / max(bonded.sum(), 1))
-    return out
+    return failure_report([(pos, typ, mask)], max_shift=max_shift)
 
 
 def report(results: dict) -> None:

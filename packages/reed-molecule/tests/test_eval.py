@@ -182,3 +182,13 @@ def test_per_molecule_rows_say_which_atoms_fail_and_the_smallest_repair(tmp_path
     header, *rows = [r.split(",") for r in csv.read_text().splitlines()]
     cols = [[row[header.index(c)] for row in rows] for c in ("mol_stable", "unstable_atoms", "repair_shift_A")]
     assert cols == [["1", "0", "0"], ["", "O3:1", "C1:3 C2:3"], ["0.000", "inf", "0.010"]]
+    js = tmp_path / "m.json"
+    assert main(["eval", str(f), "--no-novelty", "--diagnose", "--json", str(js)]) == 0
+    assert "why unstable: 2 of 3 molecules" in capsys.readouterr().out
+    d = json.loads(js.read_text())["diagnosis"]
+    assert d["repair"][0]["molecules"] == 1 and d["beyond"] == {"molecules": 1, "share_of_unstable": 50.0,
+                                                                 "odd_valence_sum": 1}
+    assert d["odd_valence_sum"] == pytest.approx(100 / 3) and d["atom_kinds"][0]["kind"] == "C with 3 (needs 4)"
+    chain = _sdf(tmp_path / "chain.sdf")  # S and Cl: stability undefined, so nothing to diagnose
+    assert main(["eval", str(chain), "--no-novelty", "--diagnose"]) == 0
+    assert "diagnosis: n/a" in capsys.readouterr().out

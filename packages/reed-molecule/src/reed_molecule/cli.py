@@ -214,6 +214,8 @@ def _eval(args: argparse.Namespace) -> int:
               f"stderr){'' if args.strict else '; --strict makes that an error'}")
     if args.energy:
         result["energy"] = _energy(records)
+    if args.diagnose:
+        result["diagnosis"] = _diagnose(records)
     if args.strict and bad:
         print(f"reed-molecule: error: {args.file}: {len(bad)} bad record(s) (--strict); no output written", file=sys.stderr)
         return 1
@@ -222,6 +224,34 @@ def _eval(args: argparse.Namespace) -> int:
     if args.per_molecule:
         atomic_write(args.per_molecule, _per_molecule_csv(records, res))
     return 0
+
+
+def _diagnose(records) -> dict:
+    """Why the molecules are EDM-unstable (``diagnose.failure_report``), printed and returned for the JSON."""
+    from .diagnose import REPAIR_SHIFTS, failure_report
+    from .io import pad
+    from .metrics import size_batches
+
+    def batches():
+        for idx in size_batches([len(r.types) for r in records]):
+            a = pad([records[k] for k in idx])
+            yield a["pos"], a["atoms"], a["mask"]
+
+    d = failure_report(batches())
+    if not d["molecules"]:
+        print("diagnosis: n/a (EDM stability is defined for H, C, N, O, F only)")
+        return d
+    print(f"why unstable: {d['unstable']} of {d['molecules']} molecules"
+          + (f" ({d['undefined']} with other elements left out)" if d["undefined"] else ""))
+    if d["unstable"]:
+        bins = "  ".join(f"<= {b['up_to']:g} Å {b['share_of_unstable']:.1f}%" for b in d["repair"])
+        print(f"  smallest repair, every pair distance moved by at most: {bins}  beyond "
+              f"{REPAIR_SHIFTS[-1]:g} Å {d['beyond']['share_of_unstable']:.1f}% (of the unstable)"
+              + (f"; search gave up on {d['search_gave_up']}" if d["search_gave_up"] else ""))
+        print(f"  odd valence sum (no bond graph fits the atom types): {d['odd_valence_sum']:.1f}% of the molecules "
+              f"({d['odd_valence_sum_one_unstable_atom']:.1f}% with a single unstable atom: radicals)")
+        print("  unstable atoms: " + ", ".join(f"{k['kind']} {k['share']:.1f}%" for k in d["atom_kinds"][:5]))
+    return d
 
 
 def _energy(records) -> dict | None:
@@ -340,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write one CSV row per molecule (validity, SMILES, stability or n/a, geometry check; the "
                         "unstable atoms as element + 1-based index : EDM valence, e.g. C4:3; repair_shift_A: the "
                         "smallest change of pair distances (Å) that makes every atom stable, inf beyond 0.1 Å)")
+    e.add_argument("--diagnose", action="store_true",
+                   help="also say why molecules are EDM-unstable: the smallest change of pair distances that would "
+                        "make each stable (geometry), odd valence sums (wrong composition), the unstable atoms by kind")
     e.add_argument("--strict", action="store_true", help="exit 1 (and write nothing) when any record is unreadable")
     e.add_argument("--cache", default=None, help="data cache directory")
     e.set_defaults(func=_eval)

@@ -20,20 +20,30 @@ group of candidate pairs by backtracking with capacity pruning); ``nan`` where s
 other than H, C, N, O, F) or the search hit ``node_limit`` (or, for a molecule of thousands of atoms, Python's
 recursion limit).
 
+``failure_report`` sums it all up over batches of molecules: the unstable molecules by smallest repair, the share
+with an odd sum of valences (a wrong composition), the unstable atoms by element and valence, and the spread of
+the bond lengths EDM reads (``benchmarks/molecule_failures.py``, ``reed-molecule eval --diagnose``).
+
 Numpy only, no torch and no RDKit.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+
 import numpy as np
 
 from .chem import edm_bond_orders, pairwise_distances
-from .constants import ELEMENTS, THRESHOLD_DOUBLE, THRESHOLD_SINGLE, THRESHOLD_TRIPLE, VALENCE
+from .constants import ELEMENTS, SYMBOLS, THRESHOLD_DOUBLE, THRESHOLD_SINGLE, THRESHOLD_TRIPLE, VALENCE
 from .metrics import stability_defined
 
-__all__ = ["REPAIR_SHIFTS", "repair_shift", "valence_errors"]
+__all__ = ["AMBIGUOUS_PM", "REPAIR_SHIFTS", "failure_report", "repair_shift", "valence_errors"]
 
-REPAIR_SHIFTS = (0.01, 0.02, 0.05, 0.1)  # Å: the bins the benchmark reports
+REPAIR_SHIFTS = (0.01, 0.02, 0.05, 0.1)  # Å: the bins ``failure_report`` counts
+AMBIGUOUS_PM = 2.0  # a bonded pair this close to a bond-order threshold (pm) is ambiguous to EDM
+BONDS = (("C", "H", 1), ("N", "H", 1), ("O", "H", 1), ("C", "C", 1), ("C", "C", 2), ("C", "N", 1), ("C", "O", 1),
+         ("C", "O", 2))  # the bond lengths ``failure_report`` describes
 _THRESHOLDS = np.stack([THRESHOLD_SINGLE, THRESHOLD_DOUBLE, THRESHOLD_TRIPLE])  # (3,S,S) pm; order k+1 when d < [k]
 
 
@@ -187,3 +197,79 @@ def repair_shift(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray
         except (_SearchLimit, RecursionError):  # a huge molecule's group can be deeper than Python's stack
             out[b] = np.nan
     return out
+
+
+def failure_report(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], max_shift: float = 0.1) -> dict:
+    """Why the molecules of padded batches ``(positions, atom_types, mask)`` are EDM-unstable (module docstring).
+    Molecules with elements other than H, C, N, O, F are counted as ``undefined`` and left out. Percentages are of
+    the molecules where stability is defined unless named "share_of_unstable"."""
+    shifts, odd, n_bad, kinds = [], [], [], Counter()
+    undefined = bonded_pairs = ambiguous = 0
+    sums = {f"{a}{'-=#'[o - 1]}{b}": np.zeros(3) for a, b, o in BONDS}  # count, sum, sum of squares (Å)
+    for pos, typ, mask in batches:
+        pos, typ, mask = np.asarray(pos, np.float32), np.asarray(typ), np.asarray(mask, bool)
+        defined = stability_defined(typ, mask)
+        undefined += int((~defined).sum())
+        pos, typ, mask = pos[defined], typ[defined], mask[defined]
+        if not len(pos):
+            continue
+        d = pairwise_distances(pos)
+        orders = edm_bond_orders(pos, typ, mask, d)
+        errors = valence_errors(pos, typ, mask, orders)
+        shifts.append(repair_shift(pos, typ, mask, max_shift=max_shift))
+        types = np.where(mask, typ, 0)
+        odd.append(np.where(mask, VALENCE[types], 0).sum(1) % 2 == 1)
+        bad = mask & (errors != 0)
+        n_bad.append(bad.sum(1))
+        kinds.update(zip(typ[bad].tolist(), (VALENCE[typ[bad]] + errors[bad]).tolist(), strict=True))
+        pair = mask[:, :, None] & mask[:, None, :] & np.triu(np.ones(mask.shape[1:] * 2, bool), 1)[None]
+        ti, tj = types[:, :, None], types[:, None, :]
+        for a, b, o in BONDS:
+            ia, ib = ELEMENTS.index(a), ELEMENTS.index(b)
+            x = d[pair & (orders == o) & (((ti == ia) & (tj == ib)) | ((ti == ib) & (tj == ia)))].astype(np.float64)
+            sums[f"{a}{'-=#'[o - 1]}{b}"] += (x.size, x.sum(), (x * x).sum())
+        bonded = pair & (orders > 0)
+        near = np.zeros_like(bonded)
+        for k in range(3):
+            thr = _THRESHOLDS[k][ti, tj]
+            near |= (thr > 0) & (np.abs(100.0 * d - thr) <= AMBIGUOUS_PM)
+        bonded_pairs += int(bonded.sum())
+        ambiguous += int((near & bonded).sum())
+    shift = np.concatenate(shifts) if shifts else np.zeros(0)
+    odd_ = np.concatenate(odd) if odd else np.zeros(0, bool)
+    n_bad_ = np.concatenate(n_bad) if n_bad else np.zeros(0, int)
+    n = len(shift)
+    unstable = shift != 0
+    n_unstable = int(unstable.sum())
+
+    def pct(count, of):
+        return 100.0 * float(count) / of if of else None
+
+    bins, prev = [], 0.0
+    for s in REPAIR_SHIFTS:
+        k = int((unstable & (shift > prev) & (shift <= s)).sum())
+        bins.append({"up_to": s, "molecules": k, "share_of_unstable": pct(k, n_unstable),
+                     "stable_if_repaired": pct(((shift <= s) & np.isfinite(shift)).sum(), n)})
+        prev = s
+    beyond = np.isinf(shift)
+    total_bad = int(n_bad_.sum())
+    lengths = {}
+    for name, (c, sx, sxx) in sums.items():
+        mean = sx / c if c else None
+        lengths[name] = {"bonds": int(c), "mean": mean,
+                         "std": float(np.sqrt(max(sxx / c - mean * mean, 0.0))) if c else None}
+    return {
+        "molecules": n, "undefined": undefined, "mol_stable": pct((shift == 0).sum(), n), "unstable": n_unstable,
+        "repair": bins,
+        "beyond": {"molecules": int(beyond.sum()), "share_of_unstable": pct(beyond.sum(), n_unstable),
+                   "odd_valence_sum": int((beyond & odd_).sum())},
+        # % of all molecules never stable whatever the geometry; of those, with one unstable atom: a radical
+        "odd_valence_sum": pct(odd_.sum(), n), "odd_valence_sum_one_unstable_atom": pct((odd_ & (n_bad_ == 1)).sum(), n),
+        "search_gave_up": int(np.isnan(shift).sum()),
+        "unstable_atoms": total_bad,
+        "unstable_atoms_per_unstable_molecule": total_bad / n_unstable if n_unstable else None,
+        "atom_kinds": [{"kind": f"{SYMBOLS[t]} with {v} (needs {VALENCE[t]})", "atoms": c, "share": pct(c, total_bad)}
+                       for (t, v), c in kinds.most_common()],
+        "bond_lengths": lengths,
+        "ambiguous_bonds": pct(ambiguous, bonded_pairs),
+    }

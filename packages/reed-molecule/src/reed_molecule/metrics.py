@@ -30,8 +30,8 @@ from .chem import _rdkit, build_mol, edm_bond_orders, largest_fragment_smiles, p
 from .constants import ELEMENTS, SYMBOLS, VALENCE
 
 __all__ = ["GEOMETRY_PROBLEMS", "EnergyReport", "MetricReport", "MoleculeResults", "atom_stability", "edm_metrics",
-           "edm_stability", "evaluate_batch", "evaluate_records", "geometry_check", "mmff_energies", "stability_defined",
-           "stability_rates", "summarise"]
+           "edm_stability", "evaluate_batch", "evaluate_records", "geometry_check", "mmff_energies", "size_batches",
+           "stability_defined", "stability_rates", "summarise"]
 
 GEOMETRY_PROBLEMS = ("ok", "atoms on top of each other", "no two atoms within bonding distance", "over-long bond")
 CLOSE = 0.01  # Å: two atoms on one point
@@ -155,17 +155,26 @@ def evaluate_records(records: Sequence, max_pairs: int = 2_000_000) -> MoleculeR
     atom pairs each, so a few large molecules cost no padding elsewhere); results in record order."""
     from .io import pad
 
-    sizes = np.array([len(r.types) for r in records])
+    parts, order = [], []
+    for idx in size_batches([len(r.types) for r in records], max_pairs):
+        arr = pad([records[k] for k in idx])
+        parts.append(evaluate_batch(arr["pos"], arr["atoms"], arr["mask"], arr.get("bonds"), arr.get("charges")))
+        order.extend(idx.tolist())
+    return MoleculeResults.concat(parts).take(np.argsort(np.asarray(order, dtype=np.int64), kind="stable"))
+
+
+def size_batches(sizes: Sequence[int], max_pairs: int = 2_000_000) -> Iterable[np.ndarray]:
+    """Indices of molecules with ``sizes`` atoms in batches of similar size, each padding to at most ``max_pairs``
+    atom pairs (one molecule at least), smallest first."""
+    sizes = np.asarray(sizes)
     order = np.argsort(sizes, kind="stable")
-    parts, i = [], 0
+    i = 0
     while i < len(order):
         j = i + 1
         while j < len(order) and (j + 1 - i) * sizes[order[j]] ** 2 <= max_pairs:
             j += 1
-        arr = pad([records[k] for k in order[i:j]])
-        parts.append(evaluate_batch(arr["pos"], arr["atoms"], arr["mask"], arr.get("bonds"), arr.get("charges")))
+        yield order[i:j]
         i = j
-    return MoleculeResults.concat(parts).take(np.argsort(order, kind="stable"))
 
 
 def _bond_aware(atom_types, bonds, mask, charges, plausible) -> dict[str, np.ndarray]:
