@@ -31,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import format_table, write_json  # noqa: E402
 from reed_core.checkpoint import load_config  # noqa: E402
 from reed_core.cli import HelpFormatter  # noqa: E402
-from reed_molecule.config import SAMPLER_NOISE_SCALE, SAMPLER_SPACING  # noqa: E402
+from reed_molecule.config import (  # noqa: E402
+    SAMPLER_NOISE_SCALE,
+    SAMPLER_POSTERIOR,
+    SAMPLER_POSTERIORS,
+    SAMPLER_SPACING,
+)
 from reed_molecule.loading import default_checkpoint, load_model  # noqa: E402
 from reed_molecule.metrics import MoleculeResults, evaluate_batch, summarise  # noqa: E402
 from reed_molecule.process import check_noise_scale, check_time_power  # noqa: E402
@@ -54,13 +59,14 @@ def _numbers(text: str, kind, flag: str, check=check_time_power) -> list:
 
 
 def setting(row: dict) -> tuple:
-    """(steps, spacing, noise scale) of a row; rows written before the noise scale existed sampled at 1."""
-    return row["steps"], row["spacing"], row.get("noise_scale", 1.0)
+    """(steps, spacing, noise scale, categorical posterior) of a row; rows written before the noise scale existed
+    sampled at 1, rows written before the posterior option with the "proportional" form."""
+    return row["steps"], row["spacing"], row.get("noise_scale", 1.0), row.get("posterior", "proportional")
 
 
 def label(setting: tuple) -> str:
-    steps, spacing, scale = setting
-    return f"{steps} steps, spacing {spacing:g}, noise scale {scale:g}"
+    steps, spacing, scale, posterior = setting
+    return f"{steps} steps, spacing {spacing:g}, noise scale {scale:g}, {posterior} posterior"
 
 
 def outcomes(res: MoleculeResults) -> dict[str, str]:
@@ -100,15 +106,15 @@ def paired_rows(rows: list[dict]) -> list[dict]:
 
 
 def evaluate(loaded, path: Path, train_step: int | None, steps: int, spacing: float, noise_scale: float, args,
-             smiles: set[str] | None) -> dict:
+             smiles: set[str] | None, posterior: str = SAMPLER_POSTERIOR) -> dict:
     start = time.perf_counter()
     arr = sample_molecules(loaded, args.n, num_steps=steps, seed=args.seed, batch_size=args.batch_size,
-                           device=args.device, spacing=spacing, noise_scale=noise_scale)
+                           device=args.device, spacing=spacing, noise_scale=noise_scale, posterior=posterior)
     seconds = time.perf_counter() - start
     res = evaluate_batch(arr["pos"], arr["atoms"], arr["mask"], arr["bonds"], arr["charges"])
     rep = summarise(res, smiles)
     return {"checkpoint": str(path), "train_step": train_step, "steps": steps, "spacing": spacing,
-            "noise_scale": noise_scale,
+            "noise_scale": noise_scale, "posterior": posterior,
             **{k: getattr(rep, k) for k in METRICS}, "ms_per_molecule": 1000 * seconds / args.n,
             "per_molecule": outcomes(res)}
 
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="comma-separated sampler time grids: t_i = (1 - i / steps) ** spacing (1: uniform)")
     p.add_argument("--noise-scale", default=str(SAMPLER_NOISE_SCALE),
                    help="comma-separated factors on the coordinates' noise at every sampler step (1: exact)")
+    p.add_argument("--posterior", default=SAMPLER_POSTERIOR,
+                   help=f"comma-separated categorical reverse steps, of {', '.join(SAMPLER_POSTERIORS)}")
     p.add_argument("-n", type=int, default=500, help="molecules per setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250, help="molecules per sampling batch")
@@ -147,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     step_counts, spacings = _numbers(args.steps, int, "--steps"), _numbers(args.spacing, float, "--spacing")
     scales = _numbers(args.noise_scale, float, "--noise-scale", check_noise_scale)
+    posteriors = args.posterior.split(",")
+    if any(q not in SAMPLER_POSTERIORS for q in posteriors):
+        raise SystemExit(f"--posterior: choose from {', '.join(SAMPLER_POSTERIORS)}, got {args.posterior!r}")
     earlier = earlier_rows(args.pair_with, args) if args.pair_with else []
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,13 +172,14 @@ def main(argv: list[str] | None = None) -> dict:
     for path in paths:
         loaded, train_step = load_model(path, device=args.device), load_config(path).get("step")
         sample_molecules(loaded, 4, num_steps=2, device=args.device)  # warm-up: first-call costs stay out of the timing
-        for steps, spacing, scale in itertools.product(step_counts, spacings, scales):
-            row = evaluate(loaded, path, train_step, steps, spacing, scale, args, smiles)
+        for steps, spacing, scale, posterior in itertools.product(step_counts, spacings, scales, posteriors):
+            row = evaluate(loaded, path, train_step, steps, spacing, scale, args, smiles, posterior)
             result["rows"].append(row)
             print(f"[{path.name}] {label(setting(row))}: " + ", ".join(
                 f"{k} {row[k]:.2f}" for k in (*METRICS, "ms_per_molecule") if row[k] is not None), flush=True)
             write_json(result, args.out)  # after every setting: a killed run keeps what it measured
-    header = ["checkpoint", "train step", "sampler steps", "spacing", "noise scale", *METRICS, "ms/molecule"]
+    header = ["checkpoint", "train step", "sampler steps", "spacing", "noise scale", "posterior", *METRICS,
+              "ms/molecule"]
     print(format_table(header, [[Path(r["checkpoint"]).name, r["train_step"], *setting(r),
                                  *(r[k] for k in METRICS), r["ms_per_molecule"]] for r in result["rows"]]))
     result["paired"] = paired_rows(earlier + result["rows"])

@@ -109,11 +109,14 @@ def test_molecule_sampling_compares_settings_molecule_by_molecule(tmp_path):
             {"checkpoint": "d", "steps": 250, "spacing": 2.0, "per_molecule": {"mol_stable": b, "valid": b}},
             {"checkpoint": "c", "steps": 100, "spacing": 2.0},  # an old row without outcomes: left out
             {"checkpoint": "c", "steps": 100, "spacing": 1.0, "per_molecule": {"mol_stable": b, "valid": a}},
-            {"checkpoint": "c", "steps": 100, "spacing": 2.0, "noise_scale": 0.8, "per_molecule": {"mol_stable": b}}]
-    pair, colder = paired_rows(rows)  # rows from before the noise scale existed sampled at 1
-    assert pair["reference"] == (250, 2.0, 1.0) and pair["setting"] == (100, 1.0, 1.0)
+            {"checkpoint": "c", "steps": 100, "spacing": 2.0, "noise_scale": 0.8, "per_molecule": {"mol_stable": b}},
+            {"checkpoint": "c", "steps": 250, "spacing": 2.0, "posterior": "exact", "per_molecule": {"mol_stable": b}}]
+    # rows from before the noise scale existed sampled at 1, before the posterior option with the proportional form
+    pair, colder, exact = paired_rows(rows)
+    assert pair["reference"] == (250, 2.0, 1.0, "proportional") and pair["setting"] == (100, 1.0, 1.0, "proportional")
     assert pair["diffs"]["mol_stable"] == pytest.approx((d, se)) and pair["diffs"]["valid"] == (0.0, 0.0)
-    assert colder["setting"] == (100, 2.0, 0.8) and set(colder["diffs"]) == {"mol_stable"}
+    assert colder["setting"] == (100, 2.0, 0.8, "proportional") and set(colder["diffs"]) == {"mol_stable"}
+    assert exact["setting"] == (250, 2.0, 1.0, "exact") and exact["diffs"]["mol_stable"] == pytest.approx((d, se))
     for text, kind in (("0", int), ("2.5", int), ("nan", float), ("-1", float), ("x", float)):
         with pytest.raises(SystemExit):
             _numbers(text, kind, "--steps")
@@ -130,7 +133,7 @@ def test_molecule_sampling_compares_settings_molecule_by_molecule(tmp_path):
     with pytest.raises(SystemExit, match="not the same"):
         earlier_rows(str(path), args)
     path.write_text(json.dumps({"n": 10, "seed": 0, "batch_size": 250, "rows": rows}))
-    assert len(earlier_rows(str(path), args)) == 4
+    assert len(earlier_rows(str(path), args)) == 5
     with pytest.raises(SystemExit, match="cannot read"):
         earlier_rows(str(tmp_path / "missing.json"), args)
 

@@ -120,3 +120,38 @@ def test_time_power_reshapes_the_same_uniform_draws():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="time_power"):
             MolecularDiffusion(time_power=bad)
+
+
+def test_categorical_reverse_step_is_d3pms_sum_over_x0():
+    """p(x_s = k | x_t) = sum_x0 q(x_s = k | x_t, x0) p(x0), q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0)
+    for the marginal-prior kernel q(x_t | x0) = abar_t [x_t = x0] + (1 - abar_t) prior(x_t), computed term by term;
+    the 'proportional' form (the sampler before) leaves out the 1 / q(x_t | x0) and, at low noise, keeps a state the
+    prediction has left."""
+    g = torch.Generator().manual_seed(0)
+    K = 5
+    prior = torch.softmax(torch.randn(K, generator=g), 0)
+    x_t = torch.randint(0, K, (4, 7), generator=g)
+    probs0 = torch.softmax(3 * torch.randn(4, 7, K, generator=g), -1)
+    probs0[3] = 0.9 * torch.nn.functional.one_hot((x_t[3] + 1) % K, K) + 0.1 / K  # sure of another type
+    abar_t, abar_s = torch.tensor([0.02, 0.3, 0.9, 0.999]), torch.tensor([0.05, 0.5, 0.95, 0.9999])
+
+    def q(a, frm, to):  # q(state `to` at the later time | `frm` at the earlier), kernel a
+        return a * (frm == to) + (1 - a) * prior[to]
+
+    want = torch.zeros(4, 7, K)
+    for b in range(4):
+        a_ts = abar_t[b] / abar_s[b]
+        for i in range(7):
+            j = int(x_t[b, i])
+            for k in range(K):
+                want[b, i, k] = sum(q(a_ts, k, j) * q(abar_s[b], x0, k) / q(abar_t[b], x0, j) * probs0[b, i, x0]
+                                    for x0 in range(K))
+    want = want / want.sum(-1, keepdim=True)
+    got = MolecularDiffusion.posterior_probs(x_t, probs0, abar_t, abar_s, prior)
+    assert torch.allclose(got, want, atol=1e-5)
+    # at low noise the exact step follows the prediction; the proportional one stays where it is
+    old = MolecularDiffusion.posterior_probs(x_t, probs0, abar_t, abar_s, prior, posterior="proportional")
+    top = (x_t[3] + 1) % K
+    assert (got[3].gather(-1, top[:, None]) > 0.5).all() and (old[3].gather(-1, x_t[3][:, None]) > 0.5).all()
+    with pytest.raises(ValueError, match="posterior"):
+        MolecularDiffusion.posterior_probs(x_t, probs0, abar_t, abar_s, prior, posterior="other")

@@ -8,6 +8,8 @@ SAMPLER_STEPS = 100  # the sampler's default step count (README: the cheapest th
 SAMPLER_SPACING = 2.0  # the time grid t_i = (1 - i / steps) ** spacing (sampler.sampler_times; README: 2 beat uniform on 2 seeds)
 SELECT_ON = ("valid_loss", "mol_stable", "atom_stable")  # what a run's best weights are chosen by (lowest loss, highest %)
 SAMPLER_NOISE_SCALE = 1.0  # factor on the coordinates' ancestral-step noise (process.MolecularDiffusion.step; 1: exact)
+SAMPLER_POSTERIORS = ("exact", "proportional")  # categorical reverse step (process.MolecularDiffusion.posterior_probs)
+SAMPLER_POSTERIOR = "exact"  # the default; "proportional" reproduces the samples of earlier versions
 
 
 @dataclass(frozen=True)

@@ -172,26 +172,44 @@ class MolecularDiffusion:
                           torch.full((B,), -1, dtype=torch.long, device=dev))
         return x.with_(bonds=x.bonds * x.pair_mask)
 
-    def _posterior_cat(self, x_t: torch.Tensor, probs0: torch.Tensor, abar_t, abar_s, prior, generator):
-        """Sample x_s ~ q(x_s | x_t, x0 ~ probs0) for the marginal-prior transition."""
+    def _posterior_cat(self, x_t: torch.Tensor, probs0: torch.Tensor, abar_t, abar_s, prior, generator,
+                       posterior: str = "exact"):
+        """Sample x_s from ``posterior_probs``."""
+        post = self.posterior_probs(x_t, probs0, abar_t, abar_s, prior, posterior)
+        return torch.multinomial(post.reshape(-1, prior.shape[0]), 1, generator=generator).view(x_t.shape)
+
+    @staticmethod
+    def posterior_probs(x_t: torch.Tensor, probs0: torch.Tensor, abar_t, abar_s, prior,
+                        posterior: str = "exact") -> torch.Tensor:
+        """(..., K) probabilities of x_s ~ p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p_theta(x0 | x_t) for the marginal-prior transition
+        (D3PM's x0-parameterised reverse step), where q(x_s | x_t, x0) = q(x_t | x_s) q(x_s | x0) / q(x_t | x0).
+        ``posterior="proportional"``: the form this package sampled with before, q(x_t | x_s) sum_x0 q(x_s | x0)
+        p_theta(x0), which leaves out the 1 / q(x_t | x0) and so weighs each x0 by how likely it makes the current
+        state: at low noise the state then keeps a type the model no longer predicts."""
         k = prior.shape[0]
         shape = (-1, *([1] * (x_t.dim() - 1)), 1)
         a_ts = (abar_t / abar_s.clamp_min(1e-12)).clamp(0, 1).reshape(shape)
         a_s = abar_s.reshape(shape)
         onehot_t = F.one_hot(x_t, k).float()
         like = a_ts * onehot_t + (1 - a_ts) * prior[x_t][..., None]  # q(x_t | x_s = k)
-        marg = a_s * probs0 + (1 - a_s) * prior  # q(x_s = k | x0 ~ p)
+        if posterior == "exact":
+            a_t = abar_t.reshape(shape).float()
+            w = probs0 / (a_t * onehot_t + (1 - a_t) * prior[x_t][..., None]).clamp_min(1e-30)  # p(x0) / q(x_t | x0)
+            marg = a_s * w + (1 - a_s) * prior * w.sum(-1, keepdim=True)  # sum_x0 q(x_s = k | x0) w(x0)
+        elif posterior == "proportional":
+            marg = a_s * probs0 + (1 - a_s) * prior  # sum_x0 q(x_s = k | x0) p(x0)
+        else:
+            raise ValueError(f"posterior must be 'exact' or 'proportional', got {posterior!r}")
         post = (like * marg).clamp_min(0)
-        post = post / post.sum(-1, keepdim=True).clamp_min(1e-12)
-        flat = post.reshape(-1, k)
-        return torch.multinomial(flat, 1, generator=generator).view(x_t.shape)
+        return post / post.sum(-1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
     def step(self, x: MoleculeBatch, pred, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None,
-             last: bool = False, noise_scale: float = 1.0) -> MoleculeBatch:
+             last: bool = False, noise_scale: float = 1.0, posterior: str = "exact") -> MoleculeBatch:
         """One ancestral step from time t to s < t given the model's x0 prediction ``pred`` at (x, t): the exact
         Gaussian posterior for coordinates (its noise times ``noise_scale``: 1 is the exact posterior, < 1 a
-        lower-temperature step, 0 its mean), q(x_s | x_t, x0 ~ p_theta) for the categories; ``last`` returns the
+        lower-temperature step, 0 its mean), p(x_s | x_t) = sum_x0 q(x_s | x_t, x0) p_theta(x0 | x_t) for the
+        categories (``posterior_probs``; ``posterior``: "exact" or the earlier "proportional"); ``last`` returns the
         prediction itself (argmax categories)."""
         mask, pm = x.mask, x.pair_mask
         if last:
@@ -209,7 +227,7 @@ class MolecularDiffusion:
 
         def cat(name: str, current: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
             return self._posterior_cat(current, logits.softmax(-1).float(), abar_t, abar_s, self.prior(name, mask),
-                                       generator)
+                                       generator, posterior)
 
         atoms = cat("atoms", x.atoms, pred.atom_logits) * mask
         charges = torch.where(mask, cat("charges", x.charges, pred.charge_logits), 1)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import SAMPLER_NOISE_SCALE, SAMPLER_SPACING, SAMPLER_STEPS
+from .config import SAMPLER_NOISE_SCALE, SAMPLER_POSTERIOR, SAMPLER_SPACING, SAMPLER_STEPS
 from .constants import CHARGES
 from .data import MAX_ATOMS, MoleculeBatch
 from .loading import LoadedModel
@@ -27,10 +27,12 @@ def sampler_times(num_steps: int, spacing: float = SAMPLER_SPACING, device=None)
 @torch.no_grad()
 def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tensor, *, num_steps: int = SAMPLER_STEPS,
            generator: torch.Generator | None = None, max_atoms: int | None = None,
-           spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE) -> MoleculeBatch:
+           spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE,
+           posterior: str = SAMPLER_POSTERIOR) -> MoleculeBatch:
     """len(num_atoms) molecules from the prior at t = 1 down to t = 0 in ``num_steps`` steps (any number:
     continuous time) on the grid ``sampler_times(num_steps, spacing)``, padded to ``max_atoms`` (default the
-    largest count); ``noise_scale`` multiplies the coordinates' noise of every step (``MolecularDiffusion.step``)."""
+    largest count); ``noise_scale`` multiplies the coordinates' noise of every step and ``posterior`` picks the
+    categories' reverse step (``MolecularDiffusion.step``)."""
     check_noise_scale(noise_scale)
     dev = num_atoms.device
     times = sampler_times(num_steps, spacing, dev)
@@ -40,7 +42,7 @@ def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tenso
     for i in range(num_steps):
         t, s = times[i].expand(len(num_atoms)), times[i + 1].expand(len(num_atoms))
         x = process.step(x, model(x, t, None).prediction, t, s, generator, last=i == num_steps - 1,
-                         noise_scale=noise_scale)
+                         noise_scale=noise_scale, posterior=posterior)
     return x
 
 
@@ -63,10 +65,11 @@ def size_distribution(histogram: np.ndarray, num_atoms: int | tuple[int, int] | 
 
 def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = SAMPLER_STEPS, seed: int = 0, batch_size: int = 100,
                      progress: bool = False, device: str = "cpu", num_atoms: int | tuple[int, int] | None = None,
-                     spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE) -> dict[str, np.ndarray]:
+                     spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE,
+                     posterior: str = SAMPLER_POSTERIOR) -> dict[str, np.ndarray]:
     """``n`` molecules as numpy arrays (pos, atoms, charges (formal), bonds, mask); atom counts drawn from the
     training histogram, or fixed / restricted by ``num_atoms`` (see ``size_distribution``); ``num_steps``,
-    ``spacing`` and ``noise_scale`` as in ``sample``."""
+    ``spacing``, ``noise_scale`` and ``posterior`` as in ``sample``."""
     from tqdm.auto import tqdm
 
     g = torch.Generator(device=device).manual_seed(seed)
@@ -77,7 +80,7 @@ def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = SAMPLER_ST
         b = min(batch_size, n - lo)
         counts = torch.multinomial(hist, b, replacement=True, generator=torch.Generator().manual_seed(seed + lo)).to(device)
         a = sample(loaded.model, loaded.process, counts, num_steps=num_steps, generator=g, max_atoms=pad_to,
-                   spacing=spacing, noise_scale=noise_scale).numpy()
+                   spacing=spacing, noise_scale=noise_scale, posterior=posterior).numpy()
         for k in ("pos", "atoms", "bonds", "mask"):
             out[k].append(a[k])
         out["charges"].append(np.asarray(CHARGES)[a["charges"]] * a["mask"])
