@@ -37,6 +37,49 @@ def analyse(pos: np.ndarray, typ: np.ndarray, mask: np.ndarray, max_shift: float
     return failure_report([(pos, typ, mask)], max_shift=max_shift)
 
 
+def trajectory(ckpt: str, n: int, seed: int, posterior: str, steps: int | None = None) -> dict:
+    """Follow the composition along the sampler's trajectory: at every step the share of molecules whose valence sum
+    is odd, in the model's argmax prediction of x0 and in the sampled state after the step, the atom types the step
+    changed, and the time after which each molecule's predicted parity no longer changes (the sampler's own loop,
+    ``sampler.sample``, with the same atom counts and noise as ``sample_molecules`` for one batch of ``n``)."""
+    import torch
+
+    from reed_molecule.config import SAMPLER_SPACING, SAMPLER_STEPS
+    from reed_molecule.constants import VALENCE
+    from reed_molecule.loading import default_checkpoint, load_model
+    from reed_molecule.sampler import sampler_times, size_distribution
+
+    loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
+    model, process = loaded.model, loaded.process
+    steps = steps or SAMPLER_STEPS
+    hist = torch.as_tensor(size_distribution(loaded.atom_histogram), dtype=torch.float)
+    counts = torch.multinomial(hist, n, replacement=True, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    times = sampler_times(steps, SAMPLER_SPACING)
+    mask = torch.arange(max(29, len(hist) - 1))[None, :] < counts[:, None]
+    valence = torch.as_tensor(VALENCE[:5])
+    x = process.sample_prior(mask, g)
+    rows, pred_odd = [], []
+    with torch.no_grad():
+        for i in range(steps):
+            t, s_ = times[i].expand(n), times[i + 1].expand(n)
+            pred = model(x, t, None).prediction
+            odd_pred = ((valence[pred.atom_logits.argmax(-1)] * mask).sum(1) % 2 == 1)
+            prev = x.atoms
+            x = process.step(x, pred, t, s_, g, last=i == steps - 1, posterior=posterior)
+            odd_state = ((valence[x.atoms.clamp(max=4)] * mask).sum(1) % 2 == 1)
+            pred_odd.append(odd_pred.numpy())
+            rows.append({"step": i, "t": float(times[i]), "odd_prediction": 100.0 * float(odd_pred.float().mean()),
+                         "odd_state_after": 100.0 * float(odd_state.float().mean()),
+                         "atoms_changed": int(((x.atoms != prev) & mask).sum())})
+    pred_odd = np.array(pred_odd)
+    last_change = [max((i for i in range(steps) if pred_odd[i, b] != pred_odd[-1, b]), default=-1) for b in range(n)]
+    settled = np.array([float(times[i + 1]) if i >= 0 else 1.0 for i in last_change])
+    return {"checkpoint": ckpt, "n": n, "seed": seed, "posterior": posterior, "steps": steps, "rows": rows,
+            "parity_settled_t_percentiles": dict(zip(("10", "50", "90"), np.percentile(settled, [10, 50, 90]).tolist(),
+                                                     strict=True))}
+
+
 def report(results: dict) -> None:
     names = list(results["sources"])
     rows = [[name, r["molecules"], r["mol_stable"], r["unstable"],
@@ -80,6 +123,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reference", type=int, default=None,
                    help="QM9 test molecules for the reference row (default: all 13,083; 0: none)")
     p.add_argument("--max-shift", type=float, default=0.1, help="largest repair searched (Å, at most 0.15)")
+    p.add_argument("--trajectory", type=int, default=0, metavar="N",
+                   help="also follow N molecules' compositions along the sampler's trajectory (with --checkpoint)")
+    p.add_argument("--posterior", default="exact", help="categorical reverse steps for --checkpoint and "
+                   "--trajectory, comma-separated (exact, proportional: the form of earlier versions)")
     p.add_argument("--out", default="benchmarks/results/molecule_failures.json")
     args = p.parse_args(argv)
     if not (args.samples or args.checkpoint or args.reference != 0):
@@ -88,6 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
         seeds = [int(v) for v in args.seeds.split(",")]
     except ValueError:
         p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    posteriors = args.posterior.split(",")
+    if any(q not in ("exact", "proportional") for q in posteriors):
+        p.error(f"--posterior: exact and/or proportional, got {args.posterior!r}")
+    if args.trajectory and not args.checkpoint:
+        p.error("--trajectory needs --checkpoint")
     start = time.perf_counter()
     results = {"max_shift": args.max_shift, "ambiguous_pm": AMBIGUOUS_PM, "sources": {}}
     for path in args.samples:
@@ -101,9 +153,23 @@ def main(argv: list[str] | None = None) -> dict:
 
         loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
         kw = {} if args.steps is None else {"num_steps": args.steps}
-        for seed in seeds:
-            a = sample_molecules(loaded, args.n, seed=seed, progress=True, **kw)
-            results["sources"][f"{ckpt}, seed {seed}"] = analyse(a["pos"], a["atoms"], a["mask"], args.max_shift)
+        for posterior in posteriors:
+            for seed in seeds:
+                a = sample_molecules(loaded, args.n, seed=seed, progress=True, posterior=posterior, **kw)
+                name = f"{ckpt}, seed {seed}" + ("" if posteriors == ["exact"] else f", {posterior}")
+                results["sources"][name] = analyse(a["pos"], a["atoms"], a["mask"], args.max_shift)
+        for posterior in posteriors if args.trajectory else []:
+            tr = trajectory(ckpt, args.trajectory, seeds[0], posterior, args.steps)
+            results.setdefault("trajectories", []).append(tr)
+            print(f"\n{ckpt}, {posterior} posterior: {args.trajectory} molecules along the trajectory (seed {seeds[0]}; "
+                  "% with an odd valence sum)")
+            picks = sorted({0, *range(10, tr["steps"], 10), tr["steps"] - 2, tr["steps"] - 1})
+            print(format_table(["step", "t", "odd, predicted x0 %", "odd, sampled state %", "types changed"],
+                               [[r["step"], f"{r['t']:.4f}", r["odd_prediction"], r["odd_state_after"],
+                                 r["atoms_changed"]] for r in (tr["rows"][i] for i in picks)]))
+            q = tr["parity_settled_t_percentiles"]
+            print(f"t below which each molecule's predicted parity no longer changes: 10/50/90 % "
+                  f"{q['10']:.3f} / {q['50']:.3f} / {q['90']:.3f}")
     if args.reference != 0:
         from reed_molecule import qm9
 

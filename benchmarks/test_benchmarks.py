@@ -332,7 +332,7 @@ def test_molecule_failures_accounts_for_every_molecule(tmp_path, capsys):
     arrays = {"pos": d["positions"][:300], "atoms": np.where(z > 0, Z_TO_SYMBOL_INDEX[z], 0), "mask": z > 0}
     f = write_molecules(arrays, tmp_path / "g.npz")
     out = main(["--samples", str(f), "--checkpoint", "shipped", "-n", "3", "--steps", "2", "--seeds", "0,1",
-                "--reference", "0", "--out", str(tmp_path / "r.json")])
+                "--trajectory", "4", "--reference", "0", "--out", str(tmp_path / "r.json")])
     assert list(out["sources"]) == ["g.npz", "shipped, seed 0", "shipped, seed 1"]
     r = out["sources"]["g.npz"]
     _, mol, n = edm_stability(arrays["pos"], arrays["atoms"], arrays["mask"])
@@ -342,6 +342,9 @@ def test_molecule_failures_accounts_for_every_molecule(tmp_path, capsys):
     assert r["beyond"]["odd_valence_sum"] <= r["beyond"]["molecules"]
     assert sum(k["atoms"] for k in r["atom_kinds"]) == r["unstable_atoms"] > 0
     assert out["sources"]["shipped, seed 1"]["molecules"] == 3
+    (tr,) = out["trajectories"]
+    assert tr["posterior"] == "exact" and [r["step"] for r in tr["rows"]] == [0, 1] and tr["rows"][0]["t"] == 1.0
+    assert tr["rows"][-1]["atoms_changed"] >= 0 and 0 <= tr["rows"][-1]["odd_state_after"] <= 100
     assert "odd valence sum" in capsys.readouterr().out
 
 
