@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--samples", nargs="*", default=[], help="molecule files (.sdf / .xyz / .npz) to diagnose")
     p.add_argument("--checkpoint", nargs="*", default=[], help="checkpoints to sample from ('shipped': the shipped model)")
-    p.add_argument("-n", type=int, default=1000, help="molecules sampled per checkpoint")
+    p.add_argument("-n", type=int, default=1000, help="molecules sampled per checkpoint, seed and posterior (0: none)")
     p.add_argument("--seeds", default="0", help="sampling seeds, comma-separated: one source per checkpoint and seed "
                    "(the same molecules as `reed-molecule sample -n N --seed K`)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's)")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
         kw = {} if args.steps is None else {"num_steps": args.steps}
-        for posterior in posteriors:
+        for posterior in posteriors if args.n > 0 else []:  # -n 0: the trajectory alone
             for seed in seeds:
                 a = sample_molecules(loaded, args.n, seed=seed, progress=True, posterior=posterior, **kw)
                 name = f"{ckpt}, seed {seed}" + ("" if posteriors == ["exact"] else f", {posterior}")
