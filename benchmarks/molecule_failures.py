@@ -40,41 +40,34 @@ def analyse(pos: np.ndarray, typ: np.ndarray, mask: np.ndarray, max_shift: float
 def trajectory(ckpt: str, n: int, seed: int, posterior: str, steps: int | None = None) -> dict:
     """Follow the composition along the sampler's trajectory: at every step the share of molecules whose valence sum
     is odd, in the model's argmax prediction of x0 and in the sampled state after the step, the atom types the step
-    changed, and the time after which each molecule's predicted parity no longer changes (the sampler's own loop,
-    ``sampler.sample``, with the same atom counts and noise as ``sample_molecules`` for one batch of ``n``)."""
+    changed, and the time after which each molecule's predicted parity no longer changes (``sample_molecules`` in one
+    batch of ``n``, watched through its ``on_step``)."""
     import torch
 
-    from reed_molecule.config import SAMPLER_SPACING, SAMPLER_STEPS
+    from reed_molecule.config import SAMPLER_STEPS
     from reed_molecule.constants import VALENCE
     from reed_molecule.loading import default_checkpoint, load_model
-    from reed_molecule.sampler import sampler_times, size_distribution
+    from reed_molecule.sampler import sample_molecules
 
-    loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
-    model, process = loaded.model, loaded.process
-    steps = steps or SAMPLER_STEPS
-    hist = torch.as_tensor(size_distribution(loaded.atom_histogram), dtype=torch.float)
-    counts = torch.multinomial(hist, n, replacement=True, generator=torch.Generator().manual_seed(seed))
-    g = torch.Generator().manual_seed(seed)
-    times = sampler_times(steps, SAMPLER_SPACING)
-    mask = torch.arange(max(29, len(hist) - 1))[None, :] < counts[:, None]
     valence = torch.as_tensor(VALENCE[:5])
-    x = process.sample_prior(mask, g)
     rows, pred_odd = [], []
-    with torch.no_grad():
-        for i in range(steps):
-            t, s_ = times[i].expand(n), times[i + 1].expand(n)
-            pred = model(x, t, None).prediction
-            odd_pred = ((valence[pred.atom_logits.argmax(-1)] * mask).sum(1) % 2 == 1)
-            prev = x.atoms
-            x = process.step(x, pred, t, s_, g, last=i == steps - 1, posterior=posterior)
-            odd_state = ((valence[x.atoms.clamp(max=4)] * mask).sum(1) % 2 == 1)
-            pred_odd.append(odd_pred.numpy())
-            rows.append({"step": i, "t": float(times[i]), "odd_prediction": 100.0 * float(odd_pred.float().mean()),
-                         "odd_state_after": 100.0 * float(odd_state.float().mean()),
-                         "atoms_changed": int(((x.atoms != prev) & mask).sum())})
+
+    def odd(atoms, mask):
+        return (valence[atoms.clamp(max=4)] * mask).sum(1) % 2 == 1
+
+    def watch(i, t, x, pred, x_next):
+        pred_odd.append(odd(pred.atom_logits.argmax(-1), x.mask).numpy())
+        rows.append({"step": i, "t": t, "odd_prediction": 100.0 * float(pred_odd[-1].mean()),
+                     "odd_state_after": 100.0 * float(odd(x_next.atoms, x.mask).float().mean()),
+                     "atoms_changed": int(((x_next.atoms != x.atoms) & x.mask).sum())})
+
+    steps = steps or SAMPLER_STEPS
+    loaded = load_model(default_checkpoint() if ckpt == "shipped" else Path(ckpt))
+    sample_molecules(loaded, n, num_steps=steps, seed=seed, batch_size=n, posterior=posterior, on_step=watch)
     pred_odd = np.array(pred_odd)
+    after = [r["t"] for r in rows[1:]] + [0.0]  # the time each step ends at
     last_change = [max((i for i in range(steps) if pred_odd[i, b] != pred_odd[-1, b]), default=-1) for b in range(n)]
-    settled = np.array([float(times[i + 1]) if i >= 0 else 1.0 for i in last_change])
+    settled = np.array([after[i] if i >= 0 else 1.0 for i in last_change])
     return {"checkpoint": ckpt, "n": n, "seed": seed, "posterior": posterior, "steps": steps, "rows": rows,
             "parity_settled_t_percentiles": dict(zip(("10", "50", "90"), np.percentile(settled, [10, 50, 90]).tolist(),
                                                      strict=True))}

@@ -148,12 +148,19 @@ def _per_molecule_csv(records, res) -> str:
     import csv
     import io
 
-    import numpy as np
-
+    from .chem import edm_bond_orders, pairwise_distances
     from .constants import SYMBOLS, VALENCE
     from .diagnose import repair_shift, valence_errors
-    from .metrics import GEOMETRY_PROBLEMS
+    from .io import pad
+    from .metrics import GEOMETRY_PROBLEMS, size_batches
 
+    diagnosis = {}  # record index -> (valence errors, smallest repair), computed in batches of similar size
+    for idx in size_batches([len(r.types) for r in records]):
+        a = pad([records[k] for k in idx])
+        d = pairwise_distances(a["pos"])
+        errors = valence_errors(a["pos"], a["atoms"], a["mask"], edm_bond_orders(a["pos"], a["atoms"], a["mask"], d))
+        shifts = repair_shift(a["pos"], a["atoms"], a["mask"], distances=d)
+        diagnosis |= {k: (errors[j, : len(records[k].types)], float(shifts[j])) for j, k in enumerate(idx.tolist())}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["record", "atoms", "valid", "smiles", "mol_stable", "atoms_stable", "geometry", "unstable_atoms",
@@ -162,13 +169,11 @@ def _per_molecule_csv(records, res) -> str:
     for i, r in enumerate(records):
         ok = res.defined[i]
         unstable, shift = "n/a", "n/a"
-        if ok:  # one molecule at a time: only when the CSV is asked for
-            one = (r.pos[None], r.types[None], np.ones((1, len(r.types)), bool))
-            err = valence_errors(*one)[0]
+        if ok:
+            err, s = diagnosis[i]
             unstable = " ".join(f"{SYMBOLS[r.types[k]]}{k + 1}:{VALENCE[r.types[k]] + err[k]}"
-                                for k in np.nonzero(err)[0])
-            s = float(repair_shift(*one)[0])
-            shift = "gave up" if np.isnan(s) else "inf" if np.isinf(s) else f"{s:.3f}"
+                                for k in err.nonzero()[0])
+            shift = "gave up" if math.isnan(s) else "inf" if math.isinf(s) else f"{s:.3f}"
         row = [r.number, res.num_atoms[i], int(res.smiles[i] is not None), res.smiles[i] or "",
                int(stable[i]) if ok else "n/a", f"{res.atoms_stable[i]}/{res.num_atoms[i]}" if ok else "n/a",
                GEOMETRY_PROBLEMS[res.geometry[i]], unstable, shift]

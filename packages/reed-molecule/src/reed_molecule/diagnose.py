@@ -156,15 +156,16 @@ def _search(group, pos, need, cap_up, cap_dn, ii, jj, signs, nodes, node_limit) 
 
 
 def repair_shift(positions: np.ndarray, atom_types: np.ndarray, mask: np.ndarray, max_shift: float = 0.1,
-                 node_limit: int = 200_000) -> np.ndarray:
+                 node_limit: int = 200_000, distances: np.ndarray | None = None) -> np.ndarray:
     """(B,) float, Å: the smallest s such that changing atom-pair distances by at most s each makes every atom
     EDM-stable (module docstring); 0 for a stable molecule, inf when no change within ``max_shift`` (at most 0.15 Å,
-    so that no pair can cross two thresholds) does, nan where stability is undefined or the search gave up."""
+    so that no pair can cross two thresholds) does, nan where stability is undefined or the search gave up.
+    ``distances``: the batch's ``pairwise_distances`` when the caller has them already."""
     if not 0 < max_shift <= 0.15:
         raise ValueError(f"max_shift must be in (0, 0.15] Å, got {max_shift}")
     positions = np.asarray(positions)
     atom_types, mask = np.asarray(atom_types), np.asarray(mask, dtype=bool)
-    d = pairwise_distances(positions)
+    d = pairwise_distances(positions) if distances is None else distances
     orders = edm_bond_orders(positions, atom_types, mask, d)
     errors = valence_errors(positions, atom_types, mask, orders)
     defined = stability_defined(atom_types, mask)
@@ -216,7 +217,7 @@ def failure_report(batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
         d = pairwise_distances(pos)
         orders = edm_bond_orders(pos, typ, mask, d)
         errors = valence_errors(pos, typ, mask, orders)
-        shifts.append(repair_shift(pos, typ, mask, max_shift=max_shift))
+        shifts.append(repair_shift(pos, typ, mask, max_shift=max_shift, distances=d))
         types = np.where(mask, typ, 0)
         odd.append(np.where(mask, VALENCE[types], 0).sum(1) % 2 == 1)
         bad = mask & (errors != 0)

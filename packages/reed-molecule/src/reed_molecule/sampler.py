@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,11 +30,12 @@ def sampler_times(num_steps: int, spacing: float = SAMPLER_SPACING, device=None)
 def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tensor, *, num_steps: int = SAMPLER_STEPS,
            generator: torch.Generator | None = None, max_atoms: int | None = None,
            spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE,
-           posterior: str = SAMPLER_POSTERIOR) -> MoleculeBatch:
+           posterior: str = SAMPLER_POSTERIOR, on_step: Callable | None = None) -> MoleculeBatch:
     """len(num_atoms) molecules from the prior at t = 1 down to t = 0 in ``num_steps`` steps (any number:
     continuous time) on the grid ``sampler_times(num_steps, spacing)``, padded to ``max_atoms`` (default the
     largest count); ``noise_scale`` multiplies the coordinates' noise of every step and ``posterior`` picks the
-    categories' reverse step (``MolecularDiffusion.step``)."""
+    categories' reverse step (``MolecularDiffusion.step``). ``on_step(i, t, x, prediction, x_next)``, when given,
+    sees every step (for diagnostics such as ``benchmarks/molecule_failures.py --trajectory``)."""
     check_noise_scale(noise_scale)
     dev = num_atoms.device
     times = sampler_times(num_steps, spacing, dev)
@@ -41,8 +44,12 @@ def sample(model: nn.Module, process: MolecularDiffusion, num_atoms: torch.Tenso
     x = process.sample_prior(mask, generator)
     for i in range(num_steps):
         t, s = times[i].expand(len(num_atoms)), times[i + 1].expand(len(num_atoms))
-        x = process.step(x, model(x, t, None).prediction, t, s, generator, last=i == num_steps - 1,
-                         noise_scale=noise_scale, posterior=posterior)
+        pred = model(x, t, None).prediction
+        x_next = process.step(x, pred, t, s, generator, last=i == num_steps - 1, noise_scale=noise_scale,
+                              posterior=posterior)
+        if on_step is not None:
+            on_step(i, float(times[i]), x, pred, x_next)
+        x = x_next
     return x
 
 
@@ -66,10 +73,10 @@ def size_distribution(histogram: np.ndarray, num_atoms: int | tuple[int, int] | 
 def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = SAMPLER_STEPS, seed: int = 0, batch_size: int = 100,
                      progress: bool = False, device: str = "cpu", num_atoms: int | tuple[int, int] | None = None,
                      spacing: float = SAMPLER_SPACING, noise_scale: float = SAMPLER_NOISE_SCALE,
-                     posterior: str = SAMPLER_POSTERIOR) -> dict[str, np.ndarray]:
+                     posterior: str = SAMPLER_POSTERIOR, on_step: Callable | None = None) -> dict[str, np.ndarray]:
     """``n`` molecules as numpy arrays (pos, atoms, charges (formal), bonds, mask); atom counts drawn from the
     training histogram, or fixed / restricted by ``num_atoms`` (see ``size_distribution``); ``num_steps``,
-    ``spacing``, ``noise_scale`` and ``posterior`` as in ``sample``."""
+    ``spacing``, ``noise_scale``, ``posterior`` and ``on_step`` (called for every batch) as in ``sample``."""
     from tqdm.auto import tqdm
 
     g = torch.Generator(device=device).manual_seed(seed)
@@ -80,7 +87,7 @@ def sample_molecules(loaded: LoadedModel, n: int, *, num_steps: int = SAMPLER_ST
         b = min(batch_size, n - lo)
         counts = torch.multinomial(hist, b, replacement=True, generator=torch.Generator().manual_seed(seed + lo)).to(device)
         a = sample(loaded.model, loaded.process, counts, num_steps=num_steps, generator=g, max_atoms=pad_to,
-                   spacing=spacing, noise_scale=noise_scale, posterior=posterior).numpy()
+                   spacing=spacing, noise_scale=noise_scale, posterior=posterior, on_step=on_step).numpy()
         for k in ("pos", "atoms", "bonds", "mask"):
             out[k].append(a[k])
         out["charges"].append(np.asarray(CHARGES)[a["charges"]] * a["mask"])
