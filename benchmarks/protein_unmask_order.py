@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     for split in [] if args.skip_recovery else args.splits.split(","):
         ids = chains.split(split)
         for steps in steps_list:
-            per = {}
+            per, per_seed = {}, {}
             for order in orders:
                 runs = []
                 for seed in seeds:
@@ -123,15 +123,13 @@ def main(argv: list[str] | None = None) -> dict:
                     runs.append({"seed": seed, "recovery": r["recovery"], "seconds": round(time.perf_counter() - t0, 1),
                                  "per_chain": [round(v, 3) for v in r["per_chain"]]})
                 per[order] = np.mean([r["per_chain"] for r in runs], axis=0)
+                per_seed[order] = [r["per_chain"] for r in runs]
                 row = {"split": split, "steps": steps, "order": order, "chains": len(ids), "runs": runs,
                        "recovery": float(per[order].mean())}
                 if order != "random":
                     row["vs_random"] = paired(per["random"], per[order])
-                    row["vs_random_per_seed"] = [
-                        paired(ref["per_chain"], run["per_chain"])
-                        for ref, run in zip(next(r for r in result["rows"] if r["split"] == split and
-                                                 r["steps"] == steps and r["order"] == "random")["runs"],
-                                            runs, strict=True)]
+                    row["vs_random_per_seed"] = [paired(a, b) for a, b in
+                                                 zip(per_seed["random"], per_seed[order], strict=True)]
                 result["rows"].append(row)
                 vs = row.get("vs_random")
                 rows.append([split, steps, order, " / ".join(f"{r['recovery']:.2f}" for r in runs), row["recovery"],

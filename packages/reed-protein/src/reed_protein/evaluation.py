@@ -14,9 +14,14 @@ from .model import ProteinDenoiser
 from .sampler import decoder, sample_sequences
 
 
+def length_order(chains: ChainSet, ids: np.ndarray) -> np.ndarray:
+    """The permutation that orders ``ids`` by chain length (stable)."""
+    return np.argsort(np.diff(chains.offsets)[np.asarray(ids)], kind="stable")
+
+
 def length_sorted(chains: ChainSet, ids: np.ndarray) -> np.ndarray:
     """``ids`` ordered by chain length (stable): batches of similar lengths, little padding."""
-    return np.asarray(ids)[np.argsort(np.diff(chains.offsets)[ids], kind="stable")]
+    return np.asarray(ids)[length_order(chains, ids)]
 
 
 def recovery(S: torch.Tensor, x) -> torch.Tensor:
@@ -37,7 +42,7 @@ def evaluate(model: ProteinDenoiser, chains: ChainSet, ids: np.ndarray, *, num_s
     ``ids``, for paired comparisons."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    order_of = np.argsort(np.diff(chains.offsets)[np.asarray(ids)], kind="stable")  # as length_sorted sorts
+    order_of = length_order(chains, ids)
     ids = np.asarray(ids)[order_of]
     recov, nll, count = [], 0.0, 0
     for lo in range(0, len(ids), batch_size):
